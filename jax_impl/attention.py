@@ -1,0 +1,120 @@
+"""Scaled dot-product attention in JAX: the numpy_impl/attention.py steps, jit-compiled.
+
+Read numpy_impl/attention.py for the maths; this file mirrors it name for name. The public
+functions check their inputs in Python (shapes are static under jit) and call jitted kernels.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from common.checks import InputError, check_finite, check_float, check_mask, check_min_ndim, check_nonempty, check_same
+from jax_impl._checks import all_finite
+
+__all__ = [
+    "pairwise_similarities",
+    "attn_scaled",
+    "softmax",
+    "apply_mask",
+    "attn_softmax",
+    "compute_outputs",
+    "scaled_dot_product_attention",
+    "wrong_zero_after_softmax",
+]
+
+
+def _check_qkv(q, k, v=None) -> None:
+    for name, x in (("q", q), ("k", k)) + ((("v", v),) if v is not None else ()):
+        check_min_ndim(name, x, 2, "(..., T, D)")
+        check_float(name, x)
+        check_nonempty(name, x, -2, "sequence (T)")
+        check_finite(name, all_finite(x))
+    check_same("k", k.shape[-1], "q's last axis (d_head)", q.shape[-1], "last-axis size")
+    if v is not None:
+        check_same("v", v.shape[-2], "k's sequence axis (T_k)", k.shape[-2], "sequence length")
+
+
+@jax.jit
+def _pairwise(q, k):
+    return q @ jnp.swapaxes(k, -1, -2)
+
+
+@jax.jit
+def _softmax_masked(scores, mask):
+    """Softmax over the last axis where mask allows; all-masked rows -> zeros (no NaN, no NaN grads)."""
+    masked = scores if mask is None else jnp.where(mask, scores, -jnp.inf)
+    row_max = jnp.max(masked, axis=-1, keepdims=True)
+    # The shift cancels mathematically, so it carries no gradient; -inf rows shift by 0.
+    row_max = jax.lax.stop_gradient(jnp.where(jnp.isneginf(row_max), 0.0, row_max))
+    e = jnp.exp(masked - row_max)
+    denom = jnp.sum(e, axis=-1, keepdims=True)
+    return e / jnp.where(denom == 0.0, 1.0, denom)
+
+
+@jax.jit
+def _sdpa(q, k, v, mask, scale):
+    scores = (q @ jnp.swapaxes(k, -1, -2)) * scale
+    weights = _softmax_masked(scores, mask)
+    return weights @ v, weights
+
+
+def pairwise_similarities(q, k):
+    """Shapes: q (..., T_q, D), k (..., T_k, D) -> (..., T_q, T_k)"""
+    _check_qkv(q, k)
+    return _pairwise(q, k)
+
+
+def attn_scaled(scores, scale: float):
+    """Shapes: (..., T_q, T_k) -> (..., T_q, T_k)"""
+    return scores * scale
+
+
+def softmax(x, axis: int = -1):
+    """Numerically stable softmax (jax.nn.softmax subtracts the max too). Shapes: any -> same"""
+    check_finite("x", all_finite(x))
+    return jax.nn.softmax(x, axis=axis)
+
+
+def apply_mask(scores, mask):
+    """Shapes: scores (..., T_q, T_k), mask broadcastable (bool, True = may attend) -> same"""
+    if mask is None:
+        return scores
+    check_mask("mask", mask, scores.shape)
+    return jnp.where(mask, scores, -jnp.inf)
+
+
+def attn_softmax(scores, mask=None):
+    """Shapes: scores (..., T_q, T_k), mask broadcastable (bool) -> weights (..., T_q, T_k)"""
+    if mask is not None:
+        check_mask("mask", mask, scores.shape)
+    return _softmax_masked(scores, mask)
+
+
+def compute_outputs(weights, v):
+    """Shapes: weights (..., T_q, T_k), v (..., T_k, D_v) -> (..., T_q, D_v)"""
+    return weights @ v
+
+
+def scaled_dot_product_attention(q, k, v, mask=None, scale: float | None = None):
+    """softmax(Q K^T * scale, masked) V.
+
+    Shapes: q (..., T_q, D), k (..., T_k, D), v (..., T_k, D_v), mask broadcastable to
+            (..., T_q, T_k) -> out (..., T_q, D_v), weights (..., T_q, T_k)
+    """
+    _check_qkv(q, k, v)
+    if mask is not None:
+        check_mask("mask", mask, q.shape[:-1] + (k.shape[-2],))
+    if scale is None:
+        scale = 1.0 / float(q.shape[-1]) ** 0.5
+    return _sdpa(q, k, v, mask, scale)
+
+
+def wrong_zero_after_softmax(scores, mask):
+    """THE WRONG WAY (see numpy_impl): softmax over all keys, then zero the forbidden weights.
+
+    Shapes: scores (..., T_q, T_k), mask broadcastable (bool) -> weights (..., T_q, T_k)
+    """
+    if mask is None:
+        raise InputError("mask: expected a bool mask (True = may attend), got None")
+    check_mask("mask", mask, scores.shape)
+    return jax.nn.softmax(scores, axis=-1) * mask

@@ -1,0 +1,147 @@
+"""Scaled dot-product attention, one step per function, in plain NumPy.
+
+    scores  = Q K^T                      pairwise_similarities      (..., T_q, T_k)
+    scaled  = scores * scale             attn_scaled                scale = 1/sqrt(d_head) by default
+    masked  = where(mask, scaled, -inf)  apply_mask                 mask: bool, True = may attend
+    weights = softmax(masked, keys)      attn_softmax               fully masked row -> all zeros
+    out     = weights V                  compute_outputs            (..., T_q, D_v)
+
+Leading axes (batch, heads, ...) are carried through untouched, so the same functions serve
+single-head, multi-head and batched calls.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from common.checks import (
+    InputError,
+    check_finite,
+    check_float,
+    check_mask,
+    check_min_ndim,
+    check_nonempty,
+    check_same,
+)
+
+__all__ = [
+    "pairwise_similarities",
+    "attn_scaled",
+    "softmax",
+    "apply_mask",
+    "attn_softmax",
+    "compute_outputs",
+    "scaled_dot_product_attention",
+    "wrong_zero_after_softmax",
+]
+
+
+def _check_qkv(q, k, v=None) -> None:
+    """Shared checks: (..., T, D) arrays, same head size for q and k, same T_k for k and v."""
+    for name, x in (("q", q), ("k", k)) + ((("v", v),) if v is not None else ()):
+        check_min_ndim(name, x, 2, "(..., T, D)")
+        check_float(name, x)
+        check_nonempty(name, x, -2, "sequence (T)")
+        check_finite(name, np.isfinite(x).all())
+    check_same("k", k.shape[-1], "q's last axis (d_head)", q.shape[-1], "last-axis size")
+    if v is not None:
+        check_same("v", v.shape[-2], "k's sequence axis (T_k)", k.shape[-2], "sequence length")
+
+
+def pairwise_similarities(q: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """Dot product of every query with every key.
+
+    Shapes: q (..., T_q, D), k (..., T_k, D) -> (..., T_q, T_k)
+    """
+    _check_qkv(q, k)
+    return q @ np.swapaxes(k, -1, -2)
+
+
+def attn_scaled(scores: np.ndarray, scale: float) -> np.ndarray:
+    """Multiply scores by `scale` (1/sqrt(d_head) in the paper) so their variance stays ~1
+    whatever the head size, keeping the softmax out of its saturated, zero-gradient regime.
+
+    Shapes: (..., T_q, T_k) -> (..., T_q, T_k)
+    """
+    return scores * scale
+
+
+def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Numerically stable softmax: subtracting the max leaves the result unchanged (it cancels in
+    the ratio) but keeps exp() from overflowing, so logits of 1e6 work.
+
+    Shapes: any -> same
+    """
+    check_finite("x", np.isfinite(x).all())
+    z = x - np.max(x, axis=axis, keepdims=True)
+    e = np.exp(z)
+    return e / np.sum(e, axis=axis, keepdims=True)
+
+
+def apply_mask(scores: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """Set scores of forbidden (query, key) pairs to -inf, so exp() makes their weight exactly 0.
+    A finite constant such as -1e9 would leave a tiny weight a model could learn to exploit.
+
+    Shapes: scores (..., T_q, T_k), mask broadcastable to it (bool, True = may attend) -> same
+    """
+    if mask is None:
+        return scores
+    check_mask("mask", mask, scores.shape)
+    return np.where(mask, scores, -np.inf)
+
+
+def attn_softmax(scores: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """Softmax over keys with masking; a query that may attend to nothing gets all-zero weights.
+
+    Shapes: scores (..., T_q, T_k), mask broadcastable (bool) -> weights (..., T_q, T_k)
+    """
+    masked = apply_mask(scores, mask)
+    row_max = np.max(masked, axis=-1, keepdims=True)
+    # A fully masked row has max = -inf and (-inf) - (-inf) = NaN; shift such rows by 0 instead.
+    row_max = np.where(np.isneginf(row_max), 0.0, row_max)
+    e = np.exp(masked - row_max)  # exp(-inf) = 0 for masked entries
+    denom = np.sum(e, axis=-1, keepdims=True)
+    # An all-masked row sums to 0: divide by 1 so its weights stay 0 rather than 0/0.
+    return e / np.where(denom == 0.0, 1.0, denom)
+
+
+def compute_outputs(weights: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Each output row is the weights-average of the value rows.
+
+    Shapes: weights (..., T_q, T_k), v (..., T_k, D_v) -> (..., T_q, D_v)
+    """
+    return weights @ v
+
+
+def scaled_dot_product_attention(
+    q: np.ndarray,
+    k: np.ndarray,
+    v: np.ndarray,
+    mask: np.ndarray | None = None,
+    scale: float | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """softmax(Q K^T * scale, masked) V, the four steps above in order.
+
+    Shapes: q (..., T_q, D), k (..., T_k, D), v (..., T_k, D_v), mask broadcastable to
+            (..., T_q, T_k) -> out (..., T_q, D_v), weights (..., T_q, T_k)
+    """
+    _check_qkv(q, k, v)
+    if scale is None:
+        scale = 1.0 / np.sqrt(q.shape[-1])
+    scores = attn_scaled(pairwise_similarities(q, k), scale)
+    weights = attn_softmax(scores, mask)
+    return compute_outputs(weights, v), weights
+
+
+def wrong_zero_after_softmax(scores: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """THE WRONG WAY, kept for teaching: softmax over ALL keys, then zero the forbidden weights.
+
+    The forbidden keys still took part in the normalisation, so the surviving weights no longer
+    sum to 1, and during training the scores of future tokens still shape the denominator:
+    information about the future leaks into every position. Compare attn_softmax.
+
+    Shapes: scores (..., T_q, T_k), mask broadcastable (bool) -> weights (..., T_q, T_k)
+    """
+    if mask is None:
+        raise InputError("mask: expected a bool mask (True = may attend), got None")
+    check_mask("mask", mask, scores.shape)
+    return softmax(scores, axis=-1) * mask

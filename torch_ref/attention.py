@@ -1,0 +1,98 @@
+"""The referee for scaled dot-product attention: torch's own kernels wherever torch has one.
+
+The output comes from F.scaled_dot_product_attention (bool attn_mask: True = takes part, our
+convention; fully masked rows give zeros). SDPA does not return its weights, so they are read out
+of the same kernel by attending over an identity matrix: weights @ I = weights.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from common.checks import InputError, check_finite, check_float, check_mask, check_min_ndim, check_nonempty, check_same
+from torch_ref._checks import all_finite
+
+__all__ = [
+    "pairwise_similarities",
+    "attn_scaled",
+    "softmax",
+    "apply_mask",
+    "attn_softmax",
+    "compute_outputs",
+    "scaled_dot_product_attention",
+    "wrong_zero_after_softmax",
+]
+
+
+def _check_qkv(q, k, v=None) -> None:
+    for name, x in (("q", q), ("k", k)) + ((("v", v),) if v is not None else ()):
+        check_min_ndim(name, x, 2, "(..., T, D)")
+        check_float(name, x)
+        check_nonempty(name, x, -2, "sequence (T)")
+        check_finite(name, all_finite(x))
+    check_same("k", k.shape[-1], "q's last axis (d_head)", q.shape[-1], "last-axis size")
+    if v is not None:
+        check_same("v", v.shape[-2], "k's sequence axis (T_k)", k.shape[-2], "sequence length")
+
+
+def pairwise_similarities(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Shapes: q (..., T_q, D), k (..., T_k, D) -> (..., T_q, T_k)"""
+    _check_qkv(q, k)
+    return torch.matmul(q, k.transpose(-2, -1))
+
+
+def attn_scaled(scores: torch.Tensor, scale: float) -> torch.Tensor:
+    """Shapes: (..., T_q, T_k) -> (..., T_q, T_k)"""
+    return scores * scale
+
+
+def softmax(x: torch.Tensor, axis: int = -1) -> torch.Tensor:
+    """Shapes: any -> same"""
+    check_finite("x", all_finite(x))
+    return torch.softmax(x, dim=axis)
+
+
+def apply_mask(scores: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Shapes: scores (..., T_q, T_k), mask broadcastable (bool, True = may attend) -> same"""
+    if mask is None:
+        return scores
+    check_mask("mask", mask, scores.shape)
+    return scores.masked_fill(~mask, float("-inf"))
+
+
+def attn_softmax(scores: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """torch's own "safe softmax" (the one SDPA's math path uses): all -inf rows give zeros.
+
+    Shapes: scores (..., T_q, T_k), mask broadcastable (bool) -> weights (..., T_q, T_k)
+    """
+    return torch._safe_softmax(apply_mask(scores, mask), -1)
+
+
+def compute_outputs(weights: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Shapes: weights (..., T_q, T_k), v (..., T_k, D_v) -> (..., T_q, D_v)"""
+    return torch.matmul(weights, v)
+
+
+def scaled_dot_product_attention(q, k, v, mask=None, scale: float | None = None):
+    """Shapes: q (..., T_q, D), k (..., T_k, D), v (..., T_k, D_v), mask broadcastable to
+            (..., T_q, T_k) -> out (..., T_q, D_v), weights (..., T_q, T_k)
+    """
+    _check_qkv(q, k, v)
+    if mask is not None:
+        check_mask("mask", mask, tuple(q.shape[:-1]) + (k.shape[-2],))
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+    t_k = k.shape[-2]
+    eye = torch.eye(t_k, dtype=v.dtype, device=v.device).expand(*k.shape[:-2], t_k, t_k)
+    weights = F.scaled_dot_product_attention(q, k, eye, attn_mask=mask, scale=scale)
+    return out, weights
+
+
+def wrong_zero_after_softmax(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """THE WRONG WAY (see numpy_impl): softmax over all keys, then zero the forbidden weights.
+
+    Shapes: scores (..., T_q, T_k), mask broadcastable (bool) -> weights (..., T_q, T_k)
+    """
+    if mask is None:
+        raise InputError("mask: expected a bool mask (True = may attend), got None")
+    check_mask("mask", mask, scores.shape)
+    return torch.softmax(scores, dim=-1) * mask
