@@ -143,7 +143,7 @@ def _mha_class_forward(params, query, key, value, mask, n_heads):
     q = (query @ params["w_q"].T + params["b_q"]).reshape(B, T_q, n_heads, D)
     k = (key @ params["w_k"].T + params["b_k"]).reshape(B, T_k, n_heads, D)
     v = (value @ params["w_v"].T + params["b_v"]).reshape(B, T_k, n_heads, D)
-    scores = jnp.einsum("bqhd,bkhd->bhqk", q, k) / jnp.sqrt(D).astype(query.dtype)
+    scores = jnp.einsum("bqhd,bkhd->bhqk", q, k) / (D ** 0.5)
     if mask is not None:
         scores = jnp.where(mask, scores, -jnp.inf)
     row_max = jax.lax.stop_gradient(scores.max(axis=-1, keepdims=True))

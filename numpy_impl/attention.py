@@ -11,6 +11,8 @@ single-head, multi-head and batched calls.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from common.checks import (
@@ -126,7 +128,8 @@ def scaled_dot_product_attention(
     """
     _check_qkv(q, k, v)
     if scale is None:
-        scale = 1.0 / np.sqrt(q.shape[-1])
+        # A Python float, not np.float64: NumPy 2 would promote float32 inputs to float64.
+        scale = 1.0 / math.sqrt(q.shape[-1])
     scores = attn_scaled(pairwise_similarities(q, k), scale)
     weights = attn_softmax(scores, mask)
     return compute_outputs(weights, v), weights

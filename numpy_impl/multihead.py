@@ -11,6 +11,8 @@ Params are a dict with keys w_q, b_q, w_k, b_k, w_v, b_v, w_o, b_o (weights (C, 
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from common.checks import (
@@ -186,7 +188,7 @@ class MultiHeadAttention:
         k = (key @ p["w_k"].T + p["b_k"]).reshape(B, T_k, H, D).transpose(0, 2, 1, 3)
         v = (value @ p["w_v"].T + p["b_v"]).reshape(B, T_k, H, D).transpose(0, 2, 1, 3)
 
-        scores = np.einsum("bhqd,bhkd->bhqk", q, k) / np.sqrt(D)  # (B, H, T_q, T_k)
+        scores = np.einsum("bhqd,bhkd->bhqk", q, k) / math.sqrt(D)  # (B, H, T_q, T_k)
         if mask is not None:
             check_mask("mask", mask, scores.shape)
             scores = np.where(mask, scores, -np.inf)

@@ -161,9 +161,14 @@ class MultiHeadAttention:
     def __init__(self, d_model: int, n_heads: int, params: dict | None = None, seed: int = 0, dtype=torch.float64):
         check_heads(d_model, n_heads)
         self.d_model, self.n_heads, self.d_head = d_model, n_heads, d_model // n_heads
-        self.module = nn.MultiheadAttention(d_model, n_heads, bias=True, batch_first=True, dtype=dtype).eval()
-        params = init_mha_params(d_model, seed) if params is None else params
-        self.module.load_state_dict(mha_params_to_torch({k: params[k] for k in MHA_KEYS}))
+        if params is None:
+            params = init_mha_params(d_model, seed, dtype=str(dtype).replace("torch.", ""))
+        _check_params(params, d_model)
+        sd = mha_params_to_torch({k: params[k] for k in MHA_KEYS})
+        # The weights' dtype decides the module's, as in the NumPy and JAX classes.
+        self.module = nn.MultiheadAttention(d_model, n_heads, bias=True, batch_first=True,
+                                            dtype=sd["in_proj_weight"].dtype).eval()
+        self.module.load_state_dict(sd)
 
     @classmethod
     def from_torch(cls, module: nn.MultiheadAttention) -> "MultiHeadAttention":
