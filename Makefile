@@ -22,7 +22,7 @@ tour: setup
 	$(PY) cli.py tour
 
 test: setup
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadfile
 
 parity: setup
 	$(PY) cli.py parity --dtype float32 && $(PY) cli.py parity --dtype float64
