@@ -68,7 +68,7 @@ def mha_params_to_torch(params: dict) -> dict:
     missing = [k for k in MHA_KEYS if k not in params]
     if missing:
         raise InputError(f"params: expected keys {list(MHA_KEYS)}, missing {missing}")
-    t = {k: torch.as_tensor(_np(params[k])) for k in MHA_KEYS}
+    t = {k: torch.as_tensor(np.array(_np(params[k]))) for k in MHA_KEYS}  # copy: JAX arrays are read-only
     return {
         "in_proj_weight": torch.cat([t["w_q"], t["w_k"], t["w_v"]], dim=0),
         "in_proj_bias": torch.cat([t["b_q"], t["b_k"], t["b_v"]], dim=0),
