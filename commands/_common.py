@@ -2,13 +2,17 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 from rich.console import Console
 
 from common.checks import InputError
 
-console = Console()
+# Piped output (tests, `| less`, CI logs) has no terminal width; rich would fall back to 80 columns
+# and wrap the parity tables into unreadable cells, so give it room unless COLUMNS says otherwise.
+_width = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 150
+console = Console(width=_width)
 err_console = Console(stderr=True)
 
 

@@ -29,7 +29,7 @@ class Case:
     inputs: Callable  # (rng, dtype) -> dict of NumPy inputs (arrays, masks, params dicts, scalars)
 
 
-def _backends():
+def backends():
     """The three implementations, imported lazily (JAX enables float64 on import)."""
     import jax.numpy as jnp
     import torch
@@ -160,15 +160,20 @@ def _dtype_for(backend: str, dtype):
     return np.dtype(dtype)
 
 
-def run_case(case: Case, dtype, seed: int = 0) -> dict:
-    """Run one case in the three backends; return the parity row (JSON-ready)."""
+def run_on_backends(run: Callable, inputs: dict) -> dict[str, list[np.ndarray]]:
+    """Convert NumPy `inputs` to each backend, call run(modules, inputs), return NumPy outputs."""
     from common.tolerances import to_numpy
 
-    inputs = case.inputs(np.random.default_rng(seed), np.dtype(dtype))
     outs = {}
-    for name, (mods, convert) in _backends().items():
+    for name, (mods, convert) in backends().items():
         args = {k: (_dtype_for(name, v) if k == "dtype" else convert(v)) for k, v in inputs.items()}
-        outs[name] = [to_numpy(o) for o in case.run(mods, args)]
+        result = run(mods, args)
+        outs[name] = [to_numpy(o) for o in (result if isinstance(result, tuple) else (result,))]
+    return outs
+
+
+def compare(op: str, outs: dict[str, list[np.ndarray]], dtype) -> dict:
+    """The parity row (JSON-ready) for outputs of the three backends; torch is the reference."""
     tol = tolerance(dtype)
     ref = outs["torch"]
     errs, ok = [], True
@@ -178,7 +183,7 @@ def run_case(case: Case, dtype, seed: int = 0) -> dict:
             ok &= within(got, want, tol) and got.dtype == want.dtype
     l2 = {b: float(np.sqrt(sum(np.sum(o.astype(np.float64) ** 2) for o in outs[b]))) for b in outs}
     return {
-        "op": case.op,
+        "op": op,
         "shape": " ".join(str(tuple(o.shape)) for o in ref),
         "l2": l2,
         "max_abs_err": max(errs),
@@ -187,5 +192,11 @@ def run_case(case: Case, dtype, seed: int = 0) -> dict:
         "atol": tol.atol,
         "rtol": tol.rtol,
         "ok": bool(ok),
-        "outputs": outs,  # removed by the CLI before printing JSON; tests use it
+        "outputs": outs,  # dropped by the CLI before printing JSON; tests use it
     }
+
+
+def run_case(case: Case, dtype, seed: int = 0) -> dict:
+    """Run one registered case in the three backends and compare against torch."""
+    inputs = case.inputs(np.random.default_rng(seed), np.dtype(dtype))
+    return compare(case.op, run_on_backends(case.run, inputs), dtype)
