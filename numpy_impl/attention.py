@@ -35,6 +35,17 @@ __all__ = [
     "scaled_dot_product_attention",
     "wrong_zero_after_softmax",
 ]
+# Hand-written backward passes (NumPy only: JAX and torch differentiate automatically). Each takes
+# the upstream gradient plus the forward's inputs/outputs it needs, and returns fresh gradients.
+__all__ += [
+    "pairwise_similarities_backward",
+    "attn_scaled_backward",
+    "softmax_backward",
+    "attn_softmax_backward",
+    "compute_outputs_backward",
+    "scaled_dot_product_attention_backward",
+    "wrong_zero_after_softmax_backward",
+]
 
 
 def _check_qkv(q, k, v=None) -> None:
@@ -58,6 +69,14 @@ def pairwise_similarities(q: np.ndarray, k: np.ndarray) -> np.ndarray:
     return q @ np.swapaxes(k, -1, -2)
 
 
+def pairwise_similarities_backward(dscores: np.ndarray, q: np.ndarray, k: np.ndarray):
+    """scores = q k^T, so dq = dscores k and dk = dscores^T q.
+
+    Shapes: dscores (..., T_q, T_k), q (..., T_q, D), k (..., T_k, D) -> dq (..., T_q, D), dk (..., T_k, D)
+    """
+    return dscores @ k, np.swapaxes(dscores, -1, -2) @ q
+
+
 def attn_scaled(scores: np.ndarray, scale: float) -> np.ndarray:
     """Multiply scores by `scale` (1/sqrt(d_head) in the paper) so their variance stays ~1
     whatever the head size, keeping the softmax out of its saturated, zero-gradient regime.
@@ -65,6 +84,11 @@ def attn_scaled(scores: np.ndarray, scale: float) -> np.ndarray:
     Shapes: (..., T_q, T_k) -> (..., T_q, T_k)
     """
     return scores * scale
+
+
+def attn_scaled_backward(dscaled: np.ndarray, scale: float) -> np.ndarray:
+    """scaled = scores * scale. Shapes: (..., T_q, T_k) -> (..., T_q, T_k)"""
+    return dscaled * scale
 
 
 def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -77,6 +101,15 @@ def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
     z = x - np.max(x, axis=axis, keepdims=True)
     e = np.exp(z)
     return e / np.sum(e, axis=axis, keepdims=True)
+
+
+def softmax_backward(dy: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
+    """The softmax Jacobian is diag(y) - y y^T, so the vector-Jacobian product needs only the
+    output y:  dx = y * (dy - sum(dy * y)). Never form the (T, T) Jacobian per row.
+
+    Shapes: dy, y (any, same) -> dx (same)
+    """
+    return y * (dy - np.sum(dy * y, axis=axis, keepdims=True))
 
 
 def apply_mask(scores: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
@@ -106,12 +139,32 @@ def attn_softmax(scores: np.ndarray, mask: np.ndarray | None = None) -> np.ndarr
     return e / np.where(denom == 0.0, 1.0, denom)
 
 
+def attn_softmax_backward(dweights: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """The softmax backward over keys. Masking needs no step of its own: a masked key has weight
+    exactly 0, so y * (...) gives it a zero gradient, and a fully masked row (all weights 0) gets an
+    all-zero gradient, never NaN. Its input, the masked scores, held -inf there; that -inf is never
+    touched here.
+
+    Shapes: dweights, weights (..., T_q, T_k) -> dscores (..., T_q, T_k)
+    """
+    return softmax_backward(dweights, weights, axis=-1)
+
+
 def compute_outputs(weights: np.ndarray, v: np.ndarray) -> np.ndarray:
     """Each output row is the weights-average of the value rows.
 
     Shapes: weights (..., T_q, T_k), v (..., T_k, D_v) -> (..., T_q, D_v)
     """
     return weights @ v
+
+
+def compute_outputs_backward(dout: np.ndarray, weights: np.ndarray, v: np.ndarray):
+    """out = weights v, so dweights = dout v^T and dv = weights^T dout.
+
+    Shapes: dout (..., T_q, D_v), weights (..., T_q, T_k), v (..., T_k, D_v)
+            -> dweights (..., T_q, T_k), dv (..., T_k, D_v)
+    """
+    return dout @ np.swapaxes(v, -1, -2), np.swapaxes(weights, -1, -2) @ dout
 
 
 def scaled_dot_product_attention(
@@ -135,6 +188,23 @@ def scaled_dot_product_attention(
     return compute_outputs(weights, v), weights
 
 
+def scaled_dot_product_attention_backward(dout, q, k, v, weights, scale: float | None = None):
+    """Gradients of scaled_dot_product_attention with respect to q, k and v, walking its four steps
+    in reverse. `weights` is the forward's second output; it already carries the mask (zeros where
+    masked), so the mask itself is not needed.
+
+    Shapes: dout (..., T_q, D_v), q (..., T_q, D), k (..., T_k, D), v (..., T_k, D_v),
+            weights (..., T_q, T_k) -> dq (..., T_q, D), dk (..., T_k, D), dv (..., T_k, D_v)
+    """
+    if scale is None:
+        scale = 1.0 / math.sqrt(q.shape[-1])
+    dweights, dv = compute_outputs_backward(dout, weights, v)  # out = weights v
+    dscaled = attn_softmax_backward(dweights, weights)  # weights = attn_softmax(scaled, mask)
+    dscores = attn_scaled_backward(dscaled, scale)  # scaled = scores * scale
+    dq, dk = pairwise_similarities_backward(dscores, q, k)  # scores = q k^T
+    return dq, dk, dv
+
+
 def wrong_zero_after_softmax(scores: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """THE WRONG WAY, kept for teaching: softmax over ALL keys, then zero the forbidden weights.
 
@@ -148,3 +218,13 @@ def wrong_zero_after_softmax(scores: np.ndarray, mask: np.ndarray) -> np.ndarray
         raise InputError("mask: expected a bool mask (True = may attend), got None")
     check_mask("mask", mask, scores.shape)
     return softmax(scores, axis=-1) * mask
+
+
+def wrong_zero_after_softmax_backward(dweights: np.ndarray, scores: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Backward of the wrong way. Its gradient shows the leak: a forbidden key's score gets a
+    non-zero gradient (through the shared denominator), so training pushes on future positions.
+
+    Shapes: dweights, scores (..., T_q, T_k), mask broadcastable (bool) -> dscores (..., T_q, T_k)
+    """
+    p = softmax(scores, axis=-1)  # recomputed: the forward's output lost p where mask is False
+    return softmax_backward(dweights * mask, p)  # weights = p * mask, then p = softmax(scores)

@@ -27,7 +27,7 @@ from common.checks import (
     check_shape,
 )
 from common.params import MHA_KEYS, init_mha_params, mha_params_from_torch, mha_params_to_torch
-from numpy_impl.attention import scaled_dot_product_attention
+from numpy_impl.attention import scaled_dot_product_attention, scaled_dot_product_attention_backward
 from numpy_impl.masks import make_causal_mask
 
 __all__ = [
@@ -39,6 +39,16 @@ __all__ = [
     "multihead_attention",
     "self_attention",
     "MultiHeadAttention",
+]
+# Hand-written backward passes (NumPy only). Each takes the upstream gradient plus the forward's
+# inputs/outputs it needs, and returns fresh gradients.
+__all__ += [
+    "linear_backward",
+    "split_heads_backward",
+    "merge_heads_backward",
+    "get_multihead_qkv_backward",
+    "calculate_multihead_attention_backward",
+    "multihead_attention_backward",
 ]
 
 
@@ -69,6 +79,16 @@ def linear(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None) -> np.ndar
     return y if b is None else y + b
 
 
+def linear_backward(dy: np.ndarray, x: np.ndarray, w: np.ndarray):
+    """y = x W^T + b: dx = dy W, dW = dy^T x summed over every leading (batch, time) axis, and
+    db = dy summed likewise (ignore db when the layer has no bias).
+
+    Shapes: dy (..., d_out), x (..., d_in), w (d_out, d_in) -> dx (..., d_in), dw (d_out, d_in), db (d_out,)
+    """
+    dy2 = dy.reshape(-1, dy.shape[-1])  # fold batch and time into one axis: one matmul for dW
+    return dy @ w, dy2.T @ x.reshape(-1, x.shape[-1]), dy2.sum(axis=0)
+
+
 def split_heads(x: np.ndarray, n_heads: int) -> np.ndarray:
     """Cut the channel axis into n_heads contiguous slices and move heads before time.
 
@@ -80,6 +100,14 @@ def split_heads(x: np.ndarray, n_heads: int) -> np.ndarray:
     return x.reshape(B, T, n_heads, C // n_heads).transpose(0, 2, 1, 3)
 
 
+def split_heads_backward(dy: np.ndarray) -> np.ndarray:
+    """split_heads only moves numbers around, so its backward moves them back: merge_heads.
+
+    Shapes: (B, H, T, D) -> (B, T, H*D)
+    """
+    return merge_heads(dy)
+
+
 def merge_heads(x: np.ndarray) -> np.ndarray:
     """Inverse of split_heads: put the heads' slices side by side again.
 
@@ -88,6 +116,11 @@ def merge_heads(x: np.ndarray) -> np.ndarray:
     check_ndim("x", x, 4, "(B, H, T, D)")
     B, H, T, D = x.shape
     return x.transpose(0, 2, 1, 3).reshape(B, T, H * D)
+
+
+def merge_heads_backward(dy: np.ndarray, n_heads: int) -> np.ndarray:
+    """The inverse rearrangement: split_heads. Shapes: (B, T, C) -> (B, H, T, C/H)"""
+    return split_heads(dy, n_heads)
 
 
 def get_multihead_qkv(x: np.ndarray, params: dict, n_heads: int, kv: np.ndarray | None = None):
@@ -109,6 +142,23 @@ def get_multihead_qkv(x: np.ndarray, params: dict, n_heads: int, kv: np.ndarray 
     return q, k, v
 
 
+def get_multihead_qkv_backward(dq, dk, dv, x, params: dict, kv=None):
+    """Gradients of the three projections. In self-attention (kv None) x feeds all three, so its
+    gradient is the sum of the three paths; in cross-attention dkv collects the k and v paths.
+
+    Shapes: dq (B, H, T_q, D), dk, dv (B, H, T_k, D), x (B, T_q, C), kv (B, T_k, C)
+            -> dx (B, T_q, C), dkv (B, T_k, C) or None, grads {w_q, b_q, w_k, b_k, w_v, b_v}
+    """
+    src = x if kv is None else kv
+    grads = {}
+    dx, grads["w_q"], grads["b_q"] = linear_backward(split_heads_backward(dq), x, params["w_q"])  # q = split(x W_q^T + b_q)
+    dsrc_k, grads["w_k"], grads["b_k"] = linear_backward(split_heads_backward(dk), src, params["w_k"])  # k = split(kv W_k^T + b_k)
+    dsrc_v, grads["w_v"], grads["b_v"] = linear_backward(split_heads_backward(dv), src, params["w_v"])  # v likewise
+    if kv is None:
+        return dx + dsrc_k + dsrc_v, None, grads
+    return dx, dsrc_k + dsrc_v, grads
+
+
 def calculate_multihead_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray | None = None):
     """Scaled dot-product attention in every head at once (heads are just one more batch axis).
 
@@ -121,6 +171,15 @@ def calculate_multihead_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, m
     return scaled_dot_product_attention(q, k, v, mask=mask)
 
 
+def calculate_multihead_attention_backward(dout, q, k, v, weights):
+    """Per-head attention backward: heads are one more batch axis, so it is the SDPA backward.
+
+    Shapes: dout (B, H, T_q, D), q (B, H, T_q, D), k, v (B, H, T_k, D), weights (B, H, T_q, T_k)
+            -> dq, dk, dv (shapes of q, k, v)
+    """
+    return scaled_dot_product_attention_backward(dout, q, k, v, weights)
+
+
 def multihead_attention(x: np.ndarray, params: dict, n_heads: int, kv: np.ndarray | None = None,
                         mask: np.ndarray | None = None):
     """The whole layer: project, split, attend per head, merge, project out.
@@ -131,6 +190,24 @@ def multihead_attention(x: np.ndarray, params: dict, n_heads: int, kv: np.ndarra
     q, k, v = get_multihead_qkv(x, params, n_heads, kv)
     heads, weights = calculate_multihead_attention(q, k, v, mask)
     return linear(merge_heads(heads), params["w_o"], params["b_o"]), weights
+
+
+def multihead_attention_backward(dout, x, params: dict, n_heads: int, weights, kv=None):
+    """Gradients of multihead_attention for x, kv and every parameter. Takes the forward's inputs and
+    its `weights` output (which already carry the mask); q, k, v and the merged heads are recomputed
+    from x with four matmuls rather than stored, so the call needs nothing the forward did not return.
+
+    Shapes: dout (B, T_q, C), x (B, T_q, C), kv (B, T_k, C), weights (B, H, T_q, T_k)
+            -> dx (B, T_q, C), dkv (B, T_k, C) or None for self-attention, grads {MHA_KEYS}
+    """
+    q, k, v = get_multihead_qkv(x, params, n_heads, kv)
+    merged = merge_heads(weights @ v)
+    dmerged, dw_o, db_o = linear_backward(dout, merged, params["w_o"])  # out = merged W_o^T + b_o
+    dheads = merge_heads_backward(dmerged, n_heads)  # merged = merge_heads(heads)
+    dq, dk, dv = calculate_multihead_attention_backward(dheads, q, k, v, weights)  # heads = attention(q, k, v)
+    dx, dkv, grads = get_multihead_qkv_backward(dq, dk, dv, x, params, kv)  # q, k, v = projections of x, kv
+    grads["w_o"], grads["b_o"] = dw_o, db_o
+    return dx, dkv, {name: grads[name] for name in MHA_KEYS}
 
 
 def self_attention(x: np.ndarray, params: dict, n_heads: int, causal: bool = False):

@@ -19,6 +19,12 @@ __all__ = [
     "rope_cos_sin",
     "apply_rope",
 ]
+# Hand-written backward passes (NumPy only). The sinusoidal table has no parameters and is simply
+# added, so its backward is the identity (PositionalEncoding.backward says so).
+__all__ += [
+    "learned_positional_encoding_backward",
+    "apply_rope_backward",
+]
 
 
 def _check_even(name: str, d: int, what: str) -> None:
@@ -62,6 +68,13 @@ class PositionalEncoding:
             raise InputError(f"x: expected at most max_len={self.max_len} positions, got {x.shape[1]}")
         return x + self.pe[: x.shape[1]].astype(x.dtype)
 
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        """out = x + pe: a constant was added, so the gradient passes through unchanged.
+
+        Shapes: dout (B, T, d_model) -> dx (B, T, d_model)
+        """
+        return dout
+
 
 def learned_positional_encoding(x: np.ndarray, table: np.ndarray) -> np.ndarray:
     """Learned absolute positions: row t of a trained (max_len, C) table is added at position t.
@@ -75,6 +88,17 @@ def learned_positional_encoding(x: np.ndarray, table: np.ndarray) -> np.ndarray:
     if x.shape[1] > table.shape[0]:
         raise InputError(f"x: expected at most {table.shape[0]} positions (rows of table), got {x.shape[1]}")
     return x + table[: x.shape[1]]
+
+
+def learned_positional_encoding_backward(dout: np.ndarray, table: np.ndarray):
+    """out = x + table[:T]: x gets dout unchanged; row t of the table collects dout at position t
+    summed over the batch; rows beyond T were not used and get zero.
+
+    Shapes: dout (B, T, C), table (max_len, C) -> dx (B, T, C), dtable (max_len, C)
+    """
+    dtable = np.zeros_like(table, dtype=dout.dtype)
+    dtable[: dout.shape[1]] = dout.sum(axis=0)
+    return dout, dtable
 
 
 def rope_cos_sin(positions, d_head: int, base: float = 10000.0, dtype=np.float64):
@@ -108,3 +132,17 @@ def apply_rope(x: np.ndarray, positions=None, base: float = 10000.0) -> np.ndarr
     x1, x2 = x[..., : D // 2], x[..., D // 2:]
     rotated_half = np.concatenate([-x2, x1], axis=-1)  # the "rotate_half" of Llama
     return x * cos + rotated_half * sin
+
+
+def apply_rope_backward(dout: np.ndarray, positions=None, base: float = 10000.0) -> np.ndarray:
+    """A rotation's transpose is the rotation by the opposite angle, so the gradient is rotated
+    back: with out = x cos + R(x) sin and R([x1, x2]) = [-x2, x1], dx = dout cos + R^T(dout sin),
+    R^T([y1, y2]) = [y2, -y1].
+
+    Shapes: dout (..., T, D), positions (T,) (default 0..T-1) -> dx (..., T, D)
+    """
+    T, D = dout.shape[-2], dout.shape[-1]
+    positions = np.arange(T) if positions is None else np.asarray(positions)
+    cos, sin = rope_cos_sin(positions, D, base, dtype=dout.dtype)
+    ds = dout * sin  # out = ... + rotated_half * sin
+    return dout * cos + np.concatenate([ds[..., D // 2:], -ds[..., : D // 2]], axis=-1)  # out = x * cos + R(x) * sin
