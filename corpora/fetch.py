@@ -343,9 +343,9 @@ def main(argv: list[str] | None = None) -> int:
 
     table = Table(title="datasets")
     table.add_column("dataset", no_wrap=True)
-    table.add_column("status")
+    table.add_column("status", no_wrap=True)
     table.add_column("package", no_wrap=True)
-    for col in ("MB down", "MB disk", "seconds"):
+    for col in ("MB down", "MB disk", "s"):
         table.add_column(col, justify="right")
     for name, info in results.items():
         src = info["source"]
