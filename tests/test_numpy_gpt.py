@@ -1,0 +1,225 @@
+"""The NumPy GPT's hand-written gradients and its AdamW, against torch autograd and finite differences.
+
+The torch model here is written independently with torch's functional ops (F.embedding,
+F.layer_norm, F.linear, F.scaled_dot_product_attention(is_causal=True), F.gelu(tanh),
+F.cross_entropy) from the same weight dict, so a shared mistake in our NumPy pieces cannot hide.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from common.checks import InputError
+from common.gpt_config import GPTConfig, init_gpt_params
+from common.tolerances import assert_close
+from numpy_impl.gpt import gpt_forward, gpt_loss, gpt_loss_and_grads
+from numpy_impl.optim import adamw_init, adamw_step, clip_grad_norm
+
+
+def torch_gpt_logits(p: dict, idx: torch.Tensor, cfg: GPTConfig, head: torch.Tensor | None = None) -> torch.Tensor:
+    """Logits (B, T, V); `head` replaces the tied wte in the output projection when given."""
+    B, T = idx.shape
+    C, H = cfg.n_embd, cfg.n_head
+    D = C // H
+    x = F.embedding(idx, p["wte.weight"])
+    pos = torch.arange(T, dtype=torch.float64)
+    if cfg.positions == "learned":
+        x = x + p["wpe.weight"][:T]
+    elif cfg.positions == "sinusoidal":
+        angles = pos[:, None] * 10000.0 ** (-torch.arange(0, C, 2, dtype=torch.float64) / C)
+        x = x + torch.stack([angles.sin(), angles.cos()], dim=-1).reshape(T, C).to(x.dtype)
+    angles = pos[:, None] * 10000.0 ** (-torch.arange(0, D, 2, dtype=torch.float64) / D)
+    cos, sin = torch.cat([angles, angles], -1).cos().to(x.dtype), torch.cat([angles, angles], -1).sin().to(x.dtype)
+    for i in range(cfg.n_layer):
+        def g(name):
+            return p[f"h.{i}.{name}"]
+
+        h = F.layer_norm(x, (C,), g("ln_1.weight"), g("ln_1.bias"))
+        q, k, v = (F.linear(h, g(f"attn.w_{n}"), g(f"attn.b_{n}")).view(B, T, H, D).transpose(1, 2) for n in "qkv")
+        if cfg.positions == "rope":
+            q, k = (t * cos + torch.cat([-t[..., D // 2:], t[..., : D // 2]], -1) * sin for t in (q, k))
+        a = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(B, T, C)
+        x = x + F.linear(a, g("attn.w_o"), g("attn.b_o"))
+        h = F.layer_norm(x, (C,), g("ln_2.weight"), g("ln_2.bias"))
+        x = x + F.linear(F.gelu(F.linear(h, g("mlp.w_fc"), g("mlp.b_fc")), approximate="tanh"),
+                         g("mlp.w_proj"), g("mlp.b_proj"))
+    x = F.layer_norm(x, (C,), p["ln_f.weight"], p["ln_f.bias"])
+    return F.linear(x, p["wte.weight"] if head is None else head)
+
+
+def _setup(positions, dtype=np.float64, seed=0, T=8, B=3, **cfg_kw):
+    cfg = GPTConfig(**{**dict(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=8, positions=positions), **cfg_kw})
+    rng = np.random.default_rng(seed)
+    # Perturb the GPT-2 init (zero biases, unit gains) so every parameter's gradient path is exercised.
+    params = {k: (v + rng.standard_normal(v.shape) * 0.1).astype(dtype) for k, v in init_gpt_params(cfg, seed, dtype).items()}
+    idx = rng.integers(0, cfg.vocab_size, (B, T))
+    targets = rng.integers(0, cfg.vocab_size, (B, T))
+    targets[0, :3] = -100  # some ignored positions
+    return cfg, params, idx, targets
+
+
+def _torch_loss_and_grads(params, idx, targets, cfg):
+    tp = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
+    logits = torch_gpt_logits(tp, torch.from_numpy(idx), cfg)
+    loss = F.cross_entropy(logits.reshape(-1, cfg.vocab_size), torch.from_numpy(targets).reshape(-1))
+    loss.backward()
+    return logits.detach().numpy(), loss.item(), {k: t.grad.numpy() for k, t in tp.items()}
+
+
+@pytest.mark.parametrize("positions", ["learned", "sinusoidal", "rope"])
+def test_gpt_grads_match_torch_autograd_float64(positions):
+    cfg, params, idx, targets = _setup(positions)
+    ref_logits, ref_loss, ref_grads = _torch_loss_and_grads(params, idx, targets, cfg)
+    assert_close(gpt_forward(params, idx, cfg), ref_logits, np.float64, "value", what="logits")
+    loss, grads = gpt_loss_and_grads(params, idx, targets, cfg)
+    assert_close(loss, ref_loss, np.float64, "value", what="loss")
+    assert_close(gpt_loss(params, idx, targets, cfg), ref_loss, np.float64, "value", what="gpt_loss")
+    assert list(grads) == list(params)
+    for k in params:
+        assert grads[k].shape == params[k].shape
+        assert_close(grads[k], ref_grads[k], np.float64, "grad", what=f"d loss / d {k}")
+
+
+def test_gpt_grads_float32_stay_float32_and_match_torch():
+    cfg, params, idx, targets = _setup("learned", dtype=np.float32)
+    loss, grads = gpt_loss_and_grads(params, idx, targets, cfg)
+    _, ref_loss, ref_grads = _torch_loss_and_grads(params, idx, targets, cfg)
+    assert isinstance(loss, float)
+    for k in params:
+        assert grads[k].dtype == np.float32, k
+        assert_close(grads[k], ref_grads[k], np.float32, "grad", what=f"d loss / d {k}")
+
+
+def _fd_check(params, loss_fn, grads, n_per_param=3, h=1e-6, seed=0):
+    """Central differences on a few random entries of every parameter."""
+    rng = np.random.default_rng(seed)
+    for k, p in params.items():
+        flat = p.reshape(-1)  # a view: perturbing flat perturbs params[k]
+        for j in rng.choice(flat.size, size=min(n_per_param, flat.size), replace=False):
+            old = flat[j]
+            flat[j] = old + h
+            up = loss_fn()
+            flat[j] = old - h
+            down = loss_fn()
+            flat[j] = old
+            assert_close(grads[k].reshape(-1)[j], (up - down) / (2 * h), np.float64, "finite_difference",
+                         what=f"d loss / d {k}[{j}] vs finite differences")
+
+
+@pytest.mark.parametrize("positions", ["learned", "rope"])
+def test_gpt_grads_match_finite_differences(positions):
+    cfg, params, idx, targets = _setup(positions, T=5, B=2)
+    _, grads = gpt_loss_and_grads(params, idx, targets, cfg)
+    _fd_check(params, lambda: gpt_loss(params, idx, targets, cfg), grads)
+
+
+def test_gpt_with_dropout_grads_match_finite_differences():
+    """Dropout draws from the rng passed in: the same seed gives the same masks, so the loss is a
+    deterministic function of the weights and finite differences apply."""
+    cfg, params, idx, targets = _setup("learned", T=5, B=2, dropout=0.3)
+    seed = 5
+    loss, grads = gpt_loss_and_grads(params, idx, targets, cfg, rng=np.random.default_rng(seed))
+    assert loss != gpt_loss(params, idx, targets, cfg)  # dropout really was on...
+    assert loss == gpt_loss(params, idx, targets, cfg, rng=np.random.default_rng(seed))  # ...and reproducible
+    _fd_check(params, lambda: gpt_loss(params, idx, targets, cfg, rng=np.random.default_rng(seed)), grads)
+
+
+def test_gpt_weight_tying_sums_both_uses():
+    """wte's gradient = (gradient through the lookup) + (gradient through the head): torch computes the
+    two separately when the head is given its own copy of the matrix."""
+    cfg, params, idx, targets = _setup("learned")
+    tp = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
+    head = torch.tensor(params["wte.weight"], requires_grad=True)
+    logits = torch_gpt_logits(tp, torch.from_numpy(idx), cfg, head=head)
+    F.cross_entropy(logits.reshape(-1, cfg.vocab_size), torch.from_numpy(targets).reshape(-1)).backward()
+    lookup_part, head_part = tp["wte.weight"].grad.numpy(), head.grad.numpy()
+    assert np.abs(lookup_part).max() > 1e-3 and np.abs(head_part).max() > 1e-3
+    _, grads = gpt_loss_and_grads(params, idx, targets, cfg)
+    assert_close(grads["wte.weight"], lookup_part + head_part, np.float64, "grad")
+
+
+def test_all_ignored_targets_give_zero_loss_and_zero_grads():
+    cfg, params, idx, targets = _setup("learned")
+    loss, grads = gpt_loss_and_grads(params, idx, np.full_like(targets, -100), cfg)
+    assert loss == 0.0 and all(np.all(g == 0) for g in grads.values())
+
+
+def test_sinusoidal_and_rope_run_beyond_block_size_but_learned_refuses():
+    for positions in ("sinusoidal", "rope"):
+        cfg, params, _, _ = _setup(positions)
+        idx = np.random.default_rng(1).integers(0, cfg.vocab_size, (1, 3 * cfg.block_size))
+        logits = gpt_forward(params, idx, cfg)
+        assert logits.shape == (1, 3 * cfg.block_size, cfg.vocab_size) and np.all(np.isfinite(logits))
+        # causal: the first block's logits do not depend on what comes after
+        assert_close(logits[:, : cfg.block_size], gpt_forward(params, idx[:, : cfg.block_size], cfg), np.float64)
+    cfg, params, _, _ = _setup("learned")
+    with pytest.raises(InputError, match="idx: expected at most block_size=8"):
+        gpt_forward(params, np.zeros((1, 9), dtype=np.int64), cfg)
+    with pytest.raises(InputError, match="idx: expected token ids in \\[0, 11\\)"):
+        gpt_forward(params, np.full((1, 4), 11), cfg)
+
+
+# ------------------------------------------------------------------------------------------------
+# optimiser
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_adamw_matches_torch_adamw_with_two_param_groups(dtype):
+    cfg, params, idx, targets = _setup("learned", dtype=dtype)
+    tp = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
+    groups = [{"params": [t for t in tp.values() if t.ndim >= 2], "weight_decay": 0.1},
+              {"params": [t for t in tp.values() if t.ndim < 2], "weight_decay": 0.0}]
+    opt = torch.optim.AdamW(groups, lr=3e-3, betas=(0.9, 0.95), eps=1e-8)
+    state = adamw_init(params)
+    rng = np.random.default_rng(3)
+    for _ in range(10):
+        grads = {k: rng.standard_normal(v.shape).astype(dtype) for k, v in params.items()}
+        for k, t in tp.items():
+            t.grad = torch.tensor(grads[k])
+        opt.step()
+        params, state = adamw_step(params, grads, state, lr=3e-3)
+    assert state["step"] == 10
+    for k in params:
+        assert params[k].dtype == dtype
+        assert_close(params[k], tp[k].detach().numpy(), dtype, "value", what=k)
+        assert_close(state["m"][k], opt.state[tp[k]]["exp_avg"].numpy(), dtype, "value", what=f"m[{k}]")
+        assert_close(state["v"][k], opt.state[tp[k]]["exp_avg_sq"].numpy(), dtype, "value", what=f"v[{k}]")
+
+
+def test_adamw_decays_matrices_only():
+    params = {"w": np.ones((2, 2)), "b": np.ones(2)}
+    zero = {"w": np.zeros((2, 2)), "b": np.zeros(2)}
+    new, _ = adamw_step(params, zero, adamw_init(params), lr=0.1, weight_decay=0.5)
+    assert_close(new["w"], np.full((2, 2), 1 - 0.1 * 0.5), np.float64)  # p <- p (1 - lr wd); m = 0
+    assert_close(new["b"], np.ones(2), np.float64)
+
+
+@pytest.mark.parametrize("max_norm", [0.5, 1e6])
+def test_clip_grad_norm_matches_torch(max_norm):
+    rng = np.random.default_rng(4)
+    grads = {"a": rng.standard_normal((3, 4)), "b": rng.standard_normal(5)}
+    ts = [torch.zeros(g.shape, dtype=torch.float64, requires_grad=True) for g in grads.values()]
+    for t, g in zip(ts, grads.values()):
+        t.grad = torch.tensor(g)
+    ref_norm = torch.nn.utils.clip_grad_norm_(ts, max_norm)
+    clipped, norm = clip_grad_norm(grads, max_norm)
+    assert_close(norm, ref_norm.numpy(), np.float64, "value")
+    assert_close(norm, math.sqrt(sum((g ** 2).sum() for g in grads.values())), np.float64, "value")
+    for t, k in zip(ts, grads):
+        assert_close(clipped[k], t.grad.numpy(), np.float64, "value", what=k)
+
+
+def test_numpy_training_reduces_the_loss():
+    """A few AdamW steps on one batch must fit it better (the gradients point downhill)."""
+    cfg, params, idx, targets = _setup("rope", seed=2)
+    state = adamw_init(params)
+    first, _ = gpt_loss_and_grads(params, idx, targets, cfg)
+    for _ in range(15):
+        loss, grads = gpt_loss_and_grads(params, idx, targets, cfg)
+        grads, _ = clip_grad_norm(grads, 1.0)
+        params, state = adamw_step(params, grads, state, lr=1e-2)
+    assert gpt_loss(params, idx, targets, cfg) < 0.7 * first
