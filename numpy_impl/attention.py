@@ -133,10 +133,14 @@ def attn_softmax(scores: np.ndarray, mask: np.ndarray | None = None) -> np.ndarr
     row_max = np.max(masked, axis=-1, keepdims=True)
     # A fully masked row has max = -inf and (-inf) - (-inf) = NaN; shift such rows by 0 instead.
     row_max = np.where(np.isneginf(row_max), 0.0, row_max)
-    e = np.exp(masked - row_max)  # exp(-inf) = 0 for masked entries
+    # In place from here on, reusing apply_mask's fresh array (never the caller's scores): each
+    # avoided (T_q, T_k) temporary saves a pass over memory, which is most of a GPT step's softmax.
+    e = np.subtract(masked, row_max, out=None if masked is scores else masked)
+    np.exp(e, out=e)  # exp(-inf) = 0 for masked entries
     denom = np.sum(e, axis=-1, keepdims=True)
     # An all-masked row sums to 0: divide by 1 so its weights stay 0 rather than 0/0.
-    return e / np.where(denom == 0.0, 1.0, denom)
+    e /= np.where(denom == 0.0, 1.0, denom)
+    return e
 
 
 def attn_softmax_backward(dweights: np.ndarray, weights: np.ndarray) -> np.ndarray:

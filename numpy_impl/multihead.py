@@ -75,7 +75,9 @@ def linear(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None) -> np.ndar
     Shapes: x (..., d_in), w (d_out, d_in), b (d_out,) -> (..., d_out)
     """
     check_same("w", w.shape[-1], "x's last axis (d_in)", x.shape[-1], "input size")
-    y = x @ w.T
+    # One 2-D matmul over all leading axes at once: for a (B, T, d_in) input BLAS runs this about
+    # twice as fast as numpy's loop of per-batch matmuls (it matters when training the GPT).
+    y = (x.reshape(-1, x.shape[-1]) @ w.T).reshape(*x.shape[:-1], w.shape[0])
     return y if b is None else y + b
 
 
@@ -85,8 +87,11 @@ def linear_backward(dy: np.ndarray, x: np.ndarray, w: np.ndarray):
 
     Shapes: dy (..., d_out), x (..., d_in), w (d_out, d_in) -> dx (..., d_in), dw (d_out, d_in), db (d_out,)
     """
-    dy2 = dy.reshape(-1, dy.shape[-1])  # fold batch and time into one axis: one matmul for dW
-    return dy @ w, dy2.T @ x.reshape(-1, x.shape[-1]), dy2.sum(axis=0)
+    # Fold batch and time into one axis: each product becomes a single large 2-D matmul, which
+    # BLAS runs faster than numpy's loop of small per-batch matmuls.
+    dy2 = dy.reshape(-1, dy.shape[-1])
+    dx = (dy2 @ w).reshape(*dy.shape[:-1], w.shape[1])
+    return dx, dy2.T @ x.reshape(-1, x.shape[-1]), dy2.sum(axis=0)
 
 
 def split_heads(x: np.ndarray, n_heads: int) -> np.ndarray:
