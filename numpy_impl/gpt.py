@@ -75,6 +75,105 @@ def _layer(params: dict, i: int, part: str) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------
+# the course's attention experiments (../shared/docs/exercises.md, section I): the pieces that
+# replace a step of standard attention, each with its backward
+
+
+def neg_sq_distance_forward(q, k, scale: float):
+    """Similarity = minus the squared distance: -|q - k|^2 * scale = (2 q.k - |q|^2 - |k|^2) * scale.
+    (The |q|^2 term is constant along a softmax row and cancels; |k|^2 does not: long keys lose.)
+
+    Shapes: q (..., T_q, D), k (..., T_k, D) -> scores (..., T_q, T_k)
+    """
+    q2 = np.sum(q * q, axis=-1)[..., :, None]  # (..., T_q, 1)
+    k2 = np.sum(k * k, axis=-1)[..., None, :]  # (..., 1, T_k)
+    return (2.0 * (q @ np.swapaxes(k, -1, -2)) - q2 - k2) * scale
+
+
+def neg_sq_distance_backward(dscores, q, k, scale: float):
+    """Shapes: dscores (..., T_q, T_k) -> dq (..., T_q, D), dk (..., T_k, D)"""
+    ds = dscores * scale  # scores = (...) * scale
+    # 2 q.k gives 2 ds k and 2 ds^T q; -|q|^2 gives -2 q * (row sums of ds); -|k|^2 likewise by column.
+    dq = 2.0 * (ds @ k) - 2.0 * q * np.sum(ds, axis=-1)[..., None]
+    dk = 2.0 * (np.swapaxes(ds, -1, -2) @ q) - 2.0 * k * np.sum(ds, axis=-2)[..., None]
+    return dq, dk
+
+
+def cosine_similarity_forward(q, k, temperature):
+    """Similarity = temperature * cos(q, k): the direction of q and k only, with a learned sharpness
+    (the cosine lives in [-1, 1], too flat for a softmax on its own). Norms are floored at 1e-12 as
+    torch's F.normalize does.
+
+    Shapes: q (..., T_q, D), k (..., T_k, D), temperature broadcastable to (..., 1, 1)
+            -> scores (..., T_q, T_k), cache
+    """
+    q_norm = np.maximum(np.sqrt(np.sum(q * q, axis=-1, keepdims=True)), 1e-12)
+    k_norm = np.maximum(np.sqrt(np.sum(k * k, axis=-1, keepdims=True)), 1e-12)
+    qn, kn = q / q_norm, k / k_norm
+    cos = qn @ np.swapaxes(kn, -1, -2)
+    return temperature * cos, (qn, kn, q_norm, k_norm, cos, temperature)
+
+
+def _normalize_backward(dxn, xn, x_norm):
+    # xn = x / |x|: the Jacobian (I - xn xn^T) / |x| removes the radial part of the gradient.
+    return (dxn - xn * np.sum(dxn * xn, axis=-1, keepdims=True)) / x_norm
+
+
+def cosine_similarity_backward(dscores, cache):
+    """Shapes: dscores (..., T_q, T_k) -> dq, dk, dtemperature (temperature's shape)"""
+    qn, kn, q_norm, k_norm, cos, temperature = cache
+    dtemp = dscores * cos  # scores = temperature * cos
+    temperature = np.asarray(temperature)
+    # sum over the axes temperature was broadcast along
+    lead = dtemp.ndim - temperature.ndim
+    dtemp = dtemp.sum(axis=tuple(range(lead)))
+    dtemp = dtemp.sum(axis=tuple(i for i, n in enumerate(temperature.shape) if n == 1), keepdims=True)
+    dcos = dscores * temperature
+    dqn, dkn = dcos @ kn, np.swapaxes(dcos, -1, -2) @ qn  # cos = qn kn^T
+    return _normalize_backward(dqn, qn, q_norm), _normalize_backward(dkn, kn, k_norm), dtemp.reshape(temperature.shape)
+
+
+def aft_simple_forward(q, k, v):
+    """AFT-simple (Zhai et al. 2021), causal: no (T, T) matrix at all. Each channel averages the values
+    of the past with weights softmax over time of the keys, gated by sigmoid(q):
+
+        y_t = sigmoid(q_t) * sum_{s<=t} exp(k_s) v_s / sum_{s<=t} exp(k_s)      (elementwise per channel)
+
+    Both running sums are cumulative sums. k's per-channel maximum over time is subtracted first (it
+    cancels in the ratio) so exp cannot overflow.
+
+    Shapes: q, k, v (B, T, C) -> y (B, T, C), cache
+    """
+    e = np.exp(k - np.max(k, axis=1, keepdims=True))  # (B, T, C)
+    num = np.cumsum(e * v, axis=1)  # sum_{s<=t} e_s v_s
+    # den > 0 unless every key up to t lies ~87 (float32) below the channel's maximum over the whole
+    # sequence, far outside what layer-normed inputs produce.
+    den = np.cumsum(e, axis=1)  # sum_{s<=t} e_s
+    avg = num / den
+    gate = 1.0 / (1.0 + np.exp(-q))  # sigmoid
+    return gate * avg, (v, e, den, avg, gate)
+
+
+def _reverse_cumsum(x, axis):
+    # The backward of a cumulative sum: position s receives the gradients of every t >= s.
+    return np.flip(np.cumsum(np.flip(x, axis=axis), axis=axis), axis=axis)
+
+
+def aft_simple_backward(dy, cache):
+    """Shapes: dy (B, T, C) -> dq, dk, dv (B, T, C)"""
+    v, e, den, avg, gate = cache
+    dq = dy * avg * gate * (1.0 - gate)  # y = sigmoid(q) * avg
+    davg = dy * gate
+    dnum = davg / den  # avg = num / den
+    dden = -davg * avg / den
+    dnum_s = _reverse_cumsum(dnum, axis=1)  # num = cumsum(e v)
+    dden_s = _reverse_cumsum(dden, axis=1)  # den = cumsum(e)
+    dv = dnum_s * e  # e v
+    dk = (dnum_s * v + dden_s) * e  # e = exp(k - max): the max cancels in num / den, so de/dk = e
+    return dq, dk, dv
+
+
+# ----------------------------------------------------------------------------------------------
 # causal self-attention
 
 
