@@ -29,7 +29,14 @@ from numpy_impl.attention import (
     pairwise_similarities,
     pairwise_similarities_backward,
 )
-from numpy_impl.multihead import linear, linear_backward, merge_heads, split_heads
+from numpy_impl.multihead import (
+    linear,
+    linear_backward,
+    merge_heads,
+    merge_heads_backward,
+    split_heads,
+    split_heads_backward,
+)
 
 __all__ = [
     "linear",
@@ -112,12 +119,13 @@ def layer_norm_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps:
     """
     check_float("x", x)
     check_same("weight", weight.shape[-1], "x's last axis (C)", x.shape[-1], "size")
-    mean = x.mean(axis=-1, keepdims=True)
-    xc = x - mean
-    var = (xc * xc).mean(axis=-1, keepdims=True)
+    xhat = x - x.mean(axis=-1, keepdims=True)  # centred
+    var = np.mean(np.square(xhat), axis=-1, keepdims=True)
     rstd = 1.0 / np.sqrt(var + eps)  # (..., 1)
-    xhat = xc * rstd
-    return xhat * weight + bias, (xhat, rstd, weight)
+    xhat *= rstd  # normalised, in place: no extra (..., C) temporary
+    out = xhat * weight
+    out += bias
+    return out, (xhat, rstd, weight)
 
 
 def layer_norm_backward(dout: np.ndarray, cache):
@@ -132,7 +140,9 @@ def layer_norm_backward(dout: np.ndarray, cache):
     dweight = (dout * xhat).sum(axis=lead)  # out = xhat * weight
     dxhat = dout * weight  # out = xhat * weight
     # xhat = (x - mean) * rstd, with mean and rstd themselves functions of x:
-    dx = rstd * (dxhat - dxhat.mean(axis=-1, keepdims=True) - xhat * (dxhat * xhat).mean(axis=-1, keepdims=True))
+    dx = dxhat - dxhat.mean(axis=-1, keepdims=True)
+    dx -= xhat * np.mean(dxhat * xhat, axis=-1, keepdims=True)
+    dx *= rstd
     return dx, dweight, dbias
 
 
@@ -304,13 +314,13 @@ def transformer_block_backward(dout: np.ndarray, cache):
     dx1 = dout + dx1_branch
     # x1 = x + merged W_o^T + b_o
     dmerged, grads["attn.w_o"], grads["attn.b_o"] = linear_backward(dx1, merged, attn["w_o"])
-    dheads = split_heads(dmerged, n_head)  # merged = merge_heads(heads)
+    dheads = merge_heads_backward(dmerged, n_head)  # merged = merge_heads(heads)
     dweights, dv = compute_outputs_backward(dheads, weights, v)  # heads = weights v
     dscores = attn_scaled_backward(attn_softmax_backward(dweights, weights), scale)  # weights = softmax(scores * scale)
     dq, dk = pairwise_similarities_backward(dscores, q, k)  # scores = q k^T
     dh1 = np.zeros_like(h1)
     for name, d in (("q", dq), ("k", dk), ("v", dv)):  # q, k, v = split_heads(h1 W^T + b)
-        dh, grads[f"attn.w_{name}"], grads[f"attn.b_{name}"] = linear_backward(merge_heads(d), h1, attn[f"w_{name}"])
+        dh, grads[f"attn.w_{name}"], grads[f"attn.b_{name}"] = linear_backward(split_heads_backward(d), h1, attn[f"w_{name}"])
         dh1 += dh
     dx_branch, grads["ln_1.weight"], grads["ln_1.bias"] = layer_norm_backward(dh1, ln1_cache)  # h1 = ln_1(x)
     return dx1 + dx_branch, {k: grads[k] for k in BLOCK_KEYS}
