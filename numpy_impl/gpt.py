@@ -28,6 +28,8 @@ from numpy_impl.attention import (
     compute_outputs_backward,
     pairwise_similarities,
     pairwise_similarities_backward,
+    wrong_zero_after_softmax,
+    wrong_zero_after_softmax_backward,
 )
 from numpy_impl.layers import (
     dropout_backward,
@@ -69,9 +71,12 @@ def _check_idx(name: str, idx, config: GPTConfig) -> np.ndarray:
     return idx
 
 
-def _layer(params: dict, i: int, part: str) -> dict:
-    prefix = f"h.{i}.{part}."
+def _sub(params: dict, prefix: str) -> dict:
     return {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}
+
+
+def _layer(params: dict, i: int, part: str) -> dict:
+    return _sub(params, f"h.{i}.{part}.")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -177,49 +182,118 @@ def aft_simple_backward(dy, cache):
 # causal self-attention
 
 
+def _sources(config: GPTConfig) -> dict[str, str]:
+    """Which projection produces each of q, k and v; shared projections reuse one."""
+    share = getattr(config, 'share_qkv', "none")
+    return {"q": "q", "k": "q" if share in ("qk", "qkv") else "k", "v": {"kv": "k", "qkv": "q"}.get(share, "v")}
+
+
+def project_qkv_forward(h, p: dict, config: GPTConfig):
+    """q, k, v from h: linear projections (or small MLPs with getattr(config, 'qkv_mlp', False)), each computed once
+    even when shared. Linear ones run as ONE matmul with the stacked weights (torch's in_proj
+    layout): the same numbers as separate linears, but one large product is faster.
+
+    Shapes: h (B, T, C) -> q, k, v (B, T, C), cache
+    """
+    C, src = config.n_embd, _sources(config)
+    names = [n for n in "qkv" if n in src.values()]
+    if getattr(config, 'qkv_mlp', False):
+        outs, caches = {}, {}
+        for n in names:
+            outs[n], caches[n] = mlp_forward(h, _sub(p, f"mlp_{n}."))
+        return outs[src["q"]], outs[src["k"]], outs[src["v"]], (h, names, caches)
+    w = np.concatenate([p[f"w_{n}"] for n in names])  # (len(names) * C, C)
+    y = linear(h, w, np.concatenate([p[f"b_{n}"] for n in names]))
+    outs = {n: y[..., i * C:(i + 1) * C] for i, n in enumerate(names)}
+    return outs[src["q"]], outs[src["k"]], outs[src["v"]], (h, names, w)
+
+
+def project_qkv_backward(dq, dk, dv, cache, config: GPTConfig):
+    """Shapes: dq, dk, dv (B, T, C) -> dh (B, T, C), grads of the projection parameters"""
+    h, names, w_or_caches = cache
+    src = _sources(config)
+    d = {n: None for n in names}
+    for role, g in (("q", dq), ("k", dk), ("v", dv)):  # a shared projection sums its uses' gradients
+        d[src[role]] = g if d[src[role]] is None else d[src[role]] + g
+    grads = {}
+    if getattr(config, 'qkv_mlp', False):
+        dh = None
+        for n in names:
+            dh_n, g = mlp_backward(d[n], w_or_caches[n])
+            grads.update({f"mlp_{n}.{k}": v for k, v in g.items()})
+            dh = dh_n if dh is None else dh + dh_n
+        return dh, grads
+    C = config.n_embd
+    dh, dw, db = linear_backward(np.concatenate([d[n] for n in names], axis=-1), h, w_or_caches)  # y = h W^T + b
+    for i, n in enumerate(names):
+        grads[f"w_{n}"], grads[f"b_{n}"] = dw[i * C:(i + 1) * C], db[i * C:(i + 1) * C]
+    return dh, grads
+
+
 def attention_forward(h, p: dict, config: GPTConfig, mask, rng):
-    """Causal multi-head self-attention with the GPT's options (RoPE, dropout on the weights).
-    p: the multi-head params dict (w_q, b_q, ..., w_o, b_o).
+    """Causal self-attention with the GPT's options: RoPE, dropout on the weights, and the course's
+    experiments (similarity function, shared or MLP projections, naive post-softmax masking,
+    AFT-simple). p: this layer's `attn.` params without the prefix (w_q, b_q, ..., w_o, b_o, ...).
 
     Shapes: h (B, T, C), mask (T, T) -> out (B, T, C), cache
     """
-    H, C = config.n_head, config.n_embd
-    # The three projections as ONE matmul with the stacked (3C, C) matrix (torch's in_proj layout):
-    # the same numbers as three separate linears, but one large product runs faster than three.
-    w_qkv = np.concatenate([p["w_q"], p["w_k"], p["w_v"]])
-    qkv = linear(h, w_qkv, np.concatenate([p["b_q"], p["b_k"], p["b_v"]]))  # (B, T, 3C)
-    q, k, v = (split_heads(qkv[..., i * C:(i + 1) * C], H) for i in range(3))  # (B, H, T, D) views
+    q, k, v, proj = project_qkv_forward(h, p, config)  # (B, T, C) each
+    if getattr(config, 'attention', "softmax") == "aft_simple":  # no heads, no (T, T) weights
+        y, core = aft_simple_forward(q, k, v)
+        out = linear(y, p["w_o"], p["b_o"])
+        return out, (proj, core, y, p["w_o"])
+    H = config.n_head
+    q, k, v = split_heads(q, H), split_heads(k, H), split_heads(v, H)  # (B, H, T, D)
     if config.positions == "rope":
         q, k = apply_rope(q), apply_rope(k)  # rotate queries and keys, never values
     scale = 1.0 / math.sqrt(q.shape[-1])
-    # (q * scale) k^T equals (q k^T) * scale; scaling q touches T*D numbers instead of T*T.
-    q = q * scale
-    weights = attn_softmax(pairwise_similarities(q, k), mask)  # (B, H, T, T)
+    if getattr(config, 'similarity', "dot") == "dot":
+        q = q * scale  # (q * scale) k^T = (q k^T) * scale, touching T*D numbers instead of T*T
+        scores, sim = pairwise_similarities(q, k), None
+    elif getattr(config, 'similarity', "dot") == "neg_sq_dist":
+        scores, sim = neg_sq_distance_forward(q, k, scale), None
+    else:  # cosine, one learned temperature per head, stored as its log so it stays positive
+        scores, sim = cosine_similarity_forward(q, k, np.exp(p["log_temp"])[:, None, None])
+    if getattr(config, 'post_softmax_mask', False):  # the wrong way, kept for the experiment: future keys still normalise
+        weights = wrong_zero_after_softmax(scores, mask)
+    else:
+        weights = attn_softmax(scores, mask)  # (B, H, T, T)
     dropped, drop_cache = dropout_forward(weights, config.dropout, rng)
     merged = merge_heads(compute_outputs(dropped, v))  # (B, T, C)
     out = linear(merged, p["w_o"], p["b_o"])
-    return out, (h, w_qkv, q, k, v, scale, weights, dropped, drop_cache, merged, p["w_o"])
+    return out, (proj, q, k, v, scale, sim, scores, mask, weights, dropped, drop_cache, merged, p["w_o"], p.get("log_temp"))
 
 
 def attention_backward(dout, cache, config: GPTConfig):
-    """Shapes: dout (B, T, C) -> dh (B, T, C), grads {w_q, b_q, ..., w_o, b_o}"""
-    h, w_qkv, q, k, v, scale, weights, dropped, drop_cache, merged, w_o = cache
-    C = config.n_embd
+    """Shapes: dout (B, T, C) -> dh (B, T, C), grads of this layer's attention params"""
     g = {}
-    dmerged, g["w_o"], g["b_o"] = linear_backward(dout, merged, w_o)  # out = merged W_o^T + b_o
-    dheads = merge_heads_backward(dmerged, config.n_head)  # merged = merge_heads(heads)
-    ddropped, dv = compute_outputs_backward(dheads, dropped, v)  # heads = dropped v
-    dweights = dropout_backward(ddropped, drop_cache)  # dropped = dropout(weights)
-    dscores = attn_softmax_backward(dweights, weights)  # weights = softmax(masked scores)
-    dq, dk = pairwise_similarities_backward(dscores, q, k)  # scores = (q * scale) k^T
-    dq *= scale  # q * scale
-    if config.positions == "rope":
-        dq, dk = apply_rope_backward(dq), apply_rope_backward(dk)  # q, k = rope(q), rope(k)
-    # qkv = h W_qkv^T + b_qkv, then cut into q, k, v: put the three gradients side by side again.
-    dqkv = np.concatenate([split_heads_backward(d) for d in (dq, dk, dv)], axis=-1)  # (B, T, 3C)
-    dh, dw_qkv, db_qkv = linear_backward(dqkv, h, w_qkv)
-    for i, name in enumerate("qkv"):
-        g[f"w_{name}"], g[f"b_{name}"] = dw_qkv[i * C:(i + 1) * C], db_qkv[i * C:(i + 1) * C]
+    if getattr(config, 'attention', "softmax") == "aft_simple":
+        proj, core, y, w_o = cache
+        dy, g["w_o"], g["b_o"] = linear_backward(dout, y, w_o)  # out = y W_o^T + b_o
+        dq, dk, dv = aft_simple_backward(dy, core)  # y = aft_simple(q, k, v)
+    else:
+        proj, q, k, v, scale, sim, scores, mask, weights, dropped, drop_cache, merged, w_o, log_temp = cache
+        dmerged, g["w_o"], g["b_o"] = linear_backward(dout, merged, w_o)  # out = merged W_o^T + b_o
+        dheads = merge_heads_backward(dmerged, config.n_head)  # merged = merge_heads(heads)
+        ddropped, dv = compute_outputs_backward(dheads, dropped, v)  # heads = dropped v
+        dweights = dropout_backward(ddropped, drop_cache)  # dropped = dropout(weights)
+        if getattr(config, 'post_softmax_mask', False):
+            dscores = wrong_zero_after_softmax_backward(dweights, scores, mask)  # weights = softmax(scores) * mask
+        else:
+            dscores = attn_softmax_backward(dweights, weights)  # weights = softmax(masked scores)
+        if getattr(config, 'similarity', "dot") == "dot":
+            dq, dk = pairwise_similarities_backward(dscores, q, k)  # scores = (q * scale) k^T
+            dq *= scale  # q * scale
+        elif getattr(config, 'similarity', "dot") == "neg_sq_dist":
+            dq, dk = neg_sq_distance_backward(dscores, q, k, scale)
+        else:
+            dq, dk, dtemp = cosine_similarity_backward(dscores, sim)
+            g["log_temp"] = dtemp.reshape(-1) * np.exp(log_temp)  # temperature = exp(log_temp)
+        if config.positions == "rope":
+            dq, dk = apply_rope_backward(dq), apply_rope_backward(dk)  # q, k = rope(q), rope(k)
+        dq, dk, dv = split_heads_backward(dq), split_heads_backward(dk), split_heads_backward(dv)  # split_heads
+    dh, g_proj = project_qkv_backward(dq, dk, dv, proj, config)  # q, k, v = projections of h
+    g.update(g_proj)
     return dh, g
 
 

@@ -20,11 +20,19 @@ from numpy_impl.gpt import gpt_forward, gpt_loss, gpt_loss_and_grads
 from numpy_impl.optim import adamw_init, adamw_step, clip_grad_norm
 
 
-def torch_gpt_logits(p: dict, idx: torch.Tensor, cfg: GPTConfig, head: torch.Tensor | None = None) -> torch.Tensor:
-    """Logits (B, T, V); `head` replaces the tied wte in the output projection when given."""
+def _opt(cfg, name, default):
+    return getattr(cfg, name, default)
+
+
+def torch_gpt_logits(p: dict, idx: torch.Tensor, cfg, head: torch.Tensor | None = None) -> torch.Tensor:
+    """Logits (B, T, V), including the attention experiments; `head` replaces the tied wte in the
+    output projection when given."""
     B, T = idx.shape
     C, H = cfg.n_embd, cfg.n_head
     D = C // H
+    share, sim = _opt(cfg, "share_qkv", "none"), _opt(cfg, "similarity", "dot")
+    src = {"q": "q", "k": "q" if share in ("qk", "qkv") else "k", "v": {"kv": "k", "qkv": "q"}.get(share, "v")}
+    causal = torch.ones(T, T, dtype=torch.bool).tril()
     x = F.embedding(idx, p["wte.weight"])
     pos = torch.arange(T, dtype=torch.float64)
     if cfg.positions == "learned":
@@ -39,10 +47,33 @@ def torch_gpt_logits(p: dict, idx: torch.Tensor, cfg: GPTConfig, head: torch.Ten
             return p[f"h.{i}.{name}"]
 
         h = F.layer_norm(x, (C,), g("ln_1.weight"), g("ln_1.bias"))
-        q, k, v = (F.linear(h, g(f"attn.w_{n}"), g(f"attn.b_{n}")).view(B, T, H, D).transpose(1, 2) for n in "qkv")
-        if cfg.positions == "rope":
-            q, k = (t * cos + torch.cat([-t[..., D // 2:], t[..., : D // 2]], -1) * sin for t in (q, k))
-        a = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(B, T, C)
+
+        def proj(n):
+            if _opt(cfg, "qkv_mlp", False):
+                hidden = F.gelu(F.linear(h, g(f"attn.mlp_{n}.w_fc"), g(f"attn.mlp_{n}.b_fc")), approximate="tanh")
+                return F.linear(hidden, g(f"attn.mlp_{n}.w_proj"), g(f"attn.mlp_{n}.b_proj"))
+            return F.linear(h, g(f"attn.w_{n}"), g(f"attn.b_{n}"))
+
+        q, k, v = (proj(src[n]) for n in "qkv")
+        if _opt(cfg, "attention", "softmax") == "aft_simple":
+            scores = k.transpose(1, 2)[:, :, None, :].expand(-1, -1, T, -1)  # (B, C, t, s) = k_s
+            w = torch.softmax(scores.masked_fill(~causal, float("-inf")), dim=-1)
+            a = torch.sigmoid(q) * torch.einsum("bcts,bsc->btc", w, v)
+        else:
+            q, k, v = (t.view(B, T, H, D).transpose(1, 2) for t in (q, k, v))
+            if cfg.positions == "rope":
+                q, k = (t * cos + torch.cat([-t[..., D // 2:], t[..., : D // 2]], -1) * sin for t in (q, k))
+            if sim == "dot":
+                s = q @ k.transpose(-1, -2) / math.sqrt(D)
+            elif sim == "neg_sq_dist":
+                s = -torch.cdist(q, k) ** 2 / math.sqrt(D)
+            else:
+                s = g("attn.log_temp").exp()[:, None, None] * (F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-1, -2))
+            if _opt(cfg, "post_softmax_mask", False):
+                w = torch.softmax(s, dim=-1) * causal
+            else:
+                w = torch.softmax(s.masked_fill(~causal, float("-inf")), dim=-1)
+            a = (w @ v).transpose(1, 2).reshape(B, T, C)
         x = x + F.linear(a, g("attn.w_o"), g("attn.b_o"))
         h = F.layer_norm(x, (C,), g("ln_2.weight"), g("ln_2.bias"))
         x = x + F.linear(F.gelu(F.linear(h, g("mlp.w_fc"), g("mlp.b_fc")), approximate="tanh"),
@@ -223,3 +254,70 @@ def test_numpy_training_reduces_the_loss():
         grads, _ = clip_grad_norm(grads, 1.0)
         params, state = adamw_step(params, grads, state, lr=1e-2)
     assert gpt_loss(params, idx, targets, cfg) < 0.7 * first
+
+
+# ------------------------------------------------------------------------------------------------
+# the attention experiments
+
+
+VARIANTS = {
+    "neg_sq_dist": dict(similarity="neg_sq_dist"),
+    "cosine": dict(similarity="cosine"),
+    "share_qk": dict(share_qkv="qk"),
+    "share_kv": dict(share_qkv="kv"),
+    "share_qkv": dict(share_qkv="qkv"),
+    "post_softmax_mask": dict(post_softmax_mask=True),
+    "qkv_mlp": dict(qkv_mlp=True),
+    "aft_simple": dict(attention="aft_simple"),
+    "cosine+rope+share_qk": dict(similarity="cosine", positions="rope", share_qkv="qk"),
+}
+
+
+def _variant_setup(name, T=6, B=2):
+    from types import SimpleNamespace
+
+    kw = dict(VARIANTS[name])
+    positions = kw.pop("positions", "learned")
+    cfg, params, idx, targets = _setup(positions, T=T, B=B)
+    cfg = SimpleNamespace(**{**cfg.to_dict(), "share_qkv": "none", "similarity": "dot", "post_softmax_mask": False,
+                             "qkv_mlp": False, "attention": "softmax", **kw})
+    rng = np.random.default_rng(11)
+    C = cfg.n_embd
+    for i in range(cfg.n_layer):
+        a = f"h.{i}.attn."
+        used = {"none": {"q", "k", "v"}, "qk": {"q", "v"}, "kv": {"q", "k"}, "qkv": {"q"}}[cfg.share_qkv]
+        for n in "qkv":
+            if n not in used or cfg.qkv_mlp:
+                del params[a + f"w_{n}"], params[a + f"b_{n}"]
+            if cfg.qkv_mlp:
+                params[a + f"mlp_{n}.w_fc"] = rng.standard_normal((2 * C, C)) * 0.3
+                params[a + f"mlp_{n}.b_fc"] = rng.standard_normal(2 * C) * 0.1
+                params[a + f"mlp_{n}.w_proj"] = rng.standard_normal((C, 2 * C)) * 0.3
+                params[a + f"mlp_{n}.b_proj"] = rng.standard_normal(C) * 0.1
+        if cfg.similarity == "cosine":
+            params[a + "log_temp"] = np.log(2.0 + rng.random(cfg.n_head))
+    return cfg, params, idx, targets
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_variant_grads_match_torch_autograd_and_finite_differences(name):
+    cfg, params, idx, targets = _variant_setup(name)
+    ref_logits, ref_loss, ref_grads = _torch_loss_and_grads(params, idx, targets, cfg)
+    assert_close(gpt_forward(params, idx, cfg), ref_logits, np.float64, "value", what="logits")
+    loss, grads = gpt_loss_and_grads(params, idx, targets, cfg)
+    assert_close(loss, ref_loss, np.float64, "value", what="loss")
+    assert set(grads) == set(params)
+    for k in params:
+        assert_close(grads[k], ref_grads[k], np.float64, "grad", what=f"{name}: d loss / d {k}")
+    _fd_check(params, lambda: gpt_loss(params, idx, targets, cfg), grads, n_per_param=1)
+
+
+def test_post_softmax_masking_leaks_the_future():
+    """With the naive mask, position t's logits change when a LATER token changes: the future
+    leaks through the softmax denominator. The correct mask keeps the prefix untouched."""
+    for naive in (False, True):
+        cfg, params, idx, _ = _variant_setup("post_softmax_mask" if naive else "share_qk")
+        changed = idx.copy()
+        changed[:, -1] = (changed[:, -1] + 1) % cfg.vocab_size
+        diff = np.abs(gpt_forward(params, idx, cfg)[:, :-1] - gpt_forward(params, changed, cfg)[:, :-1]).max()
+        assert (diff > 1e-6) if naive else (diff == 0.0)
