@@ -11,6 +11,13 @@ gpt_loss_and_grads runs the forward keeping each layer's cache, then walks the m
 the `*_backward` functions of numpy_impl.layers / attention / multihead / positional / losses.
 
 Dropout is off unless an rng (np.random.Generator) is passed and config.dropout > 0.
+
+The course's attention experiments are config options (absent means standard attention):
+    similarity         "dot" | "neg_sq_dist" | "cosine" (temperature exp(attn.log_temp), one per head)
+    share_qkv          "none" | "qk" | "kv" | "qkv"  (shared projections; unused w_/b_ keys are absent)
+    post_softmax_mask  True: softmax over all keys, then zero the future (the wrong way)
+    qkv_mlp            True: q, k, v from small MLPs, keys attn.mlp_{q,k,v}.{w_fc,b_fc,w_proj,b_proj}
+    attention          "softmax" | "aft_simple" (Attention Free Transformer, causal, no heads)
 """
 from __future__ import annotations
 
@@ -189,7 +196,7 @@ def _sources(config: GPTConfig) -> dict[str, str]:
 
 
 def project_qkv_forward(h, p: dict, config: GPTConfig):
-    """q, k, v from h: linear projections (or small MLPs with getattr(config, 'qkv_mlp', False)), each computed once
+    """q, k, v from h: linear projections (or small MLPs with config.qkv_mlp), each computed once
     even when shared. Linear ones run as ONE matmul with the stacked weights (torch's in_proj
     layout): the same numbers as separate linears, but one large product is faster.
 
