@@ -401,4 +401,6 @@ def gpt_loss_and_grads(params: dict, idx, targets, config: GPTConfig,
         dx, grads["wpe.weight"] = learned_positional_encoding_backward(dx, params["wpe.weight"])  # x = tok + wpe[:T]
     # The tied matrix is used twice (lookup and head), so its gradient is the sum of both uses.
     grads["wte.weight"] = embedding_backward(dx, emb) + dwte_head  # tok = wte[idx]
-    return float(loss), {k: grads[k] for k in params}
+    # A parameter the configuration never reads (say w_k while K shares Q's projection) does not
+    # affect the loss: its gradient is zero.
+    return float(loss), {k: grads[k] if k in grads else np.zeros_like(v) for k, v in params.items()}

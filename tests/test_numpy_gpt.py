@@ -321,3 +321,13 @@ def test_post_softmax_masking_leaks_the_future():
         changed[:, -1] = (changed[:, -1] + 1) % cfg.vocab_size
         diff = np.abs(gpt_forward(params, idx, cfg)[:, :-1] - gpt_forward(params, changed, cfg)[:, :-1]).max()
         assert (diff > 1e-6) if naive else (diff == 0.0)
+
+
+def test_unused_projection_keys_get_zero_grads():
+    """With Q = K, a params dict that still holds w_k / b_k trains the same; their gradient is 0."""
+    cfg, params, idx, targets = _variant_setup("share_qk")
+    loss, grads = gpt_loss_and_grads(params, idx, targets, cfg)
+    extra = {**params, "h.0.attn.w_k": np.ones((cfg.n_embd, cfg.n_embd)), "h.0.attn.b_k": np.ones(cfg.n_embd)}
+    loss2, grads2 = gpt_loss_and_grads(extra, idx, targets, cfg)
+    assert loss2 == loss and np.all(grads2["h.0.attn.w_k"] == 0) and np.all(grads2["h.0.attn.b_k"] == 0)
+    assert all(np.array_equal(grads[k], grads2[k]) for k in grads)
