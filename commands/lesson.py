@@ -1,0 +1,43 @@
+"""`python cli.py lesson NAME|list [--json]`: guided walkthroughs of the course exercises (package `lessons`).
+
+Every number is computed when the lesson runs (NumPy first, JAX and torch beside it); nothing is
+read from a table of answers. `lesson list` names the lessons; `--json` prints the computed values."""
+from __future__ import annotations
+
+ORDER = 20
+
+
+def register(sub) -> None:
+    from lessons import LESSONS
+
+    p = sub.add_parser("lesson", help="guided lessons: crafted queries, argmax attention, subspaces, tokenizers, ...")
+    p.add_argument("name", metavar="NAME", help=f"'list', or one of: {', '.join(LESSONS)}")
+    p.add_argument("--json", action="store_true", help="print the lesson's computed values as JSON")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from commands._common import console, print_json
+    from lessons import LESSONS, load_lesson
+
+    if args.name == "list":
+        if args.json:
+            print_json([{"name": n, "description": d} for n, (_, d) in LESSONS.items()])
+            return 0
+        from rich.table import Table
+
+        table = Table(title="python cli.py lesson NAME", show_lines=False)
+        table.add_column("NAME", style="bold cyan", no_wrap=True)
+        table.add_column("what it shows")
+        for name, (_, description) in LESSONS.items():
+            table.add_row(name, description)
+        console.print(table)
+        return 0
+
+    lesson = load_lesson(args.name)
+    result = lesson.compute()
+    if args.json:
+        print_json(lesson.to_json(result))
+    else:
+        lesson.render(result, console)
+    return 0

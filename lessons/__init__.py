@@ -1,0 +1,42 @@
+"""Guided lessons for the course exercises (../shared/docs/exercises.md sections B-G).
+
+Each lesson is one module with two halves:
+
+    compute() -> dict      every number of the lesson, computed here (NumPy first, JAX and torch
+                           beside it); plain Python/NumPy values, so tests can check them
+    render(result)         rich panels and tables for the terminal (lessons/_render.py helpers)
+    to_json(result)        what `python cli.py lesson NAME --json` prints
+
+torch, JAX and transformers are imported inside compute(), so `lesson list` stays instant.
+"""
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+from common.checks import InputError
+
+__all__ = ["LESSONS", "load_lesson"]
+
+# name -> (module, one-line description), in the order a course meets them.
+LESSONS: dict[str, tuple[str, str]] = {
+    "decomposed-attention": ("lessons.decomposed_attention",
+                             "B: attention as one-line steps, each checked against torch; -inf masking vs zeroing after softmax"),
+    "craft-queries": ("lessons.craft_queries",
+                      "C: derive queries (linear solves on score gaps) that return v_0, V, means; error vs scale S"),
+    "argmax-attention": ("lessons.argmax_attention",
+                         "D: hard (argmax) attention, its zero gradient (torch autograd, jax.grad), softmax -> argmax"),
+    "subspace": ("lessons.subspace",
+                 "E: read v_a out of (v_a + v_b)/2 with a projector; orthonormal keys and an averaging query"),
+    "tokenizers": ("lessons.tokenizers",
+                   "F: BPE step by step on Austen vs the tokenizers library; BERT pairs, MLM labels, mismatches"),
+    "mlm-toy": ("lessons.mlm_toy",
+                "G.1: softmax and cross-entropy of the masked-LM toy, step by step, NumPy / JAX / torch"),
+}
+
+
+def load_lesson(name: str) -> ModuleType:
+    """The lesson's module, or InputError listing the lesson names."""
+    if name not in LESSONS:
+        raise InputError(f"lesson: expected one of {', '.join(LESSONS)} (or 'list'), got {name!r}")
+    return importlib.import_module(LESSONS[name][0])
