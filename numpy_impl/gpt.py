@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -189,9 +190,30 @@ def aft_simple_backward(dy, cache):
 # causal self-attention
 
 
+EXPERIMENTS = {  # option: (default = standard attention, allowed values)
+    "similarity": ("dot", ("dot", "neg_sq_dist", "cosine")),
+    "share_qkv": ("none", ("none", "qk", "kv", "qkv")),
+    "post_softmax_mask": (False, (False, True)),
+    "qkv_mlp": (False, (False, True)),
+    "attention": ("softmax", ("softmax", "aft_simple")),
+}
+
+
+def _options(config) -> SimpleNamespace:
+    """The experiment options of a config; a field the config lacks means standard attention."""
+    opt = {}
+    for name, (default, allowed) in EXPERIMENTS.items():
+        value = getattr(config, name, default)
+        if value not in allowed:
+            raise InputError(f"config.{name}: expected one of {', '.join(map(str, allowed))}, got {value!r}")
+        opt[name] = value
+    return SimpleNamespace(**opt)
+
+
 def _sources(config: GPTConfig) -> dict[str, str]:
     """Which projection produces each of q, k and v; shared projections reuse one."""
-    share = getattr(config, 'share_qkv', "none")
+    opt = _options(config)
+    share = opt.share_qkv
     return {"q": "q", "k": "q" if share in ("qk", "qkv") else "k", "v": {"kv": "k", "qkv": "q"}.get(share, "v")}
 
 
@@ -202,9 +224,9 @@ def project_qkv_forward(h, p: dict, config: GPTConfig):
 
     Shapes: h (B, T, C) -> q, k, v (B, T, C), cache
     """
-    C, src = config.n_embd, _sources(config)
+    opt, C, src = _options(config), config.n_embd, _sources(config)
     names = [n for n in "qkv" if n in src.values()]
-    if getattr(config, 'qkv_mlp', False):
+    if opt.qkv_mlp:
         outs, caches = {}, {}
         for n in names:
             outs[n], caches[n] = mlp_forward(h, _sub(p, f"mlp_{n}."))
@@ -218,12 +240,12 @@ def project_qkv_forward(h, p: dict, config: GPTConfig):
 def project_qkv_backward(dq, dk, dv, cache, config: GPTConfig):
     """Shapes: dq, dk, dv (B, T, C) -> dh (B, T, C), grads of the projection parameters"""
     h, names, w_or_caches = cache
-    src = _sources(config)
+    opt, src = _options(config), _sources(config)
     d = {n: None for n in names}
     for role, g in (("q", dq), ("k", dk), ("v", dv)):  # a shared projection sums its uses' gradients
         d[src[role]] = g if d[src[role]] is None else d[src[role]] + g
     grads = {}
-    if getattr(config, 'qkv_mlp', False):
+    if opt.qkv_mlp:
         dh = None
         for n in names:
             dh_n, g = mlp_backward(d[n], w_or_caches[n])
@@ -244,8 +266,9 @@ def attention_forward(h, p: dict, config: GPTConfig, mask, rng):
 
     Shapes: h (B, T, C), mask (T, T) -> out (B, T, C), cache
     """
+    opt = _options(config)
     q, k, v, proj = project_qkv_forward(h, p, config)  # (B, T, C) each
-    if getattr(config, 'attention', "softmax") == "aft_simple":  # no heads, no (T, T) weights
+    if opt.attention == "aft_simple":  # no heads, no (T, T) weights
         y, core = aft_simple_forward(q, k, v)
         out = linear(y, p["w_o"], p["b_o"])
         return out, (proj, core, y, p["w_o"])
@@ -254,14 +277,14 @@ def attention_forward(h, p: dict, config: GPTConfig, mask, rng):
     if config.positions == "rope":
         q, k = apply_rope(q), apply_rope(k)  # rotate queries and keys, never values
     scale = 1.0 / math.sqrt(q.shape[-1])
-    if getattr(config, 'similarity', "dot") == "dot":
+    if opt.similarity == "dot":
         q = q * scale  # (q * scale) k^T = (q k^T) * scale, touching T*D numbers instead of T*T
         scores, sim = pairwise_similarities(q, k), None
-    elif getattr(config, 'similarity', "dot") == "neg_sq_dist":
+    elif opt.similarity == "neg_sq_dist":
         scores, sim = neg_sq_distance_forward(q, k, scale), None
     else:  # cosine, one learned temperature per head, stored as its log so it stays positive
         scores, sim = cosine_similarity_forward(q, k, np.exp(p["log_temp"])[:, None, None])
-    if getattr(config, 'post_softmax_mask', False):  # the wrong way, kept for the experiment: future keys still normalise
+    if opt.post_softmax_mask:  # the wrong way, for the experiment: future keys still normalise
         weights = wrong_zero_after_softmax(scores, mask)
     else:
         weights = attn_softmax(scores, mask)  # (B, H, T, T)
@@ -273,8 +296,8 @@ def attention_forward(h, p: dict, config: GPTConfig, mask, rng):
 
 def attention_backward(dout, cache, config: GPTConfig):
     """Shapes: dout (B, T, C) -> dh (B, T, C), grads of this layer's attention params"""
-    g = {}
-    if getattr(config, 'attention', "softmax") == "aft_simple":
+    opt, g = _options(config), {}
+    if opt.attention == "aft_simple":
         proj, core, y, w_o = cache
         dy, g["w_o"], g["b_o"] = linear_backward(dout, y, w_o)  # out = y W_o^T + b_o
         dq, dk, dv = aft_simple_backward(dy, core)  # y = aft_simple(q, k, v)
@@ -284,14 +307,14 @@ def attention_backward(dout, cache, config: GPTConfig):
         dheads = merge_heads_backward(dmerged, config.n_head)  # merged = merge_heads(heads)
         ddropped, dv = compute_outputs_backward(dheads, dropped, v)  # heads = dropped v
         dweights = dropout_backward(ddropped, drop_cache)  # dropped = dropout(weights)
-        if getattr(config, 'post_softmax_mask', False):
+        if opt.post_softmax_mask:
             dscores = wrong_zero_after_softmax_backward(dweights, scores, mask)  # weights = softmax(scores) * mask
         else:
             dscores = attn_softmax_backward(dweights, weights)  # weights = softmax(masked scores)
-        if getattr(config, 'similarity', "dot") == "dot":
+        if opt.similarity == "dot":
             dq, dk = pairwise_similarities_backward(dscores, q, k)  # scores = (q * scale) k^T
             dq *= scale  # q * scale
-        elif getattr(config, 'similarity', "dot") == "neg_sq_dist":
+        elif opt.similarity == "neg_sq_dist":
             dq, dk = neg_sq_distance_backward(dscores, q, k, scale)
         else:
             dq, dk, dtemp = cosine_similarity_backward(dscores, sim)
