@@ -28,7 +28,7 @@ LESSONS: dict[str, tuple[str, str]] = {
                          "D: hard (argmax) attention, its zero gradient (torch autograd, jax.grad), softmax -> argmax"),
     "subspace": ("lessons.subspace",
                  "E: read v_a out of (v_a + v_b)/2 with a projector; orthonormal keys and an averaging query"),
-    "tokenizers": ("lessons.tokenizers",
+    "tokenizers": ("lessons.tokenization",
                    "F: BPE step by step on Austen vs the tokenizers library; BERT pairs, MLM labels, mismatches"),
     "mlm-toy": ("lessons.mlm_toy",
                 "G.1: softmax and cross-entropy of the masked-LM toy, step by step, NumPy / JAX / torch"),
