@@ -165,6 +165,16 @@ def masking_demo(x, params) -> dict:
     }
 
 
+def _jax_check(x, params, nh: int, causal: bool, mine: dict) -> dict[str, float]:
+    """jax_impl's self_attention (jitted) against the executed lines: output and weights."""
+    import jax.numpy as jnp
+
+    import jax_impl.multihead as JM
+
+    out, weights = JM.self_attention(jnp.asarray(x), {k: jnp.asarray(v) for k, v in params.items()}, nh, causal=causal)
+    return {"out": _err(mine["out"], np.asarray(out)), "weights": _err(mine["weights"], np.asarray(weights))}
+
+
 def compute(seed: int = SEED) -> dict:
     x, params = inputs(seed)
     cases = []
@@ -180,12 +190,14 @@ def compute(seed: int = SEED) -> dict:
                           "vs_numpy_impl": _err(mine[key], lib[key]), "vs_torch": _err(mine[key], ref[key][0]),
                           "torch_source": ref[key][1]})
         cases.append({"n_head": nh, "causal": causal, "steps": steps,
-                      "max_vs_torch": max(s["vs_torch"] for s in steps)})
+                      "max_vs_torch": max(s["vs_torch"] for s in steps),
+                      "jax_vs_lines": _jax_check(x, params, nh, causal, mine)})
     from common.tolerances import tolerance
 
     tol = tolerance("float64")
     return {"seed": seed, "shape": [B, T, C], "cases": cases, "masking": masking_demo(x, params),
-            "atol": tol.atol, "ok": all(c["max_vs_torch"] <= tol.atol for c in cases)}
+            "atol": tol.atol,
+            "ok": all(c["max_vs_torch"] <= tol.atol and max(c["jax_vs_lines"].values()) <= tol.atol for c in cases)}
 
 
 def to_json(result: dict) -> dict:
@@ -217,8 +229,11 @@ def render(result: dict, console) -> None:
                "torch in four settings (1 or 2 heads, with or without the causal mask; '-' = line not used). "
                "The weights and the output come from F.multi_head_attention_forward."),
         R.table(cols, rows, justify=["left", "left", "left"] + ["right"] * 5 + ["left"]),
+        "JAX (jax_impl.multihead.self_attention, jitted) vs the lines, output / weights: " + "; ".join(
+            f"{c['n_head']}h{' causal' if c['causal'] else ''} {R.err(c['jax_vs_lines']['out'])} / "
+            f"{R.err(c['jax_vs_lines']['weights'])}" for c in cases),
         R.note(f"worst difference from torch: {R.err(max(c['max_vs_torch'] for c in cases))} "
-               f"(float64 tolerance {R.err(result['atol'])}): {'all agree' if result['ok'] else 'DISAGREE'}",
+               f"(float64 tolerance {R.err(result['atol'])}): {'all three backends agree' if result['ok'] else 'DISAGREE'}",
                style="bold"),
     ))
 
