@@ -331,3 +331,59 @@ def test_unused_projection_keys_get_zero_grads():
     loss2, grads2 = gpt_loss_and_grads(extra, idx, targets, cfg)
     assert loss2 == loss and np.all(grads2["h.0.attn.w_k"] == 0) and np.all(grads2["h.0.attn.b_k"] == 0)
     assert all(np.array_equal(grads[k], grads2[k]) for k in grads)
+
+
+def _jax_gpt_loss(p, idx, targets, cfg):
+    """The standard model again, in jax.numpy, for a jax.grad reference of the whole GPT."""
+    import jax
+    import jax.numpy as jnp
+
+    B, T = idx.shape
+    C, H = cfg.n_embd, cfg.n_head
+    D = C // H
+
+    def ln(x, w, b):
+        mu = x.mean(-1, keepdims=True)
+        return (x - mu) / jnp.sqrt(((x - mu) ** 2).mean(-1, keepdims=True) + 1e-5) * w + b
+
+    def rope(t):
+        ang = jnp.arange(T)[:, None] * 10000.0 ** (-jnp.arange(0, D, 2) / D)
+        ang = jnp.concatenate([ang, ang], -1)
+        return t * jnp.cos(ang) + jnp.concatenate([-t[..., D // 2:], t[..., : D // 2]], -1) * jnp.sin(ang)
+
+    x = p["wte.weight"][idx]
+    if cfg.positions == "learned":
+        x = x + p["wpe.weight"][:T]
+    elif cfg.positions == "sinusoidal":
+        ang = jnp.arange(T)[:, None] * 10000.0 ** (-jnp.arange(0, C, 2) / C)
+        x = x + jnp.stack([jnp.sin(ang), jnp.cos(ang)], -1).reshape(T, C)
+    causal = jnp.tril(jnp.ones((T, T), dtype=bool))
+    for i in range(cfg.n_layer):
+        g = {k[len(f"h.{i}."):]: v for k, v in p.items() if k.startswith(f"h.{i}.")}
+        h = ln(x, g["ln_1.weight"], g["ln_1.bias"])
+        q, k, v = ((h @ g[f"attn.w_{n}"].T + g[f"attn.b_{n}"]).reshape(B, T, H, D).transpose(0, 2, 1, 3) for n in "qkv")
+        if cfg.positions == "rope":
+            q, k = rope(q), rope(k)
+        w = jax.nn.softmax(jnp.where(causal, q @ k.transpose(0, 1, 3, 2) / jnp.sqrt(D), -jnp.inf), axis=-1)
+        x = x + (w @ v).transpose(0, 2, 1, 3).reshape(B, T, C) @ g["attn.w_o"].T + g["attn.b_o"]
+        h = ln(x, g["ln_2.weight"], g["ln_2.bias"])
+        x = x + jax.nn.gelu(h @ g["mlp.w_fc"].T + g["mlp.b_fc"], approximate=True) @ g["mlp.w_proj"].T + g["mlp.b_proj"]
+    logits = ln(x, p["ln_f.weight"], p["ln_f.bias"]) @ p["wte.weight"].T
+    logp = jax.nn.log_softmax(logits, -1)
+    keep = targets != -100
+    nll = -jnp.take_along_axis(logp, jnp.where(keep, targets, 0)[..., None], -1)[..., 0]
+    return jnp.sum(nll * keep) / keep.sum()
+
+
+@pytest.mark.parametrize("positions", ["learned", "sinusoidal", "rope"])
+def test_gpt_grads_match_jax_grad_float64(positions):
+    import jax
+
+    import jax_impl  # noqa: F401  (float64 on)
+
+    cfg, params, idx, targets = _setup(positions)
+    ref_loss, ref_grads = jax.value_and_grad(_jax_gpt_loss)(params, idx, targets, cfg)
+    loss, grads = gpt_loss_and_grads(params, idx, targets, cfg)
+    assert_close(loss, np.asarray(ref_loss), np.float64, "value", what="loss")
+    for k in params:
+        assert_close(grads[k], np.asarray(ref_grads[k]), np.float64, "grad", what=f"d loss / d {k} vs jax.grad")
