@@ -1,7 +1,8 @@
 """`python cli.py lesson NAME|list [--json]`: guided walkthroughs of the course exercises (package `lessons`).
 
 Every number is computed when the lesson runs (NumPy first, JAX and torch beside it); nothing is
-read from a table of answers. `lesson list` names the lessons; `--json` prints the computed values."""
+read from a table of answers. `lesson list` names the lessons; `--json` prints the computed values.
+Exit code 1 when a lesson's numbers disagree with their reference."""
 from __future__ import annotations
 
 ORDER = 20
@@ -40,4 +41,5 @@ def run(args) -> int:
         print_json(lesson.to_json(result))
     else:
         lesson.render(result, console)
-    return 0
+    # A lesson whose numbers disagree with their reference (torch, the library it teaches) says so.
+    return 0 if lesson.passed(result) else 1

@@ -6,6 +6,7 @@ Each lesson is one module with two halves:
                            beside it); plain Python/NumPy values, so tests can check them
     render(result)         rich panels and tables for the terminal (lessons/_render.py helpers)
     to_json(result)        what `python cli.py lesson NAME --json` prints
+    passed(result)         False when a number disagrees with its reference: the CLI exits 1
 
 torch, JAX and transformers are imported inside compute(), so `lesson list` stays instant.
 """

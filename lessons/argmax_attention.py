@@ -146,6 +146,16 @@ def compute() -> dict:
     }
 
 
+def passed(result: dict) -> bool:
+    """The three softmax gradients agree (float64 gradient tolerance) and the argmax ones vanish."""
+    from common.tolerances import tolerance, within
+
+    sg, hg = result["soft_grad"], result["hard_grad"]
+    tol = tolerance("float64", "grad")
+    return (within(sg["jax"]["q"], sg["torch"]["q"], tol) and within(sg["numpy_q"], sg["torch"]["q"], tol)
+            and not np.any(hg["jax"]["q"]) and hg["torch"]["q"] is None)
+
+
 def to_json(result: dict) -> dict:
     keep = ("scores", "weights", "output", "winner", "hard_grad", "soft_grad", "temperature")
     return {k: result[k] for k in keep}

@@ -219,6 +219,11 @@ def compute() -> dict:
     return {"tasks": tasks, "denominator": denominator, "design_tol": DESIGN_TOL, "promised": PROMISED}
 
 
+def passed(result: dict) -> bool:
+    """Every task within the promised 1e-3, in all three backends."""
+    return all(max(t["backends"].values()) <= result["promised"] for t in result["tasks"])
+
+
 def to_json(result: dict) -> list[dict]:
     keep = ("task", "title", "max_error", "S", "query", "keys", "weights", "output", "target", "backends")
     return [{k: t[k] for k in keep} | {"exact": t["exact"]["exact"]} for t in result["tasks"]]

@@ -200,6 +200,10 @@ def compute(seed: int = SEED) -> dict:
             "ok": all(c["max_vs_torch"] <= tol.atol and max(c["jax_vs_lines"].values()) <= tol.atol for c in cases)}
 
 
+def passed(result: dict) -> bool:
+    return result["ok"]
+
+
 def to_json(result: dict) -> dict:
     return result
 

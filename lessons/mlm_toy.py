@@ -62,6 +62,15 @@ def compute() -> dict:
     }
 
 
+def passed(result: dict) -> bool:
+    from common.tolerances import tolerance, within
+
+    b, g = result["backends"], result["grad"]
+    return (within([b["numpy"], b["jax"], result["loss"]], [b["torch"]] * 3, tolerance("float64"))
+            and within(g["numpy"], g["torch"], tolerance("float64", "grad"))
+            and within(g["jax"], g["torch"], tolerance("float64", "grad")))
+
+
 def to_json(result: dict) -> dict:
     keep = ("vocab", "logits", "target", "probs", "p_target", "loss", "backends", "grad")
     return {k: result[k] for k in keep}

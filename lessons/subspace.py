@@ -118,6 +118,15 @@ def compute(seed: int = SEED) -> dict:
     }
 
 
+def passed(result: dict) -> bool:
+    """The read-out is exact up to float64 rounding in every backend, and the closed form holds."""
+    from common.tolerances import tolerance
+
+    tol = tolerance("float64")
+    return (max(result["extraction_backends"].values()) <= tol.atol
+            and all(abs(r["error"] - r["predicted"]) <= tol.atol for r in result["scale_table"]))
+
+
 def to_json(result: dict) -> dict:
     keep = ("extraction_error", "extraction_backends", "identities", "scale_table", "backends_at_S",
             "two_token_error", "dims", "seed")
