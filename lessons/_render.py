@@ -71,7 +71,3 @@ def panel(title: str, *parts) -> Panel:
     such as [1, 2] would otherwise be read as markup)."""
     items = [Text(p) if isinstance(p, str) else p for p in parts]
     return Panel(Group(*items), title=f"[bold]{title}[/]", title_align="left")
-
-
-def ok(flag: bool) -> str:
-    return "[green]ok[/]" if flag else "[bold red]FAIL[/]"
