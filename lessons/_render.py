@@ -43,18 +43,19 @@ def matrix(m, row_labels: Sequence[str] | None = None, col_labels: Sequence[str]
         t.add_column(col_labels[j] if col_labels else "", justify="right")
     for i in range(m.shape[0]):
         label = row_labels[i] if row_labels else ""
-        t.add_row(label, *(f"{x: .{digits}f}" for x in m[i]))
+        t.add_row(Text(label), *(f"{x: .{digits}f}" for x in m[i]))
     return t
 
 
 def table(columns: Sequence[str], rows: Sequence[Sequence], title: str | None = None,
           justify: Sequence[str] | None = None) -> Table:
-    """A plain table; cells are converted with str()."""
+    """A table of plain-text cells: str() of each, never read as markup (a token such as [unused5]
+    would otherwise vanish as an unknown style tag). Pass a rich Text for a styled cell."""
     t = Table(title=title, show_lines=False)
     for j, c in enumerate(columns):
         t.add_column(c, justify=(justify[j] if justify else ("left" if j == 0 else "right")))
     for r in rows:
-        t.add_row(*(str(c) for c in r))
+        t.add_row(*(c if isinstance(c, Text) else Text(str(c)) for c in r))
     return t
 
 

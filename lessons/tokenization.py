@@ -256,6 +256,8 @@ def to_json(result: dict) -> dict:
 
 
 def render(result: dict, console) -> None:
+    from rich.text import Text
+
     from lessons import _render as R
 
     c, bpe = result["corpus"], result["bpe"]
@@ -266,7 +268,7 @@ def render(result: dict, console) -> None:
         same = lib == s["pair"]
         rows.append((str(i), f"{s['pair'][0]!r} + {s['pair'][1]!r} -> {s['new']!r}", str(s["count"]),
                      str(s["ties"]) if s["ties"] > 1 else "", cands,
-                     f"{lib[0]!r} + {lib[1]!r}" if lib else "-", "[green]=[/]" if same else "[bold red]differs[/]"))
+                     f"{lib[0]!r} + {lib[1]!r}" if lib else "-", Text("=", style="green") if same else Text("differs", style="bold red")))
     verdict = ("all merges identical to the library's" if bpe["merges_equal"]
                else f"first difference at merge {bpe['first_difference'] + 1}")
     naive = ("a naive max() (first pair met wins ties) would agree on every merge here"
