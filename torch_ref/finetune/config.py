@@ -1,0 +1,69 @@
+"""Training settings as plain data, importable without torch (the CLI builds its flags from them)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from common.checks import InputError
+
+__all__ = ["METHODS", "OPTIMIZERS", "DEFAULT_LR", "TrainConfig"]
+
+METHODS = ("full", "head", "prefix", "lora")
+OPTIMIZERS = ("adamw", "adam", "sgd", "rmsprop", "adagrad")
+# A frozen encoder leaves few, freshly initialised weights to move: they want a larger step.
+DEFAULT_LR = {"full": 5e-5, "lora": 5e-4, "head": 2e-3, "prefix": 2e-3}
+
+
+@dataclass
+class TrainConfig:
+    task: str = "fine-foods"
+    model: str = "minilm"
+    method: str = "full"
+    epochs: int = 3
+    batch_size: int = 16
+    lr: float | None = None  # None: DEFAULT_LR[method]
+    optimizer: str = "adamw"
+    weight_decay: float = 0.01
+    momentum: float = 0.9  # SGD and RMSprop
+    warmup: float = 0.1  # fraction of all steps spent ramping the learning rate up from 0
+    max_grad_norm: float = 1.0
+    max_length: int = 128
+    train_size: int | None = None  # a seeded random subset of the training split (None = all)
+    val_size: int | None = None
+    test_size: int | None = None
+    seed: int = 0
+    prefix_length: int = 128
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.1
+    pretrained: bool = True
+    out: str = "runs/finetune/default"
+    resume: bool = False
+    save_checkpoints: bool = True
+    data_files: dict | None = None  # Hugging Face tasks from local files
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise InputError(f"method: expected one of {', '.join(METHODS)}, got {self.method!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise InputError(f"optimizer: expected one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        for name in ("epochs", "batch_size", "max_length"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InputError(f"{name}: expected a positive integer, got {value!r}")
+        for name in ("train_size", "val_size", "test_size"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise InputError(f"{name}: expected a positive integer or None (all), got {value!r}")
+        if self.lr is None:
+            self.lr = DEFAULT_LR[self.method]
+        if not self.lr > 0:
+            raise InputError(f"lr: expected a positive number, got {self.lr!r}")
+        if not 0 <= self.warmup < 1:
+            raise InputError(f"warmup: expected a fraction in [0, 1), got {self.warmup!r}")
+
+    def spec(self, n_classes: int):
+        """The ModelSpec (what a checkpoint needs to rebuild the model) for a task with n_classes."""
+        from torch_ref.finetune.models import ModelSpec
+
+        return ModelSpec(self.model, self.method, n_classes, self.prefix_length, self.lora_r,
+                         self.lora_alpha, self.lora_dropout, self.pretrained)
