@@ -12,6 +12,23 @@ Linear weights are (d_out, d_in) and applied as x @ W.T + b. The LM head is tied
     h.{i}.ln_2.weight|bias     (C,)
     h.{i}.mlp.w_fc (4C, C), h.{i}.mlp.b_fc (4C,), h.{i}.mlp.w_proj (C, 4C), h.{i}.mlp.b_proj (C,)
     ln_f.weight|bias           (C,)
+
+The course's attention experiments (exercises.md section I) are further fields; their defaults are
+the standard model above, so a config that does not mention them builds exactly those weights:
+
+    similarity         "dot" (q.k / sqrt(D)) | "neg_sq_dist" (-|q - k|^2 / sqrt(D))
+                       | "cosine" (exp(log_temp) * cos(q, k)): adds h.{i}.attn.log_temp (n_head,),
+                       initialised to log(sqrt(D)) so the scores start with the spread of dot products
+    share_qkv          "none" | "qk" (K uses Q's projection) | "kv" (V uses K's) | "qkv" (one for all):
+                       the projections nobody reads are absent (qk: no w_k/b_k; kv: no w_v/b_v;
+                       qkv: only w_q/b_q)
+    post_softmax_mask  False | True: softmax over ALL keys, then zero the future (the wrong way; the
+                       future leaks through the normaliser)
+    qkv_mlp            False | True: q, k, v each from a small MLP C -> 2C -> GELU -> C instead of a
+                       linear map: h.{i}.attn.mlp_{q,k,v}.w_fc (2C, C), .b_fc (2C,), .w_proj (C, 2C),
+                       .b_proj (C,) replace w_q/b_q, w_k/b_k, w_v/b_v (sharing applies to the MLPs)
+    attention          "softmax" | "aft_simple": Attention Free Transformer (causal AFT-simple) with the
+                       same q, k, v, output projections and no heads
 """
 from __future__ import annotations
 
@@ -22,6 +39,9 @@ import numpy as np
 from common.checks import InputError, check_heads, check_positive_int
 
 POSITIONS = ("learned", "sinusoidal", "rope")
+SIMILARITIES = ("dot", "neg_sq_dist", "cosine")
+SHARES = ("none", "qk", "kv", "qkv")
+ATTENTIONS = ("softmax", "aft_simple")
 
 
 @dataclass(frozen=True)
@@ -33,6 +53,12 @@ class GPTConfig:
     n_embd: int = 128
     dropout: float = 0.0
     positions: str = "learned"  # one of POSITIONS
+    # the attention experiments (module docstring); the defaults are standard attention
+    similarity: str = "dot"  # one of SIMILARITIES
+    share_qkv: str = "none"  # one of SHARES
+    post_softmax_mask: bool = False
+    qkv_mlp: bool = False
+    attention: str = "softmax"  # one of ATTENTIONS
 
     def __post_init__(self):
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
@@ -42,6 +68,12 @@ class GPTConfig:
             raise InputError(f"dropout: expected a probability in [0, 1), got {self.dropout!r}")
         if self.positions not in POSITIONS:
             raise InputError(f"positions: expected one of {', '.join(POSITIONS)}, got {self.positions!r}")
+        for name, allowed in (("similarity", SIMILARITIES), ("share_qkv", SHARES), ("attention", ATTENTIONS)):
+            if getattr(self, name) not in allowed:
+                raise InputError(f"{name}: expected one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        for name in ("post_softmax_mask", "qkv_mlp"):
+            if not isinstance(getattr(self, name), bool):
+                raise InputError(f"{name}: expected True or False, got {getattr(self, name)!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -70,9 +102,17 @@ def init_gpt_params(config: GPTConfig, seed: int = 0, dtype=np.float32) -> dict[
         h = f"h.{i}."
         p[h + "ln_1.weight"] = np.ones(C, dtype)
         p[h + "ln_1.bias"] = np.zeros(C, dtype)
-        for name in ("q", "k", "v"):
-            p[h + f"attn.w_{name}"] = normal((C, C))
-            p[h + f"attn.b_{name}"] = np.zeros(C, dtype)
+        for name in qkv_projections(config):
+            if config.qkv_mlp:
+                p[h + f"attn.mlp_{name}.w_fc"] = normal((2 * C, C))
+                p[h + f"attn.mlp_{name}.b_fc"] = np.zeros(2 * C, dtype)
+                p[h + f"attn.mlp_{name}.w_proj"] = normal((C, 2 * C))
+                p[h + f"attn.mlp_{name}.b_proj"] = np.zeros(C, dtype)
+            else:
+                p[h + f"attn.w_{name}"] = normal((C, C))
+                p[h + f"attn.b_{name}"] = np.zeros(C, dtype)
+        if config.similarity == "cosine":
+            p[h + "attn.log_temp"] = np.full(config.n_head, 0.5 * np.log(C // config.n_head), dtype)
         p[h + "attn.w_o"] = normal((C, C), resid_std)
         p[h + "attn.b_o"] = np.zeros(C, dtype)
         p[h + "ln_2.weight"] = np.ones(C, dtype)
@@ -84,3 +124,15 @@ def init_gpt_params(config: GPTConfig, seed: int = 0, dtype=np.float32) -> dict[
     p["ln_f.weight"] = np.ones(C, dtype)
     p["ln_f.bias"] = np.zeros(C, dtype)
     return p
+
+
+def qkv_sources(config: GPTConfig) -> dict[str, str]:
+    """Which projection produces each of q, k and v: {"q": "q", "k": "q", "v": "v"} for share_qkv="qk"."""
+    share = getattr(config, "share_qkv", "none")
+    return {"q": "q", "k": "q" if share in ("qk", "qkv") else "k", "v": {"kv": "k", "qkv": "q"}.get(share, "v")}
+
+
+def qkv_projections(config: GPTConfig) -> tuple[str, ...]:
+    """The projections a config owns weights for, in q, k, v order ("q", "v" for share_qkv="qk")."""
+    used = set(qkv_sources(config).values())
+    return tuple(n for n in "qkv" if n in used)
