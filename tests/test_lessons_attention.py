@@ -37,7 +37,7 @@ def test_crafted_queries_reach_targets_in_torch(craft, task):
     out = torch_attention(t["query"], t["keys"], V_C)
     err = np.max(np.abs(out - TARGETS_C[task]))
     assert err <= 1e-3
-    assert t["max_error"] == pytest.approx(err, abs=1e-15)
+    assert t["max_error"] == pytest.approx(err, abs=1e-14)
     assert all(e <= 1e-3 for e in t["backends"].values())
 
 
@@ -65,7 +65,7 @@ def test_task1_error_vs_scale_matches_closed_form(craft):
     spread = np.max(np.abs((V_C[1:] - V_C[0]).sum(0)))
     for row in craft[1]["scale_table"]:
         e = math.exp(-row["S"])
-        assert row["max_error"] == pytest.approx(e / (1 + 3 * e) * spread, rel=1e-6, abs=1e-15)
+        assert row["max_error"] == pytest.approx(e / (1 + 3 * e) * spread, rel=1e-6, abs=1e-14)
 
 
 # ------------------------------------------------------------------------------- argmax-attention
@@ -150,8 +150,9 @@ def test_averaging_query_error_vs_scale(subspace):
     for row in result["scale_table"]:
         q = row["S"] * (keys[0] + keys[1])
         err = np.max(np.abs(torch_attention(q[None], keys, values)[0] - avg))
-        assert row["error"] == pytest.approx(err, abs=1e-15)
-        assert row["predicted"] == pytest.approx(err, rel=1e-6, abs=1e-15)
+        # Once e^-S falls below rounding (S >= 32) both sides are float64 noise of O(1e-15).
+        assert row["error"] == pytest.approx(err, abs=1e-14)
+        assert row["predicted"] == pytest.approx(err, rel=1e-6, abs=1e-14)
     assert result["two_token_error"] < 1e-15
 
 
