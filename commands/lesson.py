@@ -14,6 +14,8 @@ def register(sub) -> None:
     p = sub.add_parser("lesson", help="guided lessons: crafted queries, argmax attention, subspaces, tokenizers, ...")
     p.add_argument("name", metavar="NAME", help=f"'list', or one of: {', '.join(LESSONS)}")
     p.add_argument("--json", action="store_true", help="print the lesson's computed values as JSON")
+    p.add_argument("--out", default="runs/lessons",
+                   help="folder for the lesson's PNG plot, when it has one (default runs/lessons; not with --json)")
     p.set_defaults(func=run)
 
 
@@ -41,5 +43,11 @@ def run(args) -> int:
         print_json(lesson.to_json(result))
     else:
         lesson.render(result, console)
+        if hasattr(lesson, "plot"):  # curves (error vs scale, ...) read better as a picture
+            from pathlib import Path
+
+            path = Path(args.out) / f"{args.name}.png"
+            lesson.plot(result, path)
+            console.print(f"plot saved: {path}")
     # A lesson whose numbers disagree with their reference (torch, the library it teaches) says so.
     return 0 if lesson.passed(result) else 1

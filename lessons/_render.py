@@ -72,3 +72,24 @@ def panel(title: str, *parts) -> Panel:
     such as [1, 2] would otherwise be read as markup)."""
     items = [Text(p) if isinstance(p, str) else p for p in parts]
     return Panel(Group(*items), title=f"[bold]{title}[/]", title_align="left")
+
+
+def figure(ncols: int = 1, width: float = 6.0, height: float = 4.0):
+    """A matplotlib figure on the Agg backend (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(1, ncols, figsize=(width * ncols, height), squeeze=False)
+
+
+def save_figure(fig, path) -> None:
+    """Write the PNG atomically (common/io.py), then free the figure."""
+    import matplotlib.pyplot as plt
+
+    from common.io import atomic_save
+
+    fig.tight_layout()
+    atomic_save(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+    plt.close(fig)

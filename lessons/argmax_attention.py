@@ -94,10 +94,10 @@ def _finite_difference_q(h: float = 1e-6) -> np.ndarray:
 
 
 def _walk() -> list[dict]:
-    """Move q towards k_4 in steps: the hard output is a staircase, flat between jumps."""
+    """Move q towards k_4 in 100 steps: the hard output is a staircase, flat between jumps."""
     direction = K[3] - Q
     rows = []
-    for t in np.linspace(0.0, 1.0, 11):
+    for t in np.linspace(0.0, 1.0, 101):
         out, w, s = argmax_attention(Q + t * direction, K, V)
         top = np.sort(s)[-2:]
         rows.append({"t": float(t), "scores": s.tolist(), "winner": int(np.argmax(w)) + 1, "output": out.tolist(),
@@ -156,6 +156,27 @@ def passed(result: dict) -> bool:
             and not np.any(hg["jax"]["q"]) and hg["torch"]["q"] is None)
 
 
+def plot(result: dict, path) -> None:
+    """Left: the staircase loss along a path of queries. Right: softmax -> argmax as beta grows."""
+    from lessons import _render as R
+
+    fig, axes = R.figure(ncols=2, width=5.0)
+    ax1, ax2 = axes[0]
+    walk = result["walk"]
+    ax1.plot([r["t"] for r in walk], [r["loss"] for r in walk], ".", markersize=3)
+    ax1.set_xlabel("t in q + t (k_4 - q)")
+    ax1.set_ylabel("loss |out - v_4|^2 (argmax attention)")
+    ax1.set_title("piecewise constant: gradient 0 or undefined")
+    rows = result["temperature"]
+    beta = [r["beta"] for r in rows]
+    ax2.loglog(beta, [max(r["distance_to_argmax"], 1e-17) for r in rows], "o-", label="max |out - argmax out|")
+    ax2.loglog(beta, [max(r["grad_q_norm"], 1e-17) for r in rows], "s-", label="|d loss / d q|")
+    ax2.set_xlabel("beta = 1 / temperature")
+    ax2.set_title("softmax(beta * scores): towards argmax")
+    ax2.legend()
+    R.save_figure(fig, path)
+
+
 def to_json(result: dict) -> dict:
     keep = ("scores", "weights", "output", "winner", "hard_grad", "soft_grad", "temperature")
     return {k: result[k] for k in keep}
@@ -207,7 +228,7 @@ def render(result: dict, console) -> None:
 
     walk = [(R.num(r["t"], 1), R.vec(r["scores"], 2), f"{r['winner']}" + ("  (tie: the jump)" if r["tie"] else ""),
              R.vec(r["output"], 1), R.num(r["loss"], 1))
-            for r in result["walk"]]
+            for r in result["walk"][::10]]
     console.print(R.panel(
         "Moving q towards k_4: the argmax output is a staircase",
         R.table(["t in q + t (k_4 - q)", "scores", "winner", "output", "loss"], walk),

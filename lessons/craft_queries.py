@@ -224,6 +224,25 @@ def passed(result: dict) -> bool:
     return all(max(t["backends"].values()) <= result["promised"] for t in result["tasks"])
 
 
+def plot(result: dict, path) -> None:
+    """Max error vs the scale S for every task that has one (log scale: the error falls like e^-cS)."""
+    from lessons import _render as R
+
+    fig, ax = R.figure()
+    ax = ax[0, 0]
+    for t in result["tasks"]:
+        if t["scale_table"]:
+            S = [r["S"] for r in t["scale_table"]]
+            err = [max(r["max_error"], 1e-17) for r in t["scale_table"]]  # 0 cannot sit on a log axis
+            ax.semilogy(S, err, marker="o", label=f"task {t['task']}")
+    ax.axhline(result["promised"], color="gray", linestyle="--", label="1e-3 (promised)")
+    ax.set_xlabel("scale S of the score gaps")
+    ax.set_ylabel("max |output - target|")
+    ax.set_title("Exercise C: crafted queries, error vs scale")
+    ax.legend()
+    R.save_figure(fig, path)
+
+
 def to_json(result: dict) -> list[dict]:
     keep = ("task", "title", "max_error", "S", "query", "keys", "weights", "output", "target", "backends")
     return [{k: t[k] for k in keep} | {"exact": t["exact"]["exact"]} for t in result["tasks"]]

@@ -127,6 +127,21 @@ def passed(result: dict) -> bool:
             and all(abs(r["error"] - r["predicted"]) <= tol.atol for r in result["scale_table"]))
 
 
+def plot(result: dict, path) -> None:
+    from lessons import _render as R
+
+    fig, ax = R.figure()
+    ax = ax[0, 0]
+    S = [r["S"] for r in result["scale_table"]]
+    ax.semilogy(S, [max(r["error"], 1e-17) for r in result["scale_table"]], "o", label="computed")
+    ax.semilogy(S, [max(r["predicted"], 1e-17) for r in result["scale_table"]], "-", label="closed form")
+    ax.set_xlabel("query scale S in q = S (k_a + k_b)")
+    ax.set_ylabel("max |out - (v_a + v_b)/2|")
+    ax.set_title("Exercise E: averaging query, error vs scale")
+    ax.legend()
+    R.save_figure(fig, path)
+
+
 def to_json(result: dict) -> dict:
     keep = ("extraction_error", "extraction_backends", "identities", "scale_table", "backends_at_S",
             "two_token_error", "dims", "seed")

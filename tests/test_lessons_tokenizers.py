@@ -148,10 +148,13 @@ def test_lesson_list_and_unknown_name(capsys):
     assert code == 2 and "lesson: expected one of" in out.err and "\n" == out.err[-1] and out.err.count("\n") == 1
 
 
-@pytest.mark.parametrize("name", ["craft-queries", "subspace"])
-def test_lesson_renders(name, capsys):
-    code, out = run_cli(["lesson", name], capsys)
+@pytest.mark.parametrize("name", ["craft-queries", "subspace", "argmax-attention"])
+def test_lesson_renders_and_saves_its_plot(name, capsys, tmp_path):
+    code, out = run_cli(["lesson", name, "--out", str(tmp_path)], capsys)
     assert code == 0 and "Traceback" not in out.out and len(out.out.splitlines()) > 20
+    png = tmp_path / f"{name}.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [p.name for p in tmp_path.iterdir()] == [png.name]  # no temporary file left behind
 
 
 def test_missing_austen_data_is_one_line_exit_2(tmp_path, monkeypatch, capsys):
