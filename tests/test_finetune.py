@@ -468,3 +468,63 @@ def test_methods_study_reports_formula_counts_and_memory(tiny, tmp_path):
         assert r["forward_mib"] > 0 and r["backward_mib"] > 0
     assert rows["head"]["trainable_params"] < rows["prefix"]["trainable_params"] < rows["full"]["trainable_params"]
     assert (tmp_path / "methods" / "methods.png").stat().st_size > 1000
+
+
+def test_grid_chooses_on_validation(tiny, tmp_path):
+    from rich.console import Console
+
+    from torch_ref.finetune.studies import grid, study_config
+
+    cfg = study_config("grid", model=tiny["bert"], max_length=16, out=str(tmp_path / "grid"))
+    res = grid(cfg, Console(quiet=True), quiet=True, lrs=[1e-3, 1e-2], epoch_list=[1, 2], task=sentiment_task())
+    assert len(res["rows"]) == 4
+    assert res["chosen"] == max(res["rows"], key=lambda r: r["val_acc"])
+
+
+def test_optimizers_and_pretrained_vs_scratch_studies(tiny, tmp_path):
+    from rich.console import Console
+
+    from torch_ref.finetune.studies import optimizers, pretrained_vs_scratch, study_config
+
+    quiet = Console(quiet=True)
+    cfg = study_config("optimizers", model=tiny["bert"], epochs=2, max_length=16, out=str(tmp_path / "opt"))
+    res = optimizers(cfg, quiet, quiet=True, task=sentiment_task())
+    assert [r["optimizer"] for r in res["rows"]] == ["adamw", "sgd", "rmsprop"]
+    assert len(set(json.dumps(h) for h in res["histories"].values())) == 3  # three different runs
+    cfg = study_config("pretrained-vs-scratch", model=tiny["bert"], epochs=2, max_length=16, lr=1e-2,
+                       out=str(tmp_path / "pvs"))
+    res = pretrained_vs_scratch(cfg, quiet, quiet=True, task=sentiment_task())
+    assert [r["init"] for r in res["rows"]] == ["pretrained", "from scratch"]
+    assert (tmp_path / "pvs" / "pretrained_vs_scratch.png").stat().st_size > 1000
+
+
+def test_batch_size_study_doubles_until_budget(tiny, tmp_path):
+    """With a budget between the measured peaks of batch 2 and batch 4, the answer must be 2."""
+    from rich.console import Console
+
+    from torch_ref.finetune.studies import batch_size, study_config
+
+    cfg = study_config("batch-size", model=tiny["bert"], max_length=32, out=str(tmp_path / "bs"))
+    probe = batch_size(cfg, Console(quiet=True), quiet=True, budget_gb=1000.0, max_batch=8)
+    peaks = {r["batch"]: r["peak_gb"] for r in probe["rows"]}
+    assert sorted(peaks) == [1, 2, 4, 8] and probe["largest_batch"] == 8
+    assert peaks[1] < peaks[2] < peaks[4] < peaks[8]  # activations grow with the batch
+    res = batch_size(cfg, Console(quiet=True), quiet=True, budget_gb=(peaks[2] + peaks[4]) / 2, max_batch=8)
+    assert res["largest_batch"] == 2 and res["rows"][-1]["fits"] is False
+
+
+def test_topic_news_predicts_four_stories(tiny, tmp_path):
+    from rich.console import Console
+
+    from torch_ref.finetune.studies import NEWS_TEXTS, study_config, topic_news
+
+    rng = random.Random(0)
+    words = {0: "election senate mayor", 1: "she ran laughed kissed", 2: "theory data measured", 3: "church garden recipe"}
+    texts = [" ".join(rng.sample(words[i % 4].split(), 3)) for i in range(40)]
+    ds = TextDataset(texts, [i % 4 for i in range(40)])
+    task = Task("toy-topics", list(BROWN_GROUPS), ds, ds.take(12), ds.take(12, seed=1))
+    cfg = study_config("topic-news", model=tiny["bert"], epochs=1, max_length=48, out=str(tmp_path / "news"))
+    res = topic_news(cfg, Console(quiet=True), quiet=True, task=task)
+    assert len(res["predictions"]) == len(NEWS_TEXTS) == 4
+    for row in res["predictions"]:
+        assert row["predicted"] in BROWN_GROUPS and abs(sum(row["probs"].values()) - 1) < 1e-6

@@ -138,7 +138,8 @@ def batch_size(cfg: TrainConfig, console, quiet=False, budget_gb: float | None =
     b = 1
     while b <= max_batch:
         g = torch.Generator().manual_seed(b)
-        ids = torch.randint(1000, vocab, (b, cfg.max_length), generator=g).to(device)
+        # Ordinary word ids (past the special tokens at the start of the vocabulary), no padding.
+        ids = torch.randint(min(1000, vocab // 2), vocab, (b, cfg.max_length), generator=g).to(device)
         batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": torch.zeros(b, dtype=torch.long, device=device)}
 
         def step():
