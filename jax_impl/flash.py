@@ -1,0 +1,265 @@
+"""Fast and memory-efficient exact attention in JAX; numpy_impl/flash.py explains the maths.
+
+fast_attention  -- one jitted softmax(Q K^T * scale) V that folds the scale into Q and normalises
+    the (T_q, D_v) output rather than the (T_q, T_k) weights, and skips writing the weights out
+    unless asked for them.
+
+flash_attention -- the tiled online softmax. Query blocks go through lax.map; inside each, a
+    lax.fori_loop walks the key blocks carrying (running max, running sum, accumulator). Under
+    causal masking the loop stops at the diagonal tile, so tiles above it are never computed.
+    Its gradient is a jax.custom_vjp whose backward is FlashAttention-2's: it walks key blocks
+    (lax.scan) and, for each, the query blocks at or below the diagonal (lax.fori_loop),
+    recomputing each tile's probabilities from the saved logsumexp instead of storing them; so
+    jax.grad never keeps a (T_q, T_k) array alive.
+
+Lengths that are not a multiple of the block size are padded; padded keys are masked out and
+padded query rows dropped, so any T works with any block size.
+"""
+from __future__ import annotations
+
+import math
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from common.checks import (
+    InputError,
+    check_finite,
+    check_float,
+    check_mask,
+    check_min_ndim,
+    check_nonempty,
+    check_positive_int,
+    check_same,
+)
+from jax_impl._checks import all_finite
+
+__all__ = ["fast_attention", "flash_attention"]
+__all__ += ["flash_attention_backward"]
+
+
+def _prepare(q, k, v, mask, scale, causal):
+    for name, x in (("q", q), ("k", k), ("v", v)):
+        check_min_ndim(name, x, 2, "(..., T, D)")
+        check_float(name, x)
+        check_nonempty(name, x, -2, "sequence (T)")
+        check_finite(name, all_finite(x))
+    check_same("k", k.shape[-1], "q's last axis (d_head)", q.shape[-1], "last-axis size")
+    check_same("v", v.shape[-2], "k's sequence axis (T_k)", k.shape[-2], "sequence length")
+    for name, x in (("k", k), ("v", v)):
+        if x.shape[:-2] != q.shape[:-2]:
+            raise InputError(f"{name}: expected leading axes {tuple(q.shape[:-2])} (as q), got {tuple(x.shape[:-2])}")
+    if not isinstance(causal, bool):
+        raise InputError(f"causal: expected True or False, got {causal!r}")
+    if mask is not None:
+        check_mask("mask", mask, tuple(q.shape[:-2]) + (q.shape[-2], k.shape[-2]))
+        # Same number of axes as q; size-1 axes stay size 1 (never broadcast out to B*H copies).
+        mask = jnp.reshape(mask, (1,) * (q.ndim - mask.ndim) + tuple(mask.shape))
+    return mask, float(1.0 / math.sqrt(q.shape[-1]) if scale is None else scale)
+
+
+def _allowed(t_q, t_k, causal, mask, rows, cols):
+    """Which (row, col) pairs of a tile may attend: inside the real (unpadded) keys, on or below
+    the diagonal if causal, and allowed by the user's mask (already cut to this tile)."""
+    ok = cols[None, :] < t_k
+    if causal:
+        ok = ok & (cols[None, :] <= rows[:, None])
+    if mask is not None:
+        ok = ok & mask
+    return ok
+
+
+@partial(jax.jit, static_argnames=("causal", "need_weights"))
+def _fast(q, k, v, mask, scale, causal, need_weights):
+    s = (q * scale) @ jnp.swapaxes(k, -1, -2)
+    t_q, t_k = s.shape[-2:]
+    ok = _allowed(t_q, t_k, causal, mask, jnp.arange(t_q), jnp.arange(t_k))
+    s = jnp.where(ok, s, -jnp.inf)
+    row_max = jnp.max(s, axis=-1, keepdims=True)
+    p = jnp.exp(s - lax.stop_gradient(jnp.where(jnp.isneginf(row_max), 0.0, row_max)))
+    denom = jnp.sum(p, axis=-1, keepdims=True)
+    denom = jnp.where(denom == 0.0, 1.0, denom)  # fully masked row: zeros, not 0/0
+    if need_weights:
+        w = p / denom
+        return w @ v, w
+    return (p @ v) / denom, None
+
+
+def fast_attention(q, k, v, mask=None, scale: float | None = None, causal: bool = False, need_weights: bool = False):
+    """softmax(Q K^T * scale, masked) V, jitted, without writing the weights unless asked.
+
+    Shapes: q (..., T_q, D), k (..., T_k, D), v (..., T_k, D_v), mask broadcastable to
+            (..., T_q, T_k) -> out (..., T_q, D_v), weights (..., T_q, T_k) or None
+    """
+    mask, scale = _prepare(q, k, v, mask, scale, causal)
+    return _fast(q, k, v, mask, scale, causal, bool(need_weights))
+
+
+def _pad_to(x, size, axis):
+    extra = size - x.shape[axis]
+    if extra == 0:
+        return x
+    widths = [(0, 0)] * x.ndim
+    widths[axis] = (0, extra)
+    return jnp.pad(x, widths)
+
+
+def _mask_tile(mask, r0, c0, bq, bk):
+    """The user's mask cut to one tile; an axis of size 1 (broadcast) is not sliced."""
+    if mask is None:
+        return None
+    if mask.shape[-2] != 1:
+        mask = lax.dynamic_slice_in_dim(mask, r0, bq, axis=-2)
+    if mask.shape[-1] != 1:
+        mask = lax.dynamic_slice_in_dim(mask, c0, bk, axis=-1)
+    return mask
+
+
+def _padded(q, k, v, mask, bq, bk):
+    t_q, t_k = q.shape[-2], k.shape[-2]
+    nq, nk = -(-t_q // bq), -(-t_k // bk)
+    q, k, v = _pad_to(q, nq * bq, -2), _pad_to(k, nk * bk, -2), _pad_to(v, nk * bk, -2)
+    if mask is not None:
+        if mask.shape[-2] != 1:
+            mask = _pad_to(mask, nq * bq, -2)
+        if mask.shape[-1] != 1:
+            mask = _pad_to(mask, nk * bk, -1)  # padded keys: False
+    return q, k, v, mask, nq, nk
+
+
+def _forward(q, k, v, mask, scale, causal, bq, bk):
+    t_q, t_k = q.shape[-2], k.shape[-2]
+    lead, d_v = q.shape[:-2], v.shape[-1]
+    qp, kp, vp, maskp, nq, nk = _padded(q, k, v, mask, bq, bk)
+    qs = qp * scale
+
+    def query_block(iq):
+        r0 = iq * bq
+        qb = lax.dynamic_slice_in_dim(qs, r0, bq, axis=-2)
+        rows = r0 + jnp.arange(bq)
+
+        def key_block(ik, carry):
+            m, l, acc = carry
+            c0 = ik * bk
+            kb = lax.dynamic_slice_in_dim(kp, c0, bk, axis=-2)
+            vb = lax.dynamic_slice_in_dim(vp, c0, bk, axis=-2)
+            ok = _allowed(t_q, t_k, causal, _mask_tile(maskp, r0, c0, bq, bk), rows, c0 + jnp.arange(bk))
+            s = jnp.where(ok, qb @ jnp.swapaxes(kb, -1, -2), -jnp.inf)
+            m_new = jnp.maximum(m, jnp.max(s, axis=-1, keepdims=True))
+            shift = jnp.where(jnp.isneginf(m_new), 0.0, m_new)  # nothing allowed yet: shift by 0
+            p = jnp.exp(s - shift)
+            rescale = jnp.exp(m - shift)  # old sums were relative to m; now relative to m'
+            return m_new, l * rescale + jnp.sum(p, axis=-1, keepdims=True), acc * rescale + p @ vb
+
+        init = (jnp.full(lead + (bq, 1), -jnp.inf, qs.dtype), jnp.zeros(lead + (bq, 1), qs.dtype),
+                jnp.zeros(lead + (bq, d_v), qs.dtype))
+        # Causal: key blocks starting after this query block's last row are never visited.
+        n_keys = jnp.minimum(nk, (r0 + bq + bk - 1) // bk) if causal else nk
+        m, l, acc = lax.fori_loop(0, n_keys, key_block, init)
+        seen = l > 0.0
+        safe_l = jnp.where(seen, l, 1.0)
+        return acc / safe_l, jnp.where(seen, m + jnp.log(safe_l), -jnp.inf)[..., 0]
+
+    outs, lses = lax.map(query_block, jnp.arange(nq))  # (nq, ..., bq, D_v), (nq, ..., bq)
+    out = jnp.moveaxis(outs, 0, -3).reshape(lead + (nq * bq, d_v))[..., :t_q, :]
+    lse = jnp.moveaxis(lses, 0, -2).reshape(lead + (nq * bq,))[..., :t_q]
+    return out, lse
+
+
+def _backward(q, k, v, mask, out, lse, dout, dlse, scale, causal, bq, bk):
+    t_q, t_k = q.shape[-2], k.shape[-2]
+    qp, kp, vp, maskp, nq, nk = _padded(q, k, v, mask, bq, bk)
+    dop = _pad_to(dout, nq * bq, -2)
+    # D = rowsum(dO * O): the softmax backward's row term, known before the walk over keys.
+    # A cotangent on lse adds dlse * P to dS (d lse / d s = P), folded into the same row term.
+    row = _pad_to(jnp.sum(dout * out, axis=-1) - dlse, nq * bq, -1)[..., None]
+    # Fully masked rows (lse = -inf): +inf makes exp(S - lse) = 0 there.
+    lse_p = _pad_to(jnp.where(jnp.isneginf(lse), jnp.inf, lse), nq * bq, -1)[..., None]
+
+    def key_block(dq, ik):
+        c0 = ik * bk
+        kb = lax.dynamic_slice_in_dim(kp, c0, bk, axis=-2)
+        vb = lax.dynamic_slice_in_dim(vp, c0, bk, axis=-2)
+        cols = c0 + jnp.arange(bk)
+
+        def query_block(iq, carry):
+            dk_b, dv_b, dq = carry
+            r0 = iq * bq
+            qb = lax.dynamic_slice_in_dim(qp, r0, bq, axis=-2)
+            dob = lax.dynamic_slice_in_dim(dop, r0, bq, axis=-2)
+            ok = _allowed(t_q, t_k, causal, _mask_tile(maskp, r0, c0, bq, bk), r0 + jnp.arange(bq), cols)
+            s = jnp.where(ok, (qb * scale) @ jnp.swapaxes(kb, -1, -2), -jnp.inf)  # scores, recomputed
+            p = jnp.exp(s - lax.dynamic_slice_in_dim(lse_p, r0, bq, axis=-2))  # weights = softmax(s)
+            dv_b = dv_b + jnp.swapaxes(p, -1, -2) @ dob  # out = weights v
+            dp = dob @ jnp.swapaxes(vb, -1, -2)
+            ds = p * (dp - lax.dynamic_slice_in_dim(row, r0, bq, axis=-2)) * scale  # softmax, scale
+            dq_b = lax.dynamic_slice_in_dim(dq, r0, bq, axis=-2) + ds @ kb  # scores = q k^T
+            dq = lax.dynamic_update_slice_in_dim(dq, dq_b, r0, axis=-2)
+            return dk_b + jnp.swapaxes(ds, -1, -2) @ qb, dv_b, dq
+
+        init = (jnp.zeros(kb.shape, kp.dtype), jnp.zeros(vb.shape, vp.dtype), dq)
+        first = (c0 // bq) if causal else 0  # causal: earlier query blocks see none of these keys
+        dk_b, dv_b, dq = lax.fori_loop(first, nq, query_block, init)
+        return dq, (dk_b, dv_b)
+
+    dq, (dks, dvs) = lax.scan(key_block, jnp.zeros_like(qp), jnp.arange(nk))
+    lead = q.shape[:-2]
+    dk = jnp.moveaxis(dks, 0, -3).reshape(lead + (nk * bk, k.shape[-1]))[..., :t_k, :]
+    dv = jnp.moveaxis(dvs, 0, -3).reshape(lead + (nk * bk, v.shape[-1]))[..., :t_k, :]
+    return dq[..., :t_q, :], dk, dv
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6, 7))
+def _flash(q, k, v, mask, scale, causal, bq, bk):
+    return _forward(q, k, v, mask, scale, causal, bq, bk)
+
+
+def _flash_fwd(q, k, v, mask, scale, causal, bq, bk):
+    out, lse = _forward(q, k, v, mask, scale, causal, bq, bk)
+    return (out, lse), (q, k, v, mask, out, lse)  # no (T_q, T_k) residual
+
+
+def _flash_bwd(scale, causal, bq, bk, res, cotangents):
+    q, k, v, mask, out, lse = res
+    dout, dlse = cotangents
+    dq, dk, dv = _backward(q, k, v, mask, out, lse, dout, dlse, scale, causal, bq, bk)
+    return dq, dk, dv, None  # the bool mask has no gradient
+
+
+_flash.defvjp(_flash_fwd, _flash_bwd)
+_flash_jit = jax.jit(_flash, static_argnums=(4, 5, 6, 7))
+_backward_jit = jax.jit(_backward, static_argnums=(8, 9, 10, 11))
+
+
+def _check_blocks(block_q, block_k) -> None:
+    check_positive_int("block_q", block_q)
+    check_positive_int("block_k", block_k)
+
+
+def flash_attention(q, k, v, mask=None, scale: float | None = None, causal: bool = False,
+                    block_q: int = 128, block_k: int = 256):
+    """Exact attention in (block_q, block_k) tiles with the online softmax; differentiable with
+    jax.grad through the tiled FlashAttention-2 backward.
+
+    Shapes: q (..., T_q, D), k (..., T_k, D), v (..., T_k, D_v), mask broadcastable to
+            (..., T_q, T_k) -> out (..., T_q, D_v), lse (..., T_q)
+    """
+    _check_blocks(block_q, block_k)
+    mask, scale = _prepare(q, k, v, mask, scale, causal)
+    # A block longer than the sequence would only add padding to compute.
+    return _flash_jit(q, k, v, mask, scale, causal, min(block_q, q.shape[-2]), min(block_k, k.shape[-2]))
+
+
+def flash_attention_backward(dout, q, k, v, out, lse, mask=None, scale: float | None = None, causal: bool = False,
+                             block_q: int = 128, block_k: int = 256):
+    """The tiled backward on its own (what jax.grad runs), mirroring numpy_impl's signature.
+
+    Shapes: dout (..., T_q, D_v), q (..., T_q, D), k (..., T_k, D), v (..., T_k, D_v),
+            out (..., T_q, D_v), lse (..., T_q) -> dq (..., T_q, D), dk (..., T_k, D), dv (..., T_k, D_v)
+    """
+    _check_blocks(block_q, block_k)
+    mask, scale = _prepare(q, k, v, mask, scale, causal)
+    return _backward_jit(q, k, v, mask, out, lse, dout, jnp.zeros_like(lse), scale, causal,
+                         min(block_q, q.shape[-2]), min(block_k, k.shape[-2]))
