@@ -48,6 +48,11 @@ __all__ += [
 ]
 
 
+# scaled_dot_product_attention runs numpy_impl/flash.py's fast_attention when True; set it to False
+# to watch the readable four-step version (and to time it: `python cli.py bench attention`).
+FAST_PATH = True
+
+
 def _check_qkv(q, k, v=None) -> None:
     """Shared checks: (..., T, D) arrays, same head size for q and k, same T_k for k and v."""
     for name, x in (("q", q), ("k", k)) + ((("v", v),) if v is not None else ()):
@@ -187,6 +192,12 @@ def scaled_dot_product_attention(
     if scale is None:
         # A Python float, not np.float64: NumPy 2 would promote float32 inputs to float64.
         scale = 1.0 / math.sqrt(q.shape[-1])
+    if FAST_PATH and q.shape[:-2] == k.shape[:-2] == v.shape[:-2] and q.dtype == k.dtype == v.dtype:
+        # The same numbers as the four steps below (tested equal in parity_tests/test_flash.py),
+        # computed in cache-sized blocks on every core: numpy_impl/flash.py explains how.
+        from numpy_impl.flash import fast_attention
+
+        return fast_attention(q, k, v, mask, scale, need_weights=True)
     scores = attn_scaled(pairwise_similarities(q, k), scale)
     weights = attn_softmax(scores, mask)
     return compute_outputs(weights, v), weights
