@@ -12,23 +12,19 @@ the `*_backward` functions of numpy_impl.layers / attention / multihead / positi
 
 Dropout is off unless an rng (np.random.Generator) is passed and config.dropout > 0.
 
-The course's attention experiments are config options (absent means standard attention):
-    similarity         "dot" | "neg_sq_dist" | "cosine" (temperature exp(attn.log_temp), one per head)
-    share_qkv          "none" | "qk" | "kv" | "qkv"  (shared projections; unused w_/b_ keys are absent)
-    post_softmax_mask  True: softmax over all keys, then zero the future (the wrong way)
-    qkv_mlp            True: q, k, v from small MLPs, keys attn.mlp_{q,k,v}.{w_fc,b_fc,w_proj,b_proj}
-    attention          "softmax" | "aft_simple" (Attention Free Transformer, causal, no heads)
+The course's attention experiments are GPTConfig fields (similarity, share_qkv, post_softmax_mask,
+qkv_mlp, attention; common/gpt_config.py lists them with their extra weight keys). Each replaces one
+step of the attention below and brings its own backward.
 """
 from __future__ import annotations
 
 import math
 from functools import lru_cache
-from types import SimpleNamespace
 
 import numpy as np
 
 from common.checks import InputError, check_ndim
-from common.gpt_config import GPTConfig
+from common.gpt_config import GPTConfig, qkv_projections, qkv_sources
 from numpy_impl.attention import (
     attn_softmax,
     attn_softmax_backward,
@@ -190,33 +186,6 @@ def aft_simple_backward(dy, cache):
 # causal self-attention
 
 
-EXPERIMENTS = {  # option: (default = standard attention, allowed values)
-    "similarity": ("dot", ("dot", "neg_sq_dist", "cosine")),
-    "share_qkv": ("none", ("none", "qk", "kv", "qkv")),
-    "post_softmax_mask": (False, (False, True)),
-    "qkv_mlp": (False, (False, True)),
-    "attention": ("softmax", ("softmax", "aft_simple")),
-}
-
-
-def _options(config) -> SimpleNamespace:
-    """The experiment options of a config; a field the config lacks means standard attention."""
-    opt = {}
-    for name, (default, allowed) in EXPERIMENTS.items():
-        value = getattr(config, name, default)
-        if value not in allowed:
-            raise InputError(f"config.{name}: expected one of {', '.join(map(str, allowed))}, got {value!r}")
-        opt[name] = value
-    return SimpleNamespace(**opt)
-
-
-def _sources(config: GPTConfig) -> dict[str, str]:
-    """Which projection produces each of q, k and v; shared projections reuse one."""
-    opt = _options(config)
-    share = opt.share_qkv
-    return {"q": "q", "k": "q" if share in ("qk", "qkv") else "k", "v": {"kv": "k", "qkv": "q"}.get(share, "v")}
-
-
 def project_qkv_forward(h, p: dict, config: GPTConfig):
     """q, k, v from h: linear projections (or small MLPs with config.qkv_mlp), each computed once
     even when shared. Linear ones run as ONE matmul with the stacked weights (torch's in_proj
@@ -224,9 +193,8 @@ def project_qkv_forward(h, p: dict, config: GPTConfig):
 
     Shapes: h (B, T, C) -> q, k, v (B, T, C), cache
     """
-    opt, C, src = _options(config), config.n_embd, _sources(config)
-    names = [n for n in "qkv" if n in src.values()]
-    if opt.qkv_mlp:
+    C, src, names = config.n_embd, qkv_sources(config), qkv_projections(config)
+    if config.qkv_mlp:
         outs, caches = {}, {}
         for n in names:
             outs[n], caches[n] = mlp_forward(h, _sub(p, f"mlp_{n}."))
@@ -240,12 +208,12 @@ def project_qkv_forward(h, p: dict, config: GPTConfig):
 def project_qkv_backward(dq, dk, dv, cache, config: GPTConfig):
     """Shapes: dq, dk, dv (B, T, C) -> dh (B, T, C), grads of the projection parameters"""
     h, names, w_or_caches = cache
-    opt, src = _options(config), _sources(config)
+    src = qkv_sources(config)
     d = {n: None for n in names}
     for role, g in (("q", dq), ("k", dk), ("v", dv)):  # a shared projection sums its uses' gradients
         d[src[role]] = g if d[src[role]] is None else d[src[role]] + g
     grads = {}
-    if opt.qkv_mlp:
+    if config.qkv_mlp:
         dh = None
         for n in names:
             dh_n, g = mlp_backward(d[n], w_or_caches[n])
@@ -266,9 +234,8 @@ def attention_forward(h, p: dict, config: GPTConfig, mask, rng):
 
     Shapes: h (B, T, C), mask (T, T) -> out (B, T, C), cache
     """
-    opt = _options(config)
     q, k, v, proj = project_qkv_forward(h, p, config)  # (B, T, C) each
-    if opt.attention == "aft_simple":  # no heads, no (T, T) weights
+    if config.attention == "aft_simple":  # no heads, no (T, T) weights
         y, core = aft_simple_forward(q, k, v)
         out = linear(y, p["w_o"], p["b_o"])
         return out, (proj, core, y, p["w_o"])
@@ -277,14 +244,14 @@ def attention_forward(h, p: dict, config: GPTConfig, mask, rng):
     if config.positions == "rope":
         q, k = apply_rope(q), apply_rope(k)  # rotate queries and keys, never values
     scale = 1.0 / math.sqrt(q.shape[-1])
-    if opt.similarity == "dot":
+    if config.similarity == "dot":
         q = q * scale  # (q * scale) k^T = (q k^T) * scale, touching T*D numbers instead of T*T
         scores, sim = pairwise_similarities(q, k), None
-    elif opt.similarity == "neg_sq_dist":
+    elif config.similarity == "neg_sq_dist":
         scores, sim = neg_sq_distance_forward(q, k, scale), None
     else:  # cosine, one learned temperature per head, stored as its log so it stays positive
         scores, sim = cosine_similarity_forward(q, k, np.exp(p["log_temp"])[:, None, None])
-    if opt.post_softmax_mask:  # the wrong way, for the experiment: future keys still normalise
+    if config.post_softmax_mask:  # the wrong way, for the experiment: future keys still normalise
         weights = wrong_zero_after_softmax(scores, mask)
     else:
         weights = attn_softmax(scores, mask)  # (B, H, T, T)
@@ -296,8 +263,8 @@ def attention_forward(h, p: dict, config: GPTConfig, mask, rng):
 
 def attention_backward(dout, cache, config: GPTConfig):
     """Shapes: dout (B, T, C) -> dh (B, T, C), grads of this layer's attention params"""
-    opt, g = _options(config), {}
-    if opt.attention == "aft_simple":
+    g = {}
+    if config.attention == "aft_simple":
         proj, core, y, w_o = cache
         dy, g["w_o"], g["b_o"] = linear_backward(dout, y, w_o)  # out = y W_o^T + b_o
         dq, dk, dv = aft_simple_backward(dy, core)  # y = aft_simple(q, k, v)
@@ -307,14 +274,14 @@ def attention_backward(dout, cache, config: GPTConfig):
         dheads = merge_heads_backward(dmerged, config.n_head)  # merged = merge_heads(heads)
         ddropped, dv = compute_outputs_backward(dheads, dropped, v)  # heads = dropped v
         dweights = dropout_backward(ddropped, drop_cache)  # dropped = dropout(weights)
-        if opt.post_softmax_mask:
+        if config.post_softmax_mask:
             dscores = wrong_zero_after_softmax_backward(dweights, scores, mask)  # weights = softmax(scores) * mask
         else:
             dscores = attn_softmax_backward(dweights, weights)  # weights = softmax(masked scores)
-        if opt.similarity == "dot":
+        if config.similarity == "dot":
             dq, dk = pairwise_similarities_backward(dscores, q, k)  # scores = (q * scale) k^T
             dq *= scale  # q * scale
-        elif opt.similarity == "neg_sq_dist":
+        elif config.similarity == "neg_sq_dist":
             dq, dk = neg_sq_distance_backward(dscores, q, k, scale)
         else:
             dq, dk, dtemp = cosine_similarity_backward(dscores, sim)

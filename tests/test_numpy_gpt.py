@@ -20,17 +20,13 @@ from numpy_impl.gpt import gpt_forward, gpt_loss, gpt_loss_and_grads
 from numpy_impl.optim import adamw_init, adamw_step, clip_grad_norm
 
 
-def _opt(cfg, name, default):
-    return getattr(cfg, name, default)
-
-
-def torch_gpt_logits(p: dict, idx: torch.Tensor, cfg, head: torch.Tensor | None = None) -> torch.Tensor:
+def torch_gpt_logits(p: dict, idx: torch.Tensor, cfg: GPTConfig, head: torch.Tensor | None = None) -> torch.Tensor:
     """Logits (B, T, V), including the attention experiments; `head` replaces the tied wte in the
     output projection when given."""
     B, T = idx.shape
     C, H = cfg.n_embd, cfg.n_head
     D = C // H
-    share, sim = _opt(cfg, "share_qkv", "none"), _opt(cfg, "similarity", "dot")
+    share, sim = cfg.share_qkv, cfg.similarity
     src = {"q": "q", "k": "q" if share in ("qk", "qkv") else "k", "v": {"kv": "k", "qkv": "q"}.get(share, "v")}
     causal = torch.ones(T, T, dtype=torch.bool).tril()
     x = F.embedding(idx, p["wte.weight"])
@@ -49,13 +45,13 @@ def torch_gpt_logits(p: dict, idx: torch.Tensor, cfg, head: torch.Tensor | None 
         h = F.layer_norm(x, (C,), g("ln_1.weight"), g("ln_1.bias"))
 
         def proj(n):
-            if _opt(cfg, "qkv_mlp", False):
+            if cfg.qkv_mlp:
                 hidden = F.gelu(F.linear(h, g(f"attn.mlp_{n}.w_fc"), g(f"attn.mlp_{n}.b_fc")), approximate="tanh")
                 return F.linear(hidden, g(f"attn.mlp_{n}.w_proj"), g(f"attn.mlp_{n}.b_proj"))
             return F.linear(h, g(f"attn.w_{n}"), g(f"attn.b_{n}"))
 
         q, k, v = (proj(src[n]) for n in "qkv")
-        if _opt(cfg, "attention", "softmax") == "aft_simple":
+        if cfg.attention == "aft_simple":
             scores = k.transpose(1, 2)[:, :, None, :].expand(-1, -1, T, -1)  # (B, C, t, s) = k_s
             w = torch.softmax(scores.masked_fill(~causal, float("-inf")), dim=-1)
             a = torch.sigmoid(q) * torch.einsum("bcts,bsc->btc", w, v)
@@ -69,7 +65,7 @@ def torch_gpt_logits(p: dict, idx: torch.Tensor, cfg, head: torch.Tensor | None 
                 s = -torch.cdist(q, k) ** 2 / math.sqrt(D)
             else:
                 s = g("attn.log_temp").exp()[:, None, None] * (F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-1, -2))
-            if _opt(cfg, "post_softmax_mask", False):
+            if cfg.post_softmax_mask:
                 w = torch.softmax(s, dim=-1) * causal
             else:
                 w = torch.softmax(s.masked_fill(~causal, float("-inf")), dim=-1)
@@ -274,29 +270,8 @@ VARIANTS = {
 
 
 def _variant_setup(name, T=6, B=2):
-    from types import SimpleNamespace
-
     kw = dict(VARIANTS[name])
-    positions = kw.pop("positions", "learned")
-    cfg, params, idx, targets = _setup(positions, T=T, B=B)
-    cfg = SimpleNamespace(**{**cfg.to_dict(), "share_qkv": "none", "similarity": "dot", "post_softmax_mask": False,
-                             "qkv_mlp": False, "attention": "softmax", **kw})
-    rng = np.random.default_rng(11)
-    C = cfg.n_embd
-    for i in range(cfg.n_layer):
-        a = f"h.{i}.attn."
-        used = {"none": {"q", "k", "v"}, "qk": {"q", "v"}, "kv": {"q", "k"}, "qkv": {"q"}}[cfg.share_qkv]
-        for n in "qkv":
-            if n not in used or cfg.qkv_mlp:
-                del params[a + f"w_{n}"], params[a + f"b_{n}"]
-            if cfg.qkv_mlp:
-                params[a + f"mlp_{n}.w_fc"] = rng.standard_normal((2 * C, C)) * 0.3
-                params[a + f"mlp_{n}.b_fc"] = rng.standard_normal(2 * C) * 0.1
-                params[a + f"mlp_{n}.w_proj"] = rng.standard_normal((C, 2 * C)) * 0.3
-                params[a + f"mlp_{n}.b_proj"] = rng.standard_normal(C) * 0.1
-        if cfg.similarity == "cosine":
-            params[a + "log_temp"] = np.log(2.0 + rng.random(cfg.n_head))
-    return cfg, params, idx, targets
+    return _setup(kw.pop("positions", "learned"), T=T, B=B, **kw)
 
 
 @pytest.mark.parametrize("name", list(VARIANTS))
