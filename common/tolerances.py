@@ -29,6 +29,12 @@ TOLERANCES: dict[tuple[str, str], Tol] = {
     # Hand-written gradients vs central finite differences (h = 1e-6, float64): truncation error
     # O(h^2 f''') plus rounding O(eps |f| / h) ~ 1e-10 on the O(1) tiny-shape tests.
     ("finite_difference", "float64"): Tol(atol=1e-7, rtol=1e-6),
+    # GPT training-loss trajectories (same init, same batches, 20 AdamW steps) across backends, per
+    # step: issue 4's numbers. float64 round-off (~1e-16 per op) grows through 20 updates of a chaotic
+    # optimiser but stays far below 1e-8 relative; float32 (~6e-8 per op, Adam's g/sqrt(v) amplifies
+    # tiny-gradient noise) stays below 1e-3.
+    ("trajectory", "float64"): Tol(atol=0.0, rtol=1e-8),
+    ("trajectory", "float32"): Tol(atol=0.0, rtol=1e-3),
 }
 
 
