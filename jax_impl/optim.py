@@ -45,9 +45,10 @@ def adamw_init(params: dict) -> dict:
     return {"step": 0, "m": zeros, "v": dict(zeros)}
 
 
-@partial(jax.jit, static_argnums=(4, 5, 6))
+@partial(jax.jit, static_argnums=(4, 5))
 def _update(params, grads, m, v, b1b2eps, decays, step, lr, weight_decay):
     b1, b2, eps = b1b2eps
+    step = jnp.asarray(step, jnp.float64)  # traced, so the step count does not recompile
     bias1 = 1.0 - b1 ** step
     bias2_sqrt = jnp.sqrt(1.0 - b2 ** step)
     new_p, new_m, new_v = {}, {}, {}

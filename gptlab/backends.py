@@ -1,0 +1,180 @@
+"""One training interface over the three GPTs, so the trainer, the checkpoints and the experiments
+are written once:
+
+    b = make_backend("jax", config, params, opt_state, dtype, hp)
+    loss = b.train_step(x, y, lr, step)     forward, backward, clip, AdamW; returns the batch loss
+    b.loss(x, y)  b.logits(idx)             evaluation (no dropout)
+    b.params(), b.opt_state()               NumPy dicts, the same layout for every backend
+
+The optimizer state is {"step", "m", "v"} with NumPy arrays keyed like the params, so a checkpoint
+written by one backend resumes in any other.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from common.checks import InputError
+from common.gpt_config import GPTConfig
+
+BACKENDS = ("numpy", "jax", "torch")
+DTYPES = ("float32", "float64")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    betas: tuple = (0.9, 0.95)
+    eps: float = 1e-8
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0  # global-norm clipping; 0 switches it off
+
+
+def _step_seed(seed: int, step: int) -> int:
+    """A per-step seed for dropout, so a resumed run draws the same masks."""
+    return int(np.random.default_rng((seed, step, 7)).integers(2**31))
+
+
+class NumpyBackend:
+    name = "numpy"
+
+    def __init__(self, config, params, opt_state, dtype, hp: OptimConfig, seed: int = 0):
+        from numpy_impl import gpt, optim
+        self.gpt, self.optim, self.config, self.hp, self.seed = gpt, optim, config, hp, seed
+        self._p = {k: np.asarray(v, dtype=dtype).copy() for k, v in params.items()}
+        self._s = {"step": opt_state["step"], "m": {k: np.asarray(v, dtype=dtype) for k, v in opt_state["m"].items()},
+                   "v": {k: np.asarray(v, dtype=dtype) for k, v in opt_state["v"].items()}}
+
+    def train_step(self, x, y, lr, step):
+        rng = np.random.default_rng(_step_seed(self.seed, step)) if self.config.dropout > 0 else None
+        loss, grads = self.gpt.gpt_loss_and_grads(self._p, x, y, self.config, rng)
+        if self.hp.grad_clip:
+            grads, _ = self.optim.clip_grad_norm(grads, self.hp.grad_clip)
+        self._p, self._s = self.optim.adamw_step(self._p, grads, self._s, lr, self.hp.betas, self.hp.eps, self.hp.weight_decay)
+        return float(loss)
+
+    def loss(self, x, y):
+        return float(self.gpt.gpt_loss(self._p, x, y, self.config))
+
+    def logits(self, idx):
+        return self.gpt.gpt_forward(self._p, idx, self.config)
+
+    def params(self):
+        return {k: v.copy() for k, v in self._p.items()}
+
+    def opt_state(self):
+        return {"step": self._s["step"], "m": dict(self._s["m"]), "v": dict(self._s["v"])}
+
+
+class JaxBackend:
+    """The whole step (value_and_grad, clipping, AdamW) is ONE jitted function."""
+    name = "jax"
+
+    def __init__(self, config, params, opt_state, dtype, hp: OptimConfig, seed: int = 0):
+        import jax
+        import jax.numpy as jnp
+
+        import jax_impl  # noqa: F401  (x64 on)
+        from jax_impl import gpt, optim
+        self.jax, self.jnp, self.gpt, self.config, self.hp, self.seed = jax, jnp, gpt, config, hp, seed
+        self._p = {k: jnp.asarray(np.asarray(v, dtype=dtype)) for k, v in params.items()}
+        self._m = {k: jnp.asarray(np.asarray(v, dtype=dtype)) for k, v in opt_state["m"].items()}
+        self._v = {k: jnp.asarray(np.asarray(v, dtype=dtype)) for k, v in opt_state["v"].items()}
+        self._t = opt_state["step"]
+        decays = tuple(sorted((k, v.ndim >= 2) for k, v in self._p.items()))
+        b1b2eps = (float(hp.betas[0]), float(hp.betas[1]), float(hp.eps))
+        clip = float(hp.grad_clip)
+
+        def step_fn(p, m, v, x, y, t, lr, wd, key):
+            loss, g = jax.value_and_grad(gpt._loss)(p, x, y, config, key)
+            if clip:
+                g, _ = optim._clip(g, clip)
+            p, m, v = optim._update(p, g, m, v, b1b2eps, decays, t, lr, wd)
+            return loss, p, m, v
+
+        self._step = jax.jit(step_fn, donate_argnums=(0, 1, 2))
+
+    def train_step(self, x, y, lr, step):
+        jnp = self.jnp
+        key = self.jax.random.PRNGKey(_step_seed(self.seed, step)) if self.config.dropout > 0 else None
+        self._t += 1
+        loss, self._p, self._m, self._v = self._step(
+            self._p, self._m, self._v, jnp.asarray(x), jnp.asarray(y), self._t,
+            jnp.asarray(lr, jnp.float64), jnp.asarray(self.hp.weight_decay, jnp.float64), key)
+        return float(loss)
+
+    def loss(self, x, y):
+        return float(self.gpt.gpt_loss(self._p, x, y, self.config))
+
+    def logits(self, idx):
+        return np.asarray(self.gpt.gpt_forward(self._p, idx, self.config))
+
+    def params(self):
+        return {k: np.asarray(v).copy() for k, v in self._p.items()}
+
+    def opt_state(self):
+        return {"step": self._t, "m": {k: np.asarray(v) for k, v in self._m.items()},
+                "v": {k: np.asarray(v) for k, v in self._v.items()}}
+
+
+class TorchBackend:
+    """Leaf tensors + torch.optim.AdamW (two groups: decay on ndim >= 2) + clip_grad_norm_."""
+    name = "torch"
+
+    def __init__(self, config, params, opt_state, dtype, hp: OptimConfig, seed: int = 0):
+        import torch
+
+        from torch_ref import gpt, optim
+        self.torch, self.gpt, self.config, self.hp, self.seed = torch, gpt, config, hp, seed
+        tdtype = getattr(torch, np.dtype(dtype).name)
+        self._p = {k: torch.nn.Parameter(t) for k, t in gpt.params_to_torch(params, tdtype).items()}
+        self._opt = optim.make_adamw(self._p, 0.0, hp.betas, hp.eps, hp.weight_decay)
+        optim.adamw_state_from_dict(self._opt, self._p, opt_state)
+        self._optim = optim
+
+    def train_step(self, x, y, lr, step):
+        torch = self.torch
+        if self.config.dropout > 0:
+            torch.manual_seed(_step_seed(self.seed, step))
+        for group in self._opt.param_groups:
+            group["lr"] = lr
+        self._opt.zero_grad(set_to_none=True)
+        loss = self.gpt.gpt_loss(self._p, torch.from_numpy(np.asarray(x)), torch.from_numpy(np.asarray(y)),
+                                 self.config, training=True)
+        loss.backward()
+        for p in self._p.values():  # a parameter the config never reads still steps (decay) with grad 0
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        if self.hp.grad_clip:
+            torch.nn.utils.clip_grad_norm_(list(self._p.values()), self.hp.grad_clip)
+        self._opt.step()
+        return float(loss.detach())
+
+    def loss(self, x, y):
+        with self.torch.no_grad():
+            return float(self.gpt.gpt_loss(self._p, self.torch.from_numpy(np.asarray(x)),
+                                           self.torch.from_numpy(np.asarray(y)), self.config))
+
+    def logits(self, idx):
+        with self.torch.no_grad():
+            return self.gpt.gpt_forward(self._p, self.torch.from_numpy(np.asarray(idx)), self.config).numpy()
+
+    def params(self):
+        return self.gpt.params_from_torch(self._p)
+
+    def opt_state(self):
+        return self._optim.adamw_state_to_dict(self._opt, self._p)
+
+
+def make_backend(name: str, config: GPTConfig, params: dict, opt_state: dict | None = None,
+                 dtype: str = "float32", hp: OptimConfig = OptimConfig(), seed: int = 0):
+    """A backend holding a copy of `params` (NumPy dict) and the optimizer state (fresh if None)."""
+    if name not in BACKENDS:
+        raise InputError(f"backend: expected one of {', '.join(BACKENDS)}, got {name!r}")
+    if dtype not in DTYPES:
+        raise InputError(f"dtype: expected one of {', '.join(DTYPES)}, got {dtype!r}")
+    if opt_state is None:
+        opt_state = {"step": 0, "m": {k: np.zeros_like(v) for k, v in params.items()},
+                     "v": {k: np.zeros_like(v) for k, v in params.items()}}
+    cls = {"numpy": NumpyBackend, "jax": JaxBackend, "torch": TorchBackend}[name]
+    return cls(config, params, opt_state, np.dtype(dtype), hp, seed)

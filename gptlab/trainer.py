@@ -1,0 +1,156 @@
+"""The training loop, the same for the three backends (gptlab.backends):
+
+    for step in range(start, steps):
+        x, y = get_batch(train, seed, step)          a pure function of the step -> exact resume
+        loss = backend.train_step(x, y, lr(step))    forward, backward, clip, AdamW
+        every eval_interval: validation loss and perplexity on fixed validation batches
+        every ckpt_interval, at the end and on Ctrl-C: an atomic checkpoint
+
+The learning rate warms up linearly, then follows a cosine down to min_lr at `steps`.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from common.checks import InputError
+from common.gpt_config import GPTConfig, init_gpt_params
+from gptlab.backends import BACKENDS, OptimConfig, make_backend
+from gptlab.checkpoint import load_checkpoint, save_checkpoint
+from gptlab.data import CharData, get_batch
+
+VAL_SEED = 2**20  # validation batches are drawn from their own fixed stream
+
+
+@dataclass
+class TrainArgs:
+    backend: str = "torch"
+    dtype: str = "float32"
+    steps: int = 3000
+    batch_size: int = 32
+    lr: float = 2e-3
+    min_lr: float = 1e-4
+    warmup: int = 100
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    eval_interval: int = 250
+    eval_batches: int = 20
+    ckpt_interval: int = 250
+    seed: int = 0
+    max_minutes: float = 0.0  # 0: no time limit
+    limit_chars: int | None = None
+
+    def check(self) -> None:
+        if self.backend not in BACKENDS:
+            raise InputError(f"backend: expected one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        for name in ("steps", "batch_size", "eval_interval", "eval_batches", "ckpt_interval"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise InputError(f"{name}: expected a positive integer, got {getattr(self, name)!r}")
+        if not self.lr > 0 or not 0 <= self.min_lr <= self.lr:
+            raise InputError(f"lr, min_lr: expected 0 <= min_lr <= lr and lr > 0, got lr={self.lr}, min_lr={self.min_lr}")
+
+
+def lr_at(step: int, a: TrainArgs) -> float:
+    """Linear warmup to lr, then cosine decay to min_lr at the last step."""
+    if step < a.warmup:
+        return a.lr * (step + 1) / a.warmup
+    progress = min(1.0, (step - a.warmup) / max(1, a.steps - a.warmup))
+    return a.min_lr + 0.5 * (a.lr - a.min_lr) * (1.0 + math.cos(math.pi * progress))
+
+
+def estimate_loss(backend, data: np.ndarray, config: GPTConfig, batch_size: int, n_batches: int,
+                  block_size: int | None = None) -> float:
+    """Mean loss over n_batches fixed random windows of `data` (the same windows every call)."""
+    T = block_size or config.block_size
+    losses = [backend.loss(*get_batch(data, batch_size, T, VAL_SEED, i)) for i in range(n_batches)]
+    return float(np.mean(losses))
+
+
+@dataclass
+class TrainResult:
+    step: int
+    train_loss: float
+    val_loss: float | None
+    seconds: float
+    interrupted: bool
+    history: dict = field(default_factory=dict)
+    checkpoint: str | None = None
+
+
+class _Interrupt(KeyboardInterrupt):
+    """Raised by `interrupt_at` (tests): behaves exactly like Ctrl-C at that step."""
+
+
+def train(args: TrainArgs, config: GPTConfig, data: CharData, out: str | Path | None = None,
+          resume: bool = False, progress: bool = True, interrupt_at: int | None = None,
+          on_eval=None) -> tuple[TrainResult, object]:
+    """Train (or resume training) and return (TrainResult, backend). With `out`, checkpoints go to
+    out/ckpt.npz and the loss curve to out/loss.png."""
+    args.check()
+    ckpt_path = Path(out) / "ckpt.npz" if out is not None else None
+    history = {"train": [], "val": []}
+    start, elapsed = 0, 0.0
+    if resume:
+        if ckpt_path is None or not ckpt_path.is_file():
+            raise InputError(f"resume: expected a checkpoint at {ckpt_path}, found none (train without --resume first)")
+        params, opt_state, meta = load_checkpoint(ckpt_path)
+        config, start, history, elapsed = meta["config"], meta["step"], meta["history"], meta.get("seconds", 0.0)
+        if meta["chars"] != data.tokenizer.chars:
+            raise InputError("resume: the checkpoint's vocabulary differs from this corpus'")
+    else:
+        if config.vocab_size != data.tokenizer.vocab_size:
+            raise InputError(f"vocab_size: expected the corpus' {data.tokenizer.vocab_size} characters, got {config.vocab_size}")
+        params, opt_state = init_gpt_params(config, args.seed, np.dtype(args.dtype)), None
+    hp = OptimConfig(weight_decay=args.weight_decay, grad_clip=args.grad_clip)
+    backend = make_backend(args.backend, config, params, opt_state, args.dtype, hp, args.seed)
+
+    def checkpoint(step):
+        if ckpt_path is not None:
+            save_checkpoint(ckpt_path, backend.params(), backend.opt_state(),
+                            {"config": config.to_dict(), "step": step, "seed": args.seed, "args": asdict(args),
+                             "chars": data.tokenizer.chars, "history": history, "seconds": elapsed + time.perf_counter() - t0})
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    cols = [TextColumn(f"[bold]{args.backend}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]:.3f}  val {task.fields[val]}  {task.fields[tps]:,.0f} tok/s"),
+            TimeRemainingColumn()]
+    t0 = time.perf_counter()
+    step, interrupted, tokens = start, False, args.batch_size * config.block_size
+    val = None
+    with Progress(*cols, disable=not progress, transient=False) as bar:
+        task = bar.add_task("train", total=args.steps, completed=start, loss=float("nan"), val="-", tps=0.0)
+        try:
+            while step < args.steps:
+                if args.max_minutes and (time.perf_counter() - t0) > 60 * args.max_minutes:
+                    break
+                ts = time.perf_counter()
+                x, y = get_batch(data.train, args.batch_size, config.block_size, args.seed, step)
+                loss = backend.train_step(x, y, lr_at(step, args), step)
+                if not math.isfinite(loss):
+                    raise InputError(f"lr: training diverged at step {step} (loss {loss}); try a smaller --lr")
+                history["train"].append((step, loss))
+                step += 1
+                if step % args.eval_interval == 0 or step == args.steps:
+                    val = estimate_loss(backend, data.val, config, args.batch_size, args.eval_batches)
+                    history["val"].append((step, val))
+                    bar.update(task, val=f"{val:.3f} (ppl {math.exp(val):.2f})")
+                    if on_eval is not None:
+                        on_eval(step, val)
+                if step % args.ckpt_interval == 0:
+                    checkpoint(step)
+                bar.update(task, advance=1, loss=loss, tps=tokens / (time.perf_counter() - ts))
+                if interrupt_at is not None and step == interrupt_at:
+                    raise _Interrupt
+        except KeyboardInterrupt:
+            interrupted = True
+        checkpoint(step)
+    seconds = elapsed + time.perf_counter() - t0
+    if ckpt_path is not None and history["train"]:
+        from gptlab.plots import plot_loss_curves
+        plot_loss_curves({args.backend: history}, ckpt_path.parent / "loss.png")
+    last = float(np.mean([l for _, l in history["train"][-20:]])) if history["train"] else float("nan")
+    return TrainResult(step, last, val, seconds, interrupted, history, str(ckpt_path) if ckpt_path else None), backend
