@@ -156,7 +156,8 @@ def test_flash_values_and_grads_match_torch(dtype, case):
     jgrads = jax.grad(loss, argnums=(0, 1, 2))(jq, jk, jv)
     for name, g, ref in zip("qkv", jgrads, ref_grads):
         assert_close(g, ref, dtype, kind="grad", what=f"jax.grad d{name}")
-    # The standalone JAX backward is the same function jax.grad runs.
+    if case is not CASES[0]:
+        return  # the standalone JAX backward (what jax.grad runs) once is enough: each call compiles
     for name, g, ref in zip("qkv", jflash.flash_attention_backward(jnp.asarray(dout), jq, jk, jv, jout, jlse, jm,
                                                                     causal=causal, block_q=bq, block_k=bk), ref_grads):
         assert_close(g, ref, dtype, kind="grad", what=f"jax backward d{name}")

@@ -1,0 +1,445 @@
+"""`python cli.py bench`: measurements only (nothing here passes or fails).
+
+bench attention     times softmax(Q K^T / sqrt(d)) V in NumPy, JAX and torch in one run, float32,
+                    forward and forward+backward, and this machine's matmul peak in the same run.
+bench long-context  one layer of attention at exercises.md G.2's size (16,384 tokens, 48 heads,
+                    head size 128, one sequence), computed exactly with tiled attention; the peak
+                    resident memory is MEASURED in a fresh subprocess per backend.
+
+FLOP counts are the useful matmul work, the convention of the FlashAttention papers:
+forward 4*B*H*T_q*T_k*d (Q K^T and P V), forward+backward 3x that (dV, dP, dQ, dK add four more
+matmuls); causal attention counts half. Recomputation in a tiled backward is not counted as work.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+ORDER = 80
+
+SHAPES = [(8, 8, 512, 64), (1, 12, 2048, 64)]
+# Tile sizes used by the benchmarks (chosen by measurement on a 2-core CPU, see the report).
+NUMPY_BLOCKS = (256, 512)
+JAX_BLOCKS = (512, 512)
+
+
+def _shape(text: str) -> tuple[int, int, int, int]:
+    try:
+        dims = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        dims = ()
+    if len(dims) != 4 or min(dims) <= 0:
+        raise argparse.ArgumentTypeError(f"expected B,H,T,D (four positive integers), got {text!r}")
+    return dims
+
+
+def _positive(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return n
+
+
+def register(sub) -> None:
+    p = sub.add_parser("bench", help="time attention in NumPy, JAX and torch; long-context memory")
+    bsub = p.add_subparsers(dest="bench_command", metavar="BENCH", parser_class=type(p))
+    bsub.required = True
+
+    a = bsub.add_parser("attention", help="forward and forward+backward times, GFLOP/s, %% of matmul peak, ratio to torch")
+    a.add_argument("--json", action="store_true", help="print a JSON list of rows instead of a table")
+    a.add_argument("--repeats", type=_positive, default=7, help="timed calls per row (median reported)")
+    a.add_argument("--out", default="runs/bench", help="folder for attention.png and attention.json")
+    a.add_argument("--causal", choices=["both", "no", "yes"], default="both", help="which masking to time")
+    # Tests run a tiny shape and a small GEMM; users get the issue's two shapes and a 2048^2 GEMM.
+    a.add_argument("--shape", type=_shape, action="append", help=argparse.SUPPRESS)
+    a.add_argument("--peak-size", type=_positive, default=2048, help=argparse.SUPPRESS)
+    a.set_defaults(func=run_attention)
+
+    lc = bsub.add_parser("long-context", help="exact attention at 16,384 tokens x 48 heads: measured peak memory and time")
+    lc.add_argument("--json", action="store_true", help="print a JSON list of rows instead of a table")
+    lc.add_argument("--tokens", type=_positive, default=16384)
+    lc.add_argument("--heads", type=_positive, default=48)
+    lc.add_argument("--head-dim", type=_positive, default=128)
+    lc.add_argument("--causal", action=argparse.BooleanOptionalAction, default=True,
+                    help="decoder (GPT) attention, as in G.2 (default); --no-causal for full attention")
+    lc.add_argument("--backends", default="numpy,jax", help="comma-separated subset of numpy,jax")
+    lc.add_argument("--out", default="runs/bench", help="folder for long_context.json")
+    lc.set_defaults(func=run_long_context)
+
+
+# ------------------------------------------------------------------------------------------------
+# bench attention
+
+
+def attention_flops(b: int, h: int, t_q: int, t_k: int, d: int, causal: bool, pass_: str) -> float:
+    """Useful matmul FLOPs (see the module docstring)."""
+    fwd = 4.0 * b * h * t_q * t_k * d * (0.5 if causal else 1.0)
+    return fwd if pass_ == "forward" else 3.0 * fwd
+
+
+def measure_matmul_peak(repeats: int, n: int = 2048) -> dict:
+    """float32 GEMM throughput of this machine now, by NumPy (OpenBLAS) and torch; the larger is
+    the peak every row is compared with."""
+    import numpy as np
+    import torch
+
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+    res = {}
+    for name, fn in (("numpy", lambda: a @ b), ("torch", lambda: ta @ tb)):
+        fn()
+        ms = statistics.median(_time_once(fn) for _ in range(max(3, repeats)))
+        res[name] = 2.0 * n**3 / (ms * 1e-3) / 1e9
+    return {"n": n, "gflops": res, "peak_gflops": max(res.values())}
+
+
+def _time_once(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return (time.perf_counter() - t0) * 1e3
+
+
+def _jax_sync(x):
+    import jax
+
+    return jax.block_until_ready(x)
+
+
+def _candidates(b, h, t, d, causal, seed=0):
+    """(backend, pass) -> a zero-argument callable running it once on float32 inputs."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    import jax_impl  # noqa: F401  (x64 available; our inputs stay float32)
+    from jax_impl import attention as jatt
+    from jax_impl import flash as jflash
+    from numpy_impl import attention as natt
+    from numpy_impl import flash as nflash
+    from numpy_impl.masks import make_causal_mask
+
+    rng = np.random.default_rng(seed)
+    q, k, v, dout = (rng.standard_normal((b, h, t, d), dtype=np.float32) for _ in range(4))
+    scale = 1.0 / math.sqrt(d)
+    mask = make_causal_mask(t) if causal else None
+    tq, tk, tv, tdo = (torch.from_numpy(x) for x in (q, k, v, dout))
+    jq, jk, jv, jdo = (jnp.asarray(x) for x in (q, k, v, dout))
+    jmask = None if mask is None else jnp.asarray(mask)
+    nbq, nbk = NUMPY_BLOCKS
+    jbq, jbk = JAX_BLOCKS
+
+    def readable_forward():
+        weights = natt.attn_softmax(natt.attn_scaled(natt.pairwise_similarities(q, k), scale), mask)
+        return natt.compute_outputs(weights, v), weights
+
+    def readable_backward():
+        _, weights = readable_forward()
+        return natt.scaled_dot_product_attention_backward(dout, q, k, v, weights, scale)
+
+    def flash_backward():
+        out, lse = nflash.flash_attention(q, k, v, causal=causal, block_q=nbq, block_k=nbk)
+        return nflash.flash_attention_backward(dout, q, k, v, out, lse, causal=causal, block_q=nbq, block_k=nbk)
+
+    def torch_backward():
+        xs = [x.detach().requires_grad_() for x in (tq, tk, tv)]
+        F.scaled_dot_product_attention(*xs, is_causal=causal).backward(tdo)
+        return [x.grad for x in xs]
+
+    # jitted gradient functions, built once: the timed call is the warm, compiled one.
+    def _vjp_of(fwd):
+        @jax.jit
+        def run(q_, k_, v_, do_):
+            _, pullback = jax.vjp(fwd, q_, k_, v_)
+            return pullback(do_)
+
+        return lambda: _jax_sync(run(jq, jk, jv, jdo))
+
+    jax_plain_grad = _vjp_of(lambda q_, k_, v_: jatt.scaled_dot_product_attention(q_, k_, v_, jmask)[0])
+    jax_fast_grad = _vjp_of(lambda q_, k_, v_: jflash.fast_attention(q_, k_, v_, causal=causal)[0])
+    jax_flash_grad = _vjp_of(lambda q_, k_, v_: jflash.flash_attention(q_, k_, v_, causal=causal,
+                                                                       block_q=jbq, block_k=jbk)[0])
+
+    return {
+        ("torch SDPA", "forward"): lambda: F.scaled_dot_product_attention(tq, tk, tv, is_causal=causal),
+        ("numpy readable", "forward"): readable_forward,
+        ("numpy default", "forward"): lambda: natt.scaled_dot_product_attention(q, k, v, mask),
+        ("numpy fast", "forward"): lambda: nflash.fast_attention(q, k, v, causal=causal),
+        ("numpy flash", "forward"): lambda: nflash.flash_attention(q, k, v, causal=causal, block_q=nbq, block_k=nbk),
+        ("jax jit", "forward"): lambda: _jax_sync(jatt.scaled_dot_product_attention(jq, jk, jv, jmask)),
+        ("jax fast", "forward"): lambda: _jax_sync(jflash.fast_attention(jq, jk, jv, causal=causal)),
+        ("jax flash", "forward"): lambda: _jax_sync(jflash.flash_attention(jq, jk, jv, causal=causal,
+                                                                           block_q=jbq, block_k=jbk)),
+        ("torch SDPA", "backward"): torch_backward,
+        ("numpy readable", "backward"): readable_backward,
+        ("numpy flash", "backward"): flash_backward,
+        ("jax jit", "backward"): jax_plain_grad,
+        ("jax fast", "backward"): jax_fast_grad,
+        ("jax flash", "backward"): jax_flash_grad,
+    }
+
+
+def bench_attention(shapes, repeats: int, causal_values=(False, True), peak_size: int = 2048,
+                    progress=None) -> tuple[list[dict], dict]:
+    """Time every (shape, causal, pass, backend); calls are interleaved round-robin so load from
+    anything else on the machine falls on all backends alike."""
+    peak = measure_matmul_peak(repeats, peak_size)
+    rows = []
+    groups = [(s, c) for s in shapes for c in causal_values]
+    task = progress.add_task("bench attention", total=len(groups) * (repeats + 1)) if progress else None
+    for shape, causal in groups:
+        b, h, t, d = shape
+        fns = _candidates(b, h, t, d, causal)
+        for fn in fns.values():  # warm-up: JAX compiles, allocators and thread pools start
+            fn()
+        if progress:
+            progress.advance(task)
+        times = {key: [] for key in fns}
+        for _ in range(repeats):
+            for key, fn in fns.items():
+                times[key].append(_time_once(fn))
+            if progress:
+                progress.advance(task)
+        for (backend, pass_), ts in times.items():
+            ms = statistics.median(ts)
+            gflops = attention_flops(b, h, t, t, d, causal, pass_) / (ms * 1e-3) / 1e9
+            torch_ms = statistics.median(times[("torch SDPA", pass_)])
+            rows.append({
+                "shape": [b, h, t, d],
+                "causal": causal,
+                "pass": pass_,
+                "backend": backend,
+                "ms": ms,
+                "gflops": gflops,
+                "pct_peak": 100.0 * gflops / peak["peak_gflops"],
+                "ratio_to_torch": torch_ms / ms,
+            })
+    return rows, peak
+
+
+def _shape_label(shape) -> str:
+    b, h, t, d = shape
+    return f"B={b} H={h} T={t} d={d}"
+
+
+def save_ratio_plot(rows: list[dict], path) -> None:
+    """Horizontal bars of throughput relative to torch SDPA, one panel per pass."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from common.io import atomic_save
+
+    passes = ["forward", "backward"]
+    fig, axes = plt.subplots(1, 2, figsize=(13, 0.32 * len(rows) / 2 + 2.5), sharex=False)
+    for ax, pass_ in zip(axes, passes):
+        sel = [r for r in rows if r["pass"] == pass_ and r["backend"] != "torch SDPA"]
+        labels = [f"{r['backend']} | {_shape_label(r['shape'])}{' causal' if r['causal'] else ''}" for r in sel]
+        ratios = [r["ratio_to_torch"] for r in sel]
+        colors = ["tab:blue" if r["backend"].startswith("numpy") else "tab:orange" for r in sel]
+        ax.barh(range(len(sel)), ratios, color=colors)
+        ax.set_yticks(range(len(sel)), labels, fontsize=7)
+        ax.invert_yaxis()
+        ax.axvline(1.0, color="black", lw=1, label="torch SDPA")
+        if pass_ == "forward":
+            ax.axvline(0.5, color="tab:blue", ls="--", lw=1, label="NumPy goal 0.5")
+            ax.axvline(0.9, color="tab:orange", ls="--", lw=1, label="JAX goal 0.9")
+        ax.set_xlabel("throughput / torch SDPA (torch ms / backend ms)")
+        ax.set_title("forward" if pass_ == "forward" else "forward + backward")
+        ax.legend(fontsize=7, loc="lower right")
+    fig.suptitle("Attention, float32, this machine (higher is faster)")
+    fig.tight_layout()
+    atomic_save(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    plt.close(fig)
+
+
+def run_attention(args) -> int:
+    from pathlib import Path
+
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from commands._common import console, print_json
+    from common.io import atomic_write_json
+
+    shapes = args.shape or SHAPES
+    with Progress(console=console, transient=True, disable=args.json) as progress:
+        causal_values = {"both": (False, True), "no": (False,), "yes": (True,)}[args.causal]
+        rows, peak = bench_attention(shapes, args.repeats, causal_values, args.peak_size, progress)
+    out = Path(args.out)
+    atomic_write_json(out / "attention.json", {"matmul_peak": peak, "threads": _thread_info(), "rows": rows})
+    save_ratio_plot(rows, out / "attention.png")
+    if args.json:
+        print_json(rows)
+        return 0
+    table = Table(title=f"Attention, float32, median of {args.repeats} (matmul peak {peak['peak_gflops']:.1f} GFLOP/s, "
+                        f"{peak['n']}x{peak['n']} GEMM measured now)")
+    for col, justify in (("shape", "left"), ("causal", "center"), ("pass", "left"), ("backend", "left"), ("ms", "right"),
+                         ("GFLOP/s", "right"), ("% peak", "right"), ("vs torch", "right")):
+        table.add_column(col, justify=justify)
+    for r in rows:
+        ratio = r["ratio_to_torch"]
+        style = "green" if ratio >= 0.9 else ("yellow" if ratio >= 0.5 else "red")
+        table.add_row(_shape_label(r["shape"]), "yes" if r["causal"] else "no",
+                      "fwd" if r["pass"] == "forward" else "fwd+bwd", r["backend"], f"{r['ms']:.1f}",
+                      f"{r['gflops']:.1f}", f"{r['pct_peak']:.0f}%", f"[{style}]{ratio:.2f}x[/]")
+    console.print(table)
+    console.print("vs torch = torch ms / backend ms (1.00x = as fast as torch SDPA). 'numpy default' is "
+                  "numpy_impl.attention.scaled_dot_product_attention, which also returns the weights.")
+    console.print(f"saved {out / 'attention.png'} and {out / 'attention.json'}")
+    return 0
+
+
+def _thread_info() -> dict:
+    return {"cpu_count": os.cpu_count(), "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE")}
+
+
+# ------------------------------------------------------------------------------------------------
+# bench long-context: each backend runs in its own subprocess, so its peak RSS is its own.
+
+
+def naive_score_bytes(tokens: int, heads: int, bytes_per_score: int) -> int:
+    """Memory of the full (heads, T, T) score matrix of one sequence: what plain attention holds."""
+    return heads * tokens * tokens * bytes_per_score
+
+
+def long_context_worker(spec: dict) -> dict:
+    """Runs in a fresh interpreter. Computes one layer of attention head by head with tiled
+    attention, printing 'tick' after each head for the parent's progress bar; returns time,
+    peak RSS and an exactness check against direct attention for a few query rows."""
+    import resource
+
+    import numpy as np
+
+    backend, t, h, d, causal = spec["backend"], spec["tokens"], spec["heads"], spec["head_dim"], spec["causal"]
+    if backend == "jax":
+        import jax
+        import jax.numpy as jnp
+
+        import jax_impl  # noqa: F401
+        from jax_impl import flash
+
+        bq, bk = (min(x, t) for x in JAX_BLOCKS)
+    else:
+        from numpy_impl import flash
+
+        bq, bk = (min(x, t) for x in NUMPY_BLOCKS)
+    rss_baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # after imports
+    rng = np.random.default_rng(0)
+    q, k, v = (rng.standard_normal((1, h, t, d), dtype=np.float32) for _ in range(3))
+    out = np.empty_like(q)
+    t0 = time.perf_counter()
+    for head in range(h):
+        sl = (slice(None), slice(head, head + 1))
+        if backend == "jax":
+            o, _ = flash.flash_attention(jnp.asarray(q[sl]), jnp.asarray(k[sl]), jnp.asarray(v[sl]), causal=causal,
+                                         block_q=bq, block_k=bk)
+            out[sl] = np.asarray(jax.block_until_ready(o))
+        else:
+            out[sl], _ = flash.flash_attention(q[sl], k[sl], v[sl], causal=causal, block_q=bq, block_k=bk)
+        print("tick", flush=True)
+    seconds = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    # Exactness: a few query rows of a few heads by the textbook formula in float64.
+    err = 0.0
+    for head in (0, h - 1):
+        for row in sorted({0, t // 3, t - 1}):
+            s = (k[0, head].astype(np.float64) @ q[0, head, row].astype(np.float64)) / math.sqrt(d)
+            if causal:
+                s[row + 1:] = -np.inf
+            p = np.exp(s - s.max())
+            ref = (p / p.sum()) @ v[0, head].astype(np.float64)
+            err = max(err, float(np.max(np.abs(out[0, head, row] - ref))))
+    inputs = 3 * q.nbytes
+    return {"backend": backend, "seconds": round(seconds, 2), "peak_rss_bytes": int(peak),
+            "rss_after_imports_bytes": int(rss_baseline), "inputs_bytes": int(inputs), "output_bytes": int(out.nbytes),
+            "block_q": bq, "block_k": bk, "max_abs_err_vs_direct": err}
+
+
+def _worker_main() -> None:
+    spec = json.loads(sys.argv[1])
+    print("result " + json.dumps(long_context_worker(spec)), flush=True)
+
+
+def run_long_context_backend(spec: dict, on_tick=None) -> dict:
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    cmd = [sys.executable, "-c", "from commands.bench import _worker_main; _worker_main()", json.dumps(spec)]
+    proc = subprocess.Popen(cmd, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    result = None
+    try:
+        for line in proc.stdout:
+            if line.startswith("tick") and on_tick:
+                on_tick()
+            elif line.startswith("result "):
+                result = json.loads(line[len("result "):])
+        stderr = proc.stderr.read()
+        proc.wait()
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    if proc.returncode != 0 or result is None:
+        from commands._common import CLIError
+
+        last = (stderr.strip().splitlines() or ["no output"])[-1]
+        raise CLIError(f"long-context {spec['backend']} worker failed (exit {proc.returncode}): {last}")
+    return result
+
+
+def run_long_context(args) -> int:
+    from pathlib import Path
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    from commands._common import CLIError, console, print_json
+    from common.io import atomic_write_json
+
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    bad = [b for b in backends if b not in ("numpy", "jax")]
+    if bad or not backends:
+        raise CLIError(f"--backends: expected a comma-separated subset of numpy,jax, got {args.backends!r}")
+    t, h, d = args.tokens, args.heads, args.head_dim
+    naive = {"fp16": naive_score_bytes(t, h, 2), "fp32": naive_score_bytes(t, h, 4)}
+    rows = []
+    with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console, transient=True, disable=args.json) as progress:
+        for backend in backends:
+            task = progress.add_task(f"{backend}: heads", total=h)
+            spec = {"backend": backend, "tokens": t, "heads": h, "head_dim": d, "causal": args.causal}
+            res = run_long_context_backend(spec, on_tick=lambda task=task: progress.advance(task))
+            res.update({"tokens": t, "heads": h, "head_dim": d, "causal": args.causal,
+                        "naive_scores_fp16_bytes": naive["fp16"], "naive_scores_fp32_bytes": naive["fp32"]})
+            rows.append(res)
+    atomic_write_json(Path(args.out) / "long_context.json", rows)
+    if args.json:
+        print_json(rows)
+        return 0
+    gib = 2.0**30
+    console.print(f"One layer of attention, T={t:,} tokens, {h} heads, head size {d}, one sequence, "
+                  f"{'causal' if args.causal else 'full'}, float32.")
+    console.print(f"Naive score matrix: heads x T x T = {h} x {t:,} x {t:,} = {h * t * t:,} scores = "
+                  f"{naive['fp16'] / 1e9:.1f} GB ({naive['fp16'] / gib:.1f} GiB) at 2 bytes, "
+                  f"{naive['fp32'] / 1e9:.1f} GB at 4 bytes (formula, for contrast).")
+    table = Table(title="Tiled exact attention (measured: peak RSS of a fresh process)")
+    for col in ("backend", "tiles", "time s", "peak RSS GiB", "of which inputs+output GiB", "max |err| vs direct"):
+        table.add_column(col, justify="left" if col in ("backend", "tiles") else "right")
+    for r in rows:
+        table.add_row(r["backend"], f"{r['block_q']}x{r['block_k']}", f"{r['seconds']:.1f}",
+                      f"{r['peak_rss_bytes'] / gib:.2f}", f"{(r['inputs_bytes'] + r['output_bytes']) / gib:.2f}",
+                      f"{r['max_abs_err_vs_direct']:.1e}")
+    console.print(table)
+    return 0
