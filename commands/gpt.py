@@ -1,0 +1,183 @@
+"""`python cli.py gpt ...`: the tiny GPT trained on Jane Austen, three ways.
+
+    gpt train --backend numpy|jax|torch [model/optimizer flags] [--resume]
+    gpt sample --ckpt runs/gpt/torch/ckpt.npz --prompt "It is a truth"
+    gpt experiment NAME|all [--report]      the course's attention experiments (exercises.md I)
+    gpt bench                               one training step of the default config, three backends
+"""
+from __future__ import annotations
+
+import math
+
+ORDER = 60
+
+
+def _model_flags(p, defaults: bool = True) -> None:
+    from common.gpt_config import ATTENTIONS, POSITIONS, SHARES, SIMILARITIES, GPTConfig
+    d = GPTConfig()
+    g = p.add_argument_group("model (GPTConfig)")
+    g.add_argument("--block-size", type=int, default=d.block_size if defaults else None)
+    g.add_argument("--n-layer", type=int, default=d.n_layer if defaults else None)
+    g.add_argument("--n-head", type=int, default=d.n_head if defaults else None)
+    g.add_argument("--n-embd", type=int, default=d.n_embd if defaults else None)
+    g.add_argument("--dropout", type=float, default=d.dropout)
+    g.add_argument("--positions", choices=POSITIONS, default=d.positions)
+    g.add_argument("--similarity", choices=SIMILARITIES, default=d.similarity)
+    g.add_argument("--share-qkv", choices=SHARES, default=d.share_qkv)
+    g.add_argument("--post-softmax-mask", action="store_true", help="the wrong masking (future leaks)")
+    g.add_argument("--qkv-mlp", action="store_true", help="q, k, v from small MLPs")
+    g.add_argument("--attention", choices=ATTENTIONS, default=d.attention)
+
+
+def register(sub) -> None:
+    from gptlab.backends import BACKENDS
+    from gptlab.trainer import TrainArgs
+    t = TrainArgs()
+    p = sub.add_parser("gpt", help="tiny GPT on Jane Austen: train, sample, attention experiments, bench")
+    gsub = p.add_subparsers(dest="gpt_command", metavar="ACTION")
+    gsub.required = True
+
+    s = gsub.add_parser("train", help="train (or --resume) a character-level GPT; checkpoints + loss.png under --out")
+    s.add_argument("--backend", choices=BACKENDS, default=t.backend)
+    s.add_argument("--dtype", choices=("float32", "float64"), default=t.dtype)
+    s.add_argument("--steps", type=int, default=None, help=f"total optimizer steps (default {t.steps})")
+    s.add_argument("--batch-size", type=int, default=t.batch_size)
+    s.add_argument("--lr", type=float, default=t.lr)
+    s.add_argument("--min-lr", type=float, default=t.min_lr)
+    s.add_argument("--warmup", type=int, default=t.warmup)
+    s.add_argument("--weight-decay", type=float, default=t.weight_decay)
+    s.add_argument("--grad-clip", type=float, default=t.grad_clip, help="global-norm clip (0: off)")
+    s.add_argument("--eval-interval", type=int, default=t.eval_interval)
+    s.add_argument("--eval-batches", type=int, default=t.eval_batches)
+    s.add_argument("--ckpt-interval", type=int, default=t.ckpt_interval)
+    s.add_argument("--seed", type=int, default=t.seed)
+    s.add_argument("--max-minutes", type=float, default=t.max_minutes, help="stop (and checkpoint) after this long")
+    s.add_argument("--limit-chars", type=int, default=None, help="train on the first N characters only")
+    s.add_argument("--out", default=None, help="run folder (default runs/gpt/BACKEND)")
+    s.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    s.add_argument("--no-progress", action="store_true")
+    _model_flags(s)
+    s.set_defaults(func=run_train)
+
+    s = gsub.add_parser("sample", help="generate text from a checkpoint")
+    s.add_argument("--ckpt", default="runs/gpt/torch/ckpt.npz")
+    s.add_argument("--prompt", default="It is a truth universally acknowledged")
+    s.add_argument("--length", type=int, default=400)
+    s.add_argument("--temperature", type=float, default=0.8)
+    s.add_argument("--top-k", type=int, default=None)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--backend", choices=BACKENDS, default="numpy", help="which implementation runs the forward")
+    s.set_defaults(func=run_sample)
+
+    from gptlab.experiments import EXPERIMENTS
+    s = gsub.add_parser("experiment", help="the course's attention experiments: " + ", ".join(EXPERIMENTS) + " or all")
+    s.add_argument("name", choices=(*EXPERIMENTS, "all"))
+    s.add_argument("--backend", choices=BACKENDS, default="torch")
+    s.add_argument("--steps", type=int, default=None, help="training steps per variant (default 400; numpy 60)")
+    s.add_argument("--batch-size", type=int, default=16)
+    s.add_argument("--block-size", type=int, default=64)
+    s.add_argument("--n-layer", type=int, default=2)
+    s.add_argument("--n-head", type=int, default=4)
+    s.add_argument("--n-embd", type=int, default=64)
+    s.add_argument("--lr", type=float, default=3e-3)
+    s.add_argument("--limit-chars", type=int, default=None)
+    s.add_argument("--threads", type=int, default=1, help="torch threads (tiny models run best on 1; 0: torch's default)")
+    s.add_argument("--out", default="runs/gpt_experiments")
+    s.add_argument("--report", action="store_true", help="write report.md (table + plots) in --out")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=run_experiment)
+
+    s = gsub.add_parser("bench", help="time one training step of the default config in numpy, jax and torch")
+    s.add_argument("--batch-size", type=int, default=t.batch_size)
+    s.add_argument("--repeats", type=int, default=5)
+    s.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=run_bench)
+
+
+def _config_from(args, vocab_size: int):
+    from common.gpt_config import GPTConfig
+    return GPTConfig(vocab_size=vocab_size, block_size=args.block_size, n_layer=args.n_layer, n_head=args.n_head,
+                     n_embd=args.n_embd, dropout=args.dropout, positions=args.positions, similarity=args.similarity,
+                     share_qkv=args.share_qkv, post_softmax_mask=args.post_softmax_mask, qkv_mlp=args.qkv_mlp,
+                     attention=args.attention)
+
+
+def run_train(args) -> int:
+    from pathlib import Path
+
+    from commands._common import console
+    from gptlab.checkpoint import load_checkpoint
+    from gptlab.data import load_char_data
+    from gptlab.trainer import TrainArgs, train
+
+    out = Path(args.out or f"runs/gpt/{args.backend}")
+    if args.resume:  # the run's own arguments, except where the command line says otherwise
+        _, _, meta = load_checkpoint(out / "ckpt.npz")
+        targs = TrainArgs(**meta["args"])
+        targs.steps = args.steps or targs.steps
+        targs.backend = args.backend
+        config = meta["config"]
+    else:
+        targs = TrainArgs(backend=args.backend, dtype=args.dtype, steps=args.steps or TrainArgs.steps,
+                          batch_size=args.batch_size, lr=args.lr, min_lr=args.min_lr, warmup=args.warmup,
+                          weight_decay=args.weight_decay, grad_clip=args.grad_clip, eval_interval=args.eval_interval,
+                          eval_batches=args.eval_batches, ckpt_interval=args.ckpt_interval, seed=args.seed,
+                          max_minutes=args.max_minutes, limit_chars=args.limit_chars)
+        config = None
+    targs.max_minutes = args.max_minutes
+    data = load_char_data(targs.limit_chars)
+    config = config or _config_from(args, data.tokenizer.vocab_size)
+    console.print(f"[bold]gpt train[/] {targs.backend} {targs.dtype}: {config}  "
+                  f"{len(data.train):,} train / {len(data.val):,} val chars, batch {targs.batch_size}x{config.block_size}")
+    res, _ = train(targs, config, data, out=out, resume=args.resume, progress=not args.no_progress)
+    state = "interrupted, checkpoint saved" if res.interrupted else "done"
+    val = f"val loss {res.val_loss:.4f} nats/char (perplexity {math.exp(res.val_loss):.3f})" if res.val_loss else "no validation yet"
+    console.print(f"{state} at step {res.step} in {res.seconds:.0f} s: train loss {res.train_loss:.4f}, {val}")
+    console.print(f"checkpoint {res.checkpoint}; loss curve {out / 'loss.png'}")
+    console.print(f"resume: python cli.py gpt train --backend {targs.backend} --out {out} --resume")
+    return 130 if res.interrupted else 0
+
+
+def logits_fn_for(backend: str, params: dict, config):
+    """idx (1, T) -> logits, by the chosen implementation (used by sampling)."""
+    if backend == "numpy":
+        from numpy_impl.gpt import gpt_forward
+        return lambda idx: gpt_forward(params, idx, config)
+    if backend == "jax":
+        from jax_impl.gpt import gpt_forward
+        return lambda idx: gpt_forward(params, idx, config)
+    import torch
+
+    from torch_ref.gpt import gpt_forward, params_to_torch
+    tp = params_to_torch(params)
+
+    def run(idx):
+        with torch.no_grad():
+            return gpt_forward(tp, torch.from_numpy(idx), config).numpy()
+    return run
+
+
+def run_sample(args) -> int:
+    from commands._common import console
+    from gptlab.checkpoint import load_checkpoint
+    from gptlab.data import CharTokenizer
+    from gptlab.sample import generate
+
+    params, _, meta = load_checkpoint(args.ckpt)
+    config, tok = meta["config"], CharTokenizer(meta["chars"])
+    text = generate(logits_fn_for(args.backend, params, config), config.block_size, tok, args.prompt, args.length,
+                    args.temperature, args.top_k, args.seed)
+    console.print(f"[dim]{args.ckpt}: step {meta['step']}, {args.backend} forward, temperature {args.temperature}[/]")
+    console.print(text, markup=False, highlight=False)
+    return 0
+
+
+def run_experiment(args) -> int:
+    from gptlab.experiments import run_experiments_cli
+    return run_experiments_cli(args)
+
+
+def run_bench(args) -> int:
+    from gptlab.bench import run_bench_cli
+    return run_bench_cli(args)

@@ -1,0 +1,53 @@
+"""`gpt bench`: one full training step (forward, backward, clipping, AdamW) of the default GPTConfig
+on a real Austen batch, timed in the three backends in one process; speed is reported relative to
+torch autograd (ratio = torch seconds / backend seconds, so 0.5 means half torch's speed)."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from common.gpt_config import GPTConfig, init_gpt_params
+from gptlab.backends import BACKENDS, make_backend
+from gptlab.data import get_batch, load_char_data
+
+
+def time_steps(backend_name: str, config: GPTConfig, x, y, repeats: int, dtype: str = "float32") -> list[float]:
+    """Seconds per step for `repeats` steps, after one untimed warm-up step (JAX compiles there)."""
+    b = make_backend(backend_name, config, init_gpt_params(config, 0, np.dtype(dtype)), None, dtype)
+    b.train_step(x, y, 1e-3, 0)
+    times = []
+    for s in range(repeats):
+        t = time.perf_counter()
+        b.train_step(x, y, 1e-3, s + 1)
+        times.append(time.perf_counter() - t)
+    return times
+
+
+def run_bench_cli(args) -> int:
+    from rich.table import Table
+
+    from commands._common import CLIError, console, print_json
+    if args.repeats < 1:
+        raise CLIError(f"--repeats: expected a positive integer, got {args.repeats}")
+    data = load_char_data()
+    config = GPTConfig(vocab_size=data.tokenizer.vocab_size)
+    x, y = get_batch(data.train, args.batch_size, config.block_size, 0, 0)
+    med = {}
+    for name in BACKENDS:
+        med[name] = float(np.median(time_steps(name, config, x, y, args.repeats, args.dtype)))
+    tokens = args.batch_size * config.block_size
+    rows = {n: {"seconds_per_step": t, "tokens_per_s": tokens / t, "speed_vs_torch": med["torch"] / t} for n, t in med.items()}
+    if args.json:
+        print_json({"config": config.to_dict(), "batch_size": args.batch_size, "dtype": args.dtype, "backends": rows})
+        return 0
+    table = Table(title=f"one training step, default config {config.n_layer}x{config.n_embd}, batch "
+                        f"{args.batch_size}x{config.block_size}, {args.dtype}, median of {args.repeats}")
+    for h in ("backend", "ms / step", "tokens / s", "speed vs torch"):
+        table.add_column(h, justify="right")
+    for n, r in rows.items():
+        table.add_row(n, f"{1000 * r['seconds_per_step']:.0f}", f"{r['tokens_per_s']:,.0f}", f"{r['speed_vs_torch']:.2f}x")
+    console.print(table)
+    goal = rows["numpy"]["speed_vs_torch"]
+    console.print(f"NumPy (hand-written backward) runs at {goal:.2f}x torch autograd's speed (goal >= 0.5x).")
+    return 0
