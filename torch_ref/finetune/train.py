@@ -84,9 +84,10 @@ def evaluate(model, loader, accelerator) -> dict:
     total_loss, correct, count = 0.0, 0, 0
     for batch in loader:
         logits = _forward(model, batch).float()
-        loss = F.cross_entropy(logits, batch["labels"], reduction="sum")
-        losses, preds, labels = accelerator.gather_for_metrics(
-            (loss.reshape(1), logits.argmax(-1), batch["labels"]))
+        # Per-example values, so gather_for_metrics can drop the copies padded onto the last batch
+        # when several processes share the data.
+        loss = F.cross_entropy(logits, batch["labels"], reduction="none")
+        losses, preds, labels = accelerator.gather_for_metrics((loss, logits.argmax(-1), batch["labels"]))
         total_loss += float(losses.sum())
         correct += int((preds == labels).sum())
         count += int(labels.numel())
@@ -229,12 +230,12 @@ def train(cfg: TrainConfig, task: Task | None = None, console=None, quiet: bool 
     accelerator = Accelerator(mixed_precision="bf16" if torch.cuda.is_available() else "no")
     say = console.print if accelerator.is_main_process and not quiet else (lambda *a, **k: None)
 
+    path = resolve_model(cfg.model)  # before the data: a typo in --model should fail in a second
     task = _subset(task or load_task(cfg.task, seed=cfg.seed, data_files=cfg.data_files), cfg)
     baseline = print_summary(task, console) if not quiet and accelerator.is_main_process else \
         dataset_summary(task)[2]["majority_acc"]
 
     spec = cfg.spec(task.n_classes)
-    path = resolve_model(cfg.model)
     tokenizer = load_tokenizer(path)
     model = build_classifier(spec, path)
     limit = getattr(model.config, "max_position_embeddings", 512) - (2 if model.config.model_type == "roberta" else 0)
@@ -282,6 +283,9 @@ def train(cfg: TrainConfig, task: Task | None = None, console=None, quiet: bool 
     for epoch in range(start_epoch, cfg.epochs + 1):
         model.train()
         train_loader.set_epoch(epoch)  # accelerate passes it to our sampler: the batch order of this epoch
+        inner = getattr(train_loader.batch_sampler, "batch_sampler", None)  # several processes: sharded
+        if inner is not None and hasattr(inner, "set_epoch"):
+            inner.set_epoch(epoch)
         t0 = time.perf_counter()
         run_loss, correct, seen = 0.0, 0, 0
         with _progress(console, quiet or not accelerator.is_main_process) as bar:
