@@ -528,3 +528,22 @@ def test_topic_news_predicts_four_stories(tiny, tmp_path):
     assert len(res["predictions"]) == len(NEWS_TEXTS) == 4
     for row in res["predictions"]:
         assert row["predicted"] in BROWN_GROUPS and abs(sum(row["probs"].values()) - 1) < 1e-6
+
+
+def test_checkpoint_folder_replacement_is_all_or_nothing(tmp_path):
+    from torch_ref.finetune.train import _existing_dir, _replace_dir
+
+    target = tmp_path / "best"
+    _replace_dir(target, lambda d: (d / "run.json").write_text('{"epoch": 1}'))
+
+    def crash(d):
+        (d / "run.json").write_text('{"epoch": 2}')
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _replace_dir(target, crash)
+    assert json.loads((target / "run.json").read_text()) == {"epoch": 1}  # the old one, whole
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best"]  # no half-written folder left
+    # A crash between the two renames leaves only the previous copy, moved aside: it is found.
+    target.rename(tmp_path / ".best.old")
+    assert _existing_dir(target) == tmp_path / ".best.old"
