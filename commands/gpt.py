@@ -55,6 +55,8 @@ def register(sub) -> None:
     s.add_argument("--limit-chars", type=int, default=None, help="train on the first N characters only")
     s.add_argument("--out", default=None, help="run folder (default runs/gpt/BACKEND)")
     s.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    s.add_argument("--threads", type=int, default=0,
+                   help="torch threads (0: torch's default; 1 is often fastest on a busy or 2-core CPU)")
     s.add_argument("--no-progress", action="store_true")
     _model_flags(s)
     s.set_defaults(func=run_train)
@@ -91,6 +93,9 @@ def register(sub) -> None:
     s.add_argument("--batch-size", type=int, default=t.batch_size)
     s.add_argument("--repeats", type=int, default=5)
     s.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    s.add_argument("--threads", type=int, default=1,
+                   help="compute threads for every backend (0: each library's default; on a busy CPU extra "
+                        "threads mostly spin)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=run_bench)
 
@@ -126,6 +131,9 @@ def run_train(args) -> int:
                           max_minutes=args.max_minutes, limit_chars=args.limit_chars)
         config = None
     targs.max_minutes = args.max_minutes
+    if args.threads and targs.backend == "torch":
+        import torch
+        torch.set_num_threads(args.threads)
     data = load_char_data(targs.limit_chars)
     config = config or _config_from(args, data.tokenizer.vocab_size)
     console.print(f"[bold]gpt train[/] {targs.backend} {targs.dtype}: {config}  "

@@ -3,6 +3,8 @@ on a real Austen batch, timed in the three backends in one process; speed is rep
 torch autograd (ratio = torch seconds / backend seconds, so 0.5 means half torch's speed)."""
 from __future__ import annotations
 
+import os
+import sys
 import time
 
 import numpy as np
@@ -24,12 +26,28 @@ def time_steps(backend_name: str, config: GPTConfig, x, y, repeats: int, dtype: 
     return times
 
 
+def limit_threads(n: int) -> None:
+    """The same number of compute threads for every backend: torch intra-op threads, the BLAS under
+    NumPy (threadpoolctl) and XLA's CPU pool (only before jax is first imported)."""
+    import torch
+    from threadpoolctl import threadpool_limits
+    torch.set_num_threads(n)
+    threadpool_limits(limits=n)
+    if "jax" not in sys.modules and n == 1:
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                                   " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1").strip()
+
+
 def run_bench_cli(args) -> int:
     from rich.table import Table
 
     from commands._common import CLIError, console, print_json
     if args.repeats < 1:
         raise CLIError(f"--repeats: expected a positive integer, got {args.repeats}")
+    if args.threads < 0:
+        raise CLIError(f"--threads: expected 0 (libraries' defaults) or a positive count, got {args.threads}")
+    if args.threads:
+        limit_threads(args.threads)
     data = load_char_data()
     config = GPTConfig(vocab_size=data.tokenizer.vocab_size)
     x, y = get_batch(data.train, args.batch_size, config.block_size, 0, 0)
@@ -39,10 +57,12 @@ def run_bench_cli(args) -> int:
     tokens = args.batch_size * config.block_size
     rows = {n: {"seconds_per_step": t, "tokens_per_s": tokens / t, "speed_vs_torch": med["torch"] / t} for n, t in med.items()}
     if args.json:
-        print_json({"config": config.to_dict(), "batch_size": args.batch_size, "dtype": args.dtype, "backends": rows})
+        print_json({"config": config.to_dict(), "batch_size": args.batch_size, "dtype": args.dtype,
+                    "threads": args.threads, "backends": rows})
         return 0
     table = Table(title=f"one training step, default config {config.n_layer}x{config.n_embd}, batch "
-                        f"{args.batch_size}x{config.block_size}, {args.dtype}, median of {args.repeats}")
+                        f"{args.batch_size}x{config.block_size}, {args.dtype}, "
+                        f"{args.threads or 'default'} thread(s), median of {args.repeats}")
     for h in ("backend", "ms / step", "tokens / s", "speed vs torch"):
         table.add_column(h, justify="right")
     for n, r in rows.items():
