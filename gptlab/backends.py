@@ -134,13 +134,12 @@ class TorchBackend:
 
     def train_step(self, x, y, lr, step):
         torch = self.torch
-        if self.config.dropout > 0:
-            torch.manual_seed(_step_seed(self.seed, step))
+        rng = torch.Generator().manual_seed(_step_seed(self.seed, step)) if self.config.dropout > 0 else None
         for group in self._opt.param_groups:
             group["lr"] = lr
         self._opt.zero_grad(set_to_none=True)
         loss = self.gpt.gpt_loss(self._p, torch.from_numpy(np.asarray(x)), torch.from_numpy(np.asarray(y)),
-                                 self.config, training=True)
+                                 self.config, rng)
         loss.backward()
         for p in self._p.values():  # a parameter the config never reads still steps (decay) with grad 0
             if p.grad is None:

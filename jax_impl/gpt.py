@@ -11,8 +11,6 @@ attention) are written from their definitions, as in torch_ref.gpt. Dropout take
 """
 from __future__ import annotations
 
-from functools import partial
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -135,25 +133,25 @@ def _check_idx(name: str, idx, config: GPTConfig):
     return idx
 
 
-def gpt_forward(params: dict, idx, config: GPTConfig, key=None):
-    """Next-token logits; dropout is on only when a jax PRNG `key` is given and config.dropout > 0.
+def gpt_forward(params: dict, idx, config: GPTConfig, rng=None):
+    """Next-token logits; dropout is on only when a jax PRNG key `rng` is given and config.dropout > 0.
 
     Shapes: idx (B, T) ints -> logits (B, T, vocab_size)
     """
-    return _jit_logits(params, _check_idx("idx", idx, config), config, key)
+    return _jit_logits(params, _check_idx("idx", idx, config), config, rng)
 
 
-def gpt_loss(params: dict, idx, targets, config: GPTConfig, key=None):
+def gpt_loss(params: dict, idx, targets, config: GPTConfig, rng=None):
     """Mean cross-entropy over positions whose target is not -100 (0 when there are none).
 
     Shapes: idx (B, T), targets (B, T) ints -> scalar
     """
-    return _jit_loss(params, _check_idx("idx", idx, config), jnp.asarray(targets), config, key)
+    return _jit_loss(params, _check_idx("idx", idx, config), jnp.asarray(targets), config, rng)
 
 
-def gpt_loss_and_grads(params: dict, idx, targets, config: GPTConfig, key=None):
+def gpt_loss_and_grads(params: dict, idx, targets, config: GPTConfig, rng=None):
     """The loss and jax.grad of it for every parameter (jax.value_and_grad, jitted).
 
     Shapes: idx (B, T), targets (B, T) -> (scalar, grads with the keys and shapes of params)
     """
-    return _jit_loss_and_grads(params, _check_idx("idx", idx, config), jnp.asarray(targets), config, key)
+    return _jit_loss_and_grads(params, _check_idx("idx", idx, config), jnp.asarray(targets), config, rng)

@@ -27,6 +27,8 @@ from torch_ref.positional import rope_cos_sin, sinusoidal_encoding
 
 __all__ = ["gpt_forward", "gpt_loss", "gpt_loss_and_grads", "params_to_torch", "params_from_torch",
            "params_to_torch_state_dict", "params_from_torch_state_dict"]
+# torch alone converts between the NumPy weight dict and tensors
+__backend_only__ = ["params_to_torch", "params_from_torch", "params_to_torch_state_dict", "params_from_torch_state_dict"]
 
 
 def params_to_torch(params: dict, dtype: torch.dtype | None = None, requires_grad: bool = False) -> dict:
@@ -87,7 +89,15 @@ def _aft_simple(q, k, v):
     return torch.sigmoid(q) * (torch.cumsum(e * v, dim=1) / torch.cumsum(e, dim=1))
 
 
-def _attention(h: torch.Tensor, p, i: int, config: GPTConfig, training: bool) -> torch.Tensor:
+def _dropout(x: torch.Tensor, p: float, rng: torch.Generator | None) -> torch.Tensor:
+    """Inverted dropout drawn from `rng` (off without one): zero with probability p, scale by 1/(1-p)."""
+    if rng is None or p == 0.0:
+        return x
+    keep = torch.rand(x.shape, generator=rng, dtype=x.dtype) >= p
+    return x * keep / (1.0 - p)
+
+
+def _attention(h: torch.Tensor, p, i: int, config: GPTConfig, rng) -> torch.Tensor:
     """Shapes: h (B, T, C) -> (B, T, C)"""
     pre = f"h.{i}.attn."
     q, k, v = _project(h, p, pre, config)
@@ -98,9 +108,9 @@ def _attention(h: torch.Tensor, p, i: int, config: GPTConfig, training: bool) ->
     q, k, v = (t.view(B, T, H, C // H).transpose(1, 2) for t in (q, k, v))  # (B, H, T, D)
     if config.positions == "rope":
         q, k = _rotate(q), _rotate(k)
-    p_drop = config.dropout if training else 0.0
-    if config.similarity == "dot" and not config.post_softmax_mask:
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=p_drop, is_causal=True)
+    dropout_on = rng is not None and config.dropout > 0
+    if config.similarity == "dot" and not config.post_softmax_mask and not dropout_on:
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
     else:
         scale = 1.0 / math.sqrt(C // H)
         if config.similarity == "dot":
@@ -115,7 +125,7 @@ def _attention(h: torch.Tensor, p, i: int, config: GPTConfig, training: bool) ->
             weights = torch.softmax(scores, dim=-1) * causal
         else:
             weights = torch.softmax(scores.masked_fill(~causal, float("-inf")), dim=-1)
-        y = F.dropout(weights, p_drop, training) @ v
+        y = _dropout(weights, config.dropout, rng) @ v
     y = y.transpose(1, 2).reshape(B, T, C)
     return F.linear(y, p[pre + "w_o"], p[pre + "b_o"])
 
@@ -131,9 +141,9 @@ def _check_idx(idx, config: GPTConfig) -> torch.Tensor:
     return idx.long()
 
 
-def gpt_forward(params: dict, idx, config: GPTConfig, training: bool = False) -> torch.Tensor:
+def gpt_forward(params: dict, idx, config: GPTConfig, rng: torch.Generator | None = None) -> torch.Tensor:
     """Next-token logits at every position; `params` is a dict of torch tensors (params_to_torch).
-    Dropout is active only with training=True (and config.dropout > 0).
+    Dropout is active only when a torch.Generator `rng` is given (and config.dropout > 0).
 
     Shapes: idx (B, T) ints -> logits (B, T, vocab_size)
     """
@@ -145,36 +155,37 @@ def gpt_forward(params: dict, idx, config: GPTConfig, training: bool = False) ->
         x = x + p["wpe.weight"][:T]
     elif config.positions == "sinusoidal":
         x = x + _sinusoidal(T, C, x.dtype)
-    x = F.dropout(x, config.dropout, training)
+    x = _dropout(x, config.dropout, rng)
     for i in range(config.n_layer):
         pre = f"h.{i}."
         h = F.layer_norm(x, (C,), p[pre + "ln_1.weight"], p[pre + "ln_1.bias"])
-        x = x + F.dropout(_attention(h, p, i, config, training), config.dropout, training)
+        x = x + _dropout(_attention(h, p, i, config, rng), config.dropout, rng)
         h = F.layer_norm(x, (C,), p[pre + "ln_2.weight"], p[pre + "ln_2.bias"])
         h = F.gelu(F.linear(h, p[pre + "mlp.w_fc"], p[pre + "mlp.b_fc"]), approximate="tanh")
-        x = x + F.dropout(F.linear(h, p[pre + "mlp.w_proj"], p[pre + "mlp.b_proj"]), config.dropout, training)
+        x = x + _dropout(F.linear(h, p[pre + "mlp.w_proj"], p[pre + "mlp.b_proj"]), config.dropout, rng)
     x = F.layer_norm(x, (C,), p["ln_f.weight"], p["ln_f.bias"])
     return F.linear(x, p["wte.weight"])  # tied head
 
 
-def gpt_loss(params: dict, idx, targets, config: GPTConfig, training: bool = False) -> torch.Tensor:
+def gpt_loss(params: dict, idx, targets, config: GPTConfig, rng: torch.Generator | None = None) -> torch.Tensor:
     """Mean cross-entropy over the positions whose target is not -100 (0 if there are none).
 
     Shapes: idx (B, T), targets (B, T) ints -> scalar tensor
     """
-    logits = gpt_forward(params, idx, config, training)
+    logits = gpt_forward(params, idx, config, rng)
     targets = torch.as_tensor(np.asarray(targets) if not isinstance(targets, torch.Tensor) else targets).long()
     if not bool((targets != -100).any()):
         return (logits * 0.0).sum()  # torch's mean over zero positions would be NaN
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100)
 
 
-def gpt_loss_and_grads(params: dict, idx, targets, config: GPTConfig) -> tuple[float, dict[str, np.ndarray]]:
+def gpt_loss_and_grads(params: dict, idx, targets, config: GPTConfig,
+                       rng: torch.Generator | None = None) -> tuple[float, dict[str, np.ndarray]]:
     """The loss and the gradient of every parameter by torch autograd, from a NumPy weight dict.
 
     Shapes: idx (B, T), targets (B, T) -> (float, NumPy grads with the keys and shapes of params)
     """
     p = params_to_torch(params, requires_grad=True)
-    loss = gpt_loss(p, idx, targets, config)
+    loss = gpt_loss(p, idx, targets, config, rng)
     loss.backward()
     return float(loss.detach()), {k: (t.grad if t.grad is not None else torch.zeros_like(t)).numpy() for k, t in p.items()}

@@ -12,6 +12,8 @@ import torch
 from common.checks import InputError
 
 __all__ = ["clip_grad_norm", "adamw_init", "adamw_step", "make_adamw", "adamw_state_to_dict", "adamw_state_from_dict"]
+# the stateful torch.optim.AdamW and its state conversion exist for torch only
+__backend_only__ = ["make_adamw", "adamw_state_to_dict", "adamw_state_from_dict"]
 
 
 def _t(x) -> torch.Tensor:
