@@ -75,7 +75,7 @@ def register(sub) -> None:
     s = gsub.add_parser("experiment", help="the course's attention experiments: " + ", ".join(EXPERIMENTS) + " or all")
     s.add_argument("name", choices=(*EXPERIMENTS, "all"))
     s.add_argument("--backend", choices=BACKENDS, default="torch")
-    s.add_argument("--steps", type=int, default=None, help="training steps per variant (default 400; numpy 60)")
+    s.add_argument("--steps", type=int, default=None, help="training steps per variant (default 1000; numpy 200)")
     s.add_argument("--batch-size", type=int, default=16)
     s.add_argument("--block-size", type=int, default=64)
     s.add_argument("--n-layer", type=int, default=2)

@@ -48,7 +48,7 @@ EVAL_LENGTHS = (64, 128, 256)
 @dataclass
 class Budget:
     backend: str = "torch"
-    steps: int = 400
+    steps: int = 1000
     batch_size: int = 16
     block_size: int = 64
     n_layer: int = 2
@@ -182,7 +182,7 @@ def run_experiments_cli(args) -> int:
     from common.io import atomic_write_json
     from gptlab.data import load_char_data
 
-    steps = args.steps or (60 if args.backend == "numpy" else 400)
+    steps = args.steps or (200 if args.backend == "numpy" else 1000)
     if args.backend == "torch" and args.threads:
         import torch
         torch.set_num_threads(args.threads)  # tiny matrices: extra threads mostly wait on each other
