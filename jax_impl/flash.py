@@ -12,6 +12,8 @@ flash_attention -- the tiled online softmax. Query blocks go through lax.map; in
     recomputing each tile's probabilities from the saved logsumexp instead of storing them; so
     jax.grad never keeps a (T_q, T_k) array alive.
 
+Both run one (batch, head) pair at a time (_per_head): on a CPU, a head's working set stays in cache.
+
 Lengths that are not a multiple of the block size are padded; padded keys are masked out and
 padded query rows dropped, so any T works with any block size.
 """

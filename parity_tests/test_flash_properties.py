@@ -93,7 +93,7 @@ def test_fast_default_equals_readable_steps_for_any_shape_and_mask(p):
     assert_close(out, natt.compute_outputs(weights, v), p["dtype"], what="out")
 
 
-@settings(max_examples=4, **SETTINGS)
+@settings(max_examples=3, **SETTINGS)
 @given(problems())
 def test_jax_flash_equals_torch_for_any_tiles_and_masks(p):
     """Fewer examples: each new shape or tile size is a new XLA compilation."""
