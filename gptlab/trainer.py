@@ -147,6 +147,9 @@ def train(args: TrainArgs, config: GPTConfig, data: CharData, out: str | Path | 
                     raise _Interrupt
         except KeyboardInterrupt:
             interrupted = True
+        if not interrupted and step > start and (not history["val"] or history["val"][-1][0] != step):
+            val = estimate_loss(backend, data.val, config, args.batch_size, args.eval_batches)  # stopped by the clock
+            history["val"].append((step, val))
         checkpoint(step)
     seconds = elapsed + time.perf_counter() - t0
     if ckpt_path is not None and history["train"]:
