@@ -60,7 +60,9 @@ def make_tiny_model(folder, kind: str) -> str:
     special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     corpus = [" ".join(GOOD + BAD + FILLER), "a b c d e f g h i j k l m n o p q r s t u v w x y z .",
               "palaeontologists united nations basketball warehouse ceasefire dinosaur"]
-    tok.train_from_iterator(corpus, trainers.WordPieceTrainer(vocab_size=120, special_tokens=special))
+    # 400 keeps every toy word whole: at 120 WordPiece split them into pieces, the max_length=16
+    # truncation could cut off the one word that carries the label, and training stalled at chance.
+    tok.train_from_iterator(corpus, trainers.WordPieceTrainer(vocab_size=400, special_tokens=special))
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
         special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))])
@@ -352,7 +354,7 @@ def _cfg(tmp_path, model, **kw):
 
 
 def test_training_learns_the_toy_task(tiny, tmp_path):
-    res = train(_cfg(tmp_path, tiny["bert"], lr=1e-2, epochs=8), sentiment_task(), quiet=True)
+    res = train(_cfg(tmp_path, tiny["bert"], lr=1e-2, epochs=8), sentiment_task(n_train=96), quiet=True)
     losses = [h["train_loss"] for h in res["history"]]
     assert losses[-1] < 0.5 * losses[0]
     assert res["best_val_acc"] >= 0.75 and res["best_val_acc"] == max(h["val_acc"] for h in res["history"])
@@ -435,7 +437,7 @@ def test_pair_task_trains_with_token_types(tiny, tmp_path):
     assert int(batch["token_type_ids"].max()) == 1
     task = Task("toy-pairs", ["no", "yes"], ds, ds.take(8), ds.take(8, seed=1))
     for kind in ("bert", "distilbert"):
-        res = train(_cfg(tmp_path / kind, tiny[kind], lr=3e-3, epochs=6), task, quiet=True)
+        res = train(_cfg(tmp_path / kind, tiny[kind], lr=1e-2, epochs=8), task, quiet=True)
         assert res["history"][-1]["train_loss"] < res["history"][0]["train_loss"]
 
 
