@@ -23,6 +23,11 @@ __all__ = [
 ]
 
 
+# As in numpy_impl.attention: scaled_dot_product_attention runs flash.fast_attention when True;
+# False runs the plain jitted steps below (_sdpa), which `python cli.py bench attention` also times.
+FAST_PATH = True
+
+
 def _check_qkv(q, k, v=None) -> None:
     for name, x in (("q", q), ("k", k)) + ((("v", v),) if v is not None else ()):
         check_min_ndim(name, x, 2, "(..., T, D)")
@@ -106,6 +111,12 @@ def scaled_dot_product_attention(q, k, v, mask=None, scale: float | None = None)
         check_mask("mask", mask, q.shape[:-1] + (k.shape[-2],))
     if scale is None:
         scale = 1.0 / float(q.shape[-1]) ** 0.5
+    if FAST_PATH and q.shape[:-2] == k.shape[:-2] == v.shape[:-2] and q.dtype == k.dtype == v.dtype:
+        # Same numbers as _sdpa (tested equal in parity_tests/test_flash.py), one (batch, head)
+        # at a time so each head's scores stay in cache: jax_impl/flash.py explains why.
+        from jax_impl.flash import fast_attention
+
+        return fast_attention(q, k, v, mask, scale, need_weights=True)
     return _sdpa(q, k, v, mask, scale)
 
 

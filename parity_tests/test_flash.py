@@ -84,6 +84,30 @@ def test_fast_default_equals_readable_steps(dtype, masking):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("masking", ["none", "random"])
+def test_jax_default_equals_plain_jit_values_and_grads(dtype, masking):
+    """jax_impl.attention's default (flash.fast_attention, per head) against its plain jitted steps
+    (_sdpa): outputs, weights, and jax.grad through both, a fully masked row included."""
+    from jax_impl import attention as jatt
+
+    rng = np.random.default_rng(3)
+    q, k, v = (jnp.asarray(x) for x in _qkv(rng, (2, 3), 24, 40, 16, 8, dtype))
+    mask = None if masking == "none" else jnp.asarray(_random_mask(rng, (2, 1, 24, 40)))
+    scale = 1.0 / math.sqrt(16)
+    out, w = jatt.scaled_dot_product_attention(q, k, v, mask)
+    ref_out, ref_w = jatt._sdpa(q, k, v, mask, scale)
+    assert out.dtype == w.dtype == dtype
+    assert_close(out, ref_out, dtype, what="out")
+    assert_close(w, ref_w, dtype, what="weights")
+    dout = jnp.asarray(rng.standard_normal(out.shape).astype(dtype))
+    grads = jax.grad(lambda *a: jnp.sum(jatt.scaled_dot_product_attention(*a, mask)[0] * dout), (0, 1, 2))(q, k, v)
+    ref_grads = jax.grad(lambda *a: jnp.sum(jatt._sdpa(*a, mask, scale)[0] * dout), (0, 1, 2))(q, k, v)
+    for name, g, ref in zip("qkv", grads, ref_grads):
+        assert bool(jnp.all(jnp.isfinite(g))), name
+        assert_close(g, ref, dtype, kind="grad", what=f"d{name}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_fast_causal_flag_equals_causal_mask_vs_torch(dtype):
     rng = np.random.default_rng(1)
     q, k, v = _qkv(rng, (3,), 50, 50, 8, 8, dtype)
