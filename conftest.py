@@ -6,3 +6,19 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+
+import pytest  # noqa: E402  (after sys.path is set)
+
+
+@pytest.fixture(scope="module")
+def torch_one_thread():
+    """torch on one thread for a module of tiny models: pytest runs two workers on two cores, and
+    more threads per worker only spin on synchronisation for 16-wide matmuls.
+    Use with `pytestmark = pytest.mark.usefixtures("torch_one_thread")`."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

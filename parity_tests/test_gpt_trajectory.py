@@ -15,14 +15,12 @@ from gptlab.trainer import TrainArgs, lr_at
 STEPS = 20
 
 
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
+
 @pytest.fixture(scope="module")
 def data():
-    # tiny matrices: one thread each (pytest runs two workers on two cores; more threads only spin)
-    import torch
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield load_char_data(limit_chars=50_000)
-    torch.set_num_threads(threads)
+    return load_char_data(limit_chars=50_000)
 
 
 def _trajectory(backend, config, data, dtype):
