@@ -167,7 +167,8 @@ def _candidates(b, h, t, d, causal, seed=0):
 
         return lambda: _jax_sync(run(jq, jk, jv, jdo))
 
-    jax_plain_grad = _vjp_of(lambda q_, k_, v_: jatt.scaled_dot_product_attention(q_, k_, v_, jmask)[0])
+    jax_plain_grad = _vjp_of(lambda q_, k_, v_: jatt._sdpa(q_, k_, v_, jmask, scale)[0])
+    jax_default_grad = _vjp_of(lambda q_, k_, v_: jatt.scaled_dot_product_attention(q_, k_, v_, jmask)[0])
     jax_fast_grad = _vjp_of(lambda q_, k_, v_: jflash.fast_attention(q_, k_, v_, causal=causal)[0])
     jax_flash_grad = _vjp_of(lambda q_, k_, v_: jflash.flash_attention(q_, k_, v_, causal=causal,
                                                                        block_q=jbq, block_k=jbk)[0])
@@ -178,7 +179,10 @@ def _candidates(b, h, t, d, causal, seed=0):
         ("numpy default", "forward"): lambda: natt.scaled_dot_product_attention(q, k, v, mask),
         ("numpy fast", "forward"): lambda: nflash.fast_attention(q, k, v, causal=causal),
         ("numpy flash", "forward"): lambda: nflash.flash_attention(q, k, v, causal=causal, block_q=nbq, block_k=nbk),
-        ("jax jit", "forward"): lambda: _jax_sync(jatt.scaled_dot_product_attention(jq, jk, jv, jmask)),
+        # "jax jit": the plain jitted steps (FAST_PATH=False); "jax default": what
+        # jax_impl.attention.scaled_dot_product_attention runs, weights included.
+        ("jax jit", "forward"): lambda: _jax_sync(jatt._sdpa(jq, jk, jv, jmask, scale)),
+        ("jax default", "forward"): lambda: _jax_sync(jatt.scaled_dot_product_attention(jq, jk, jv, jmask)),
         ("jax fast", "forward"): lambda: _jax_sync(jflash.fast_attention(jq, jk, jv, causal=causal)),
         ("jax flash", "forward"): lambda: _jax_sync(jflash.flash_attention(jq, jk, jv, causal=causal,
                                                                            block_q=jbq, block_k=jbk)),
@@ -186,6 +190,7 @@ def _candidates(b, h, t, d, causal, seed=0):
         ("numpy readable", "backward"): readable_backward,
         ("numpy flash", "backward"): flash_backward,
         ("jax jit", "backward"): jax_plain_grad,
+        ("jax default", "backward"): jax_default_grad,
         ("jax fast", "backward"): jax_fast_grad,
         ("jax flash", "backward"): jax_flash_grad,
     }
@@ -312,7 +317,8 @@ def run_attention(args) -> int:
                       f"{r['gflops']:.1f}", f"{r['pct_peak']:.0f}%", f"[{style}]{ratio:.2f}x[/]")
     console.print(table)
     console.print("vs torch = torch ms / backend ms (1.00x = as fast as torch SDPA). 'numpy default' is "
-                  "numpy_impl.attention.scaled_dot_product_attention, which also returns the weights.")
+                  "numpy_impl.attention.scaled_dot_product_attention and 'jax default' its JAX twin; both also "
+                  "return the weights. 'jax jit' is the plain jitted steps.")
     console.print(f"saved {out / 'attention.png'} and {out / 'attention.json'}")
     return 0
 
