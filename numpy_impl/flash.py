@@ -129,9 +129,11 @@ def _masked_fill(s, i, r0, r1, c1, mask_at, causal) -> None:
     if mask_at is not None:
         np.copyto(s, -np.inf, where=~mask_at(i, slice(r0, r1), slice(0, c1)))
     if causal and c1 > r0 + 1:
+        # Keys before r0 are visible to every row of the block: only the diagonal square
+        # (keys r0..c1-1) holds keys later than some row, so only it is compared and filled.
         rows = np.arange(r0, r1)[:, None]
-        cols = np.arange(c1)[None, :]
-        np.copyto(s, -np.inf, where=cols > rows)
+        cols = np.arange(r0, c1)[None, :]
+        np.copyto(s[:, r0:c1], -np.inf, where=cols > rows)
 
 
 def fast_attention(q, k, v, mask=None, scale: float | None = None, causal: bool = False, need_weights: bool = False):
