@@ -337,6 +337,29 @@ def test_peak_bytes_sees_known_allocations():
     assert 8_000_000 <= peak < 8_100_000
 
 
+def test_training_step_memory_counts_activations_and_gradients():
+    """The backward's peak is counted from before the forward: the activations the forward saved
+    (exp keeps its 16 MB output) are still held when the 4 MB weight gradient is made."""
+    from torch_ref.finetune.memory import training_step_memory
+
+    class Toy(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.randn(1000, 1000) * 1e-3)
+
+        def forward(self, input_ids, attention_mask, token_type_ids=None):
+            big = torch.exp((input_ids @ self.weight).repeat(1, 1000))  # (4, 1e6), saved for backward
+            return big.view(4, 1000, 1000).sum(-1)[:, :2]
+
+    batch = {"input_ids": torch.randn(4, 1000), "attention_mask": None, "labels": torch.tensor([0, 1, 0, 1])}
+    saved = 4 * 1_000_000 * 4  # exp's output, float32
+    grad_w = 1000 * 1000 * 4
+    mem = training_step_memory(Toy(), batch)
+    assert mem["forward_bytes"] >= saved
+    assert mem["backward_bytes"] >= saved + grad_w
+    assert mem["backward_bytes"] < 4 * saved  # nothing counted twice
+
+
 # ---------------------------------------------------------------------------------------------------
 # training loop
 
