@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import warnings
 from dataclasses import asdict, dataclass
 
 import torch
@@ -204,7 +205,10 @@ def _add_lora(model, spec: ModelSpec, model_type: str):
     targets, head = LORA_TARGETS[model_type]
     config = LoraConfig(task_type=TaskType.SEQ_CLS, r=spec.lora_r, lora_alpha=spec.lora_alpha,
                         lora_dropout=spec.lora_dropout, target_modules=targets, modules_to_save=head)
-    return get_peft_model(model, config)
+    with warnings.catch_warnings():
+        # peft 0.21 asks transformers 5 a question it has renamed; the answer is the same.
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        return get_peft_model(model, config)
 
 
 def count_trainable(model: nn.Module) -> int:
