@@ -33,7 +33,8 @@ STUDY_DEFAULTS = {
     "batch-size": dict(max_length=128),
     "grid": dict(train_size=200, val_size=200, test_size=400, epochs=7, max_length=64),
     "optimizers": dict(train_size=400, val_size=200, test_size=400, epochs=3, max_length=64),
-    "methods": dict(train_size=400, val_size=200, test_size=400, epochs=3, max_length=64),
+    # 800: with 400 examples (75 steps) full fine-tuning had not yet left the majority class.
+    "methods": dict(train_size=800, val_size=200, test_size=400, epochs=3, max_length=64),
     "pretrained-vs-scratch": dict(train_size=600, val_size=200, test_size=400, epochs=3, max_length=64),
     "topic-news": dict(task="brown-topics", train_size=1500, val_size=300, test_size=600, epochs=2, max_length=96),
 }
