@@ -11,7 +11,10 @@ The learning rate warms up linearly, then follows a cosine down to min_lr at `st
 from __future__ import annotations
 
 import math
+import signal
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -85,6 +88,24 @@ class _Interrupt(KeyboardInterrupt):
     """Raised by `interrupt_at` (tests): behaves exactly like Ctrl-C at that step."""
 
 
+@contextmanager
+def _ctrl_c_stops_between_steps():
+    """While training, Ctrl-C (SIGINT) only raises a flag that the loop reads between steps.
+    Python's default would raise KeyboardInterrupt wherever the main thread happens to be, for
+    example after the optimizer has updated half of the weights: the checkpoint written next would
+    then not be the state after any whole number of steps, and resuming would not be exact.
+    Off the main thread (where signals cannot be caught) Python's default stays."""
+    requested = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield requested
+        return
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: requested.set())
+    try:
+        yield requested
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def train(args: TrainArgs, config: GPTConfig, data: CharData, out: str | Path | None = None,
           resume: bool = False, progress: bool = True, interrupt_at: int | None = None,
           on_eval=None) -> tuple[TrainResult, object]:
@@ -121,10 +142,12 @@ def train(args: TrainArgs, config: GPTConfig, data: CharData, out: str | Path | 
     t0 = time.perf_counter()
     step, interrupted, tokens = start, False, args.batch_size * config.block_size
     val = None
-    with Progress(*cols, disable=not progress, transient=False) as bar:
+    with Progress(*cols, disable=not progress, transient=False) as bar, _ctrl_c_stops_between_steps() as ctrl_c:
         task = bar.add_task("train", total=args.steps, completed=start, loss=float("nan"), val="-", tps=0.0)
         try:
             while step < args.steps:
+                if ctrl_c.is_set():
+                    raise KeyboardInterrupt
                 if args.max_minutes and (time.perf_counter() - t0) > 60 * args.max_minutes:
                     break
                 ts = time.perf_counter()

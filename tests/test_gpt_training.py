@@ -81,7 +81,12 @@ def test_sigint_to_the_cli_saves_a_checkpoint_that_resumes_exactly(tmp_path, dat
         pass
     time.sleep(1.5)
     proc.send_signal(signal.SIGINT)
-    stdout, stderr = proc.communicate(timeout=60)
+    try:
+        stdout, stderr = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        stdout, stderr = proc.communicate()
+        raise AssertionError(f"still running 60 s after SIGINT\nstdout:\n{stdout}\nstderr:\n{stderr}") from None
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr and "interrupted" in stdout
     params, opt, meta = load_checkpoint(out / "ckpt.npz")
