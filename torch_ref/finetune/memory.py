@@ -20,8 +20,9 @@ __all__ = ["peak_bytes", "training_step_memory"]
 @contextmanager
 def _native_stderr_silenced():
     """Kineto writes "USDT: ... profiler_start/stop" lines straight to file descriptor 2 on every
-    profile, whatever KINETO_LOG_LEVEL says; point fd 2 at /dev/null meanwhile. Python exceptions
-    are unaffected (they are printed later, after the descriptor is restored)."""
+    profile, whatever KINETO_LOG_LEVEL says; point fd 2 at /dev/null meanwhile. Exceptions still
+    propagate (and are printed after the descriptor is restored); a warning printed inside the
+    measured step itself is lost, the price of a quiet terminal for a one-step measurement."""
     sys.stderr.flush()
     saved = os.dup(2)
     devnull = os.open(os.devnull, os.O_WRONLY)
