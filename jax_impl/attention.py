@@ -10,6 +10,7 @@ import jax.numpy as jnp
 
 from common.checks import InputError, check_finite, check_float, check_mask, check_min_ndim, check_nonempty, check_same
 from jax_impl._checks import all_finite
+from jax_impl.flash import fast_attention
 
 __all__ = [
     "pairwise_similarities",
@@ -114,8 +115,6 @@ def scaled_dot_product_attention(q, k, v, mask=None, scale: float | None = None)
     if FAST_PATH and q.shape[:-2] == k.shape[:-2] == v.shape[:-2] and q.dtype == k.dtype == v.dtype:
         # Same numbers as _sdpa (tested equal in parity_tests/test_flash.py), one (batch, head)
         # at a time so each head's scores stay in cache: jax_impl/flash.py explains why.
-        from jax_impl.flash import fast_attention
-
         return fast_attention(q, k, v, mask, scale, need_weights=True)
     return _sdpa(q, k, v, mask, scale)
 

@@ -24,6 +24,7 @@ from common.checks import (
     check_nonempty,
     check_same,
 )
+from numpy_impl.flash import fast_attention
 
 __all__ = [
     "pairwise_similarities",
@@ -195,8 +196,6 @@ def scaled_dot_product_attention(
     if FAST_PATH and q.shape[:-2] == k.shape[:-2] == v.shape[:-2] and q.dtype == k.dtype == v.dtype:
         # The same numbers as the four steps below (tested equal in parity_tests/test_flash.py),
         # computed in cache-sized blocks on every core: numpy_impl/flash.py explains how.
-        from numpy_impl.flash import fast_attention
-
         return fast_attention(q, k, v, mask, scale, need_weights=True)
     scores = attn_scaled(pairwise_similarities(q, k), scale)
     weights = attn_softmax(scores, mask)
