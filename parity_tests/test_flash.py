@@ -66,11 +66,12 @@ def _torch_reference(q, k, v, mask, causal, dout, scale=None):
 @pytest.mark.parametrize("masking", ["none", "random", "causal"])
 def test_fast_default_equals_readable_steps(dtype, masking):
     rng = np.random.default_rng(0)
-    # Big enough to run on the thread pool, in several row blocks per head (187 float32 rows of
-    # 700 keys fill a 512 KiB tile, so 400 rows make 3 blocks).
-    q, k, v = _qkv(rng, (2, 4), 400, 700, 32, 24, dtype)
-    mask = {"none": None, "random": _random_mask(rng, (2, 1, 400, 700)),
-            "causal": make_causal_mask(400, 700)}[masking]
+    # Big enough to run on the thread pool, in several row blocks per head (476 float32 or 238
+    # float64 rows of 1100 keys fill a 2 MiB tile, so 600 rows make 2 or 3 blocks).
+    q, k, v = _qkv(rng, (2, 4), 600, 1100, 32, 24, dtype)
+    assert 600 > nflash._block_rows(1100, np.dtype(dtype).itemsize)
+    mask = {"none": None, "random": _random_mask(rng, (2, 1, 600, 1100)),
+            "causal": make_causal_mask(600, 1100)}[masking]
     scale = 1.0 / math.sqrt(32)
     ref_out, ref_w = _readable(q, k, v, mask, scale)
     out, w = natt.scaled_dot_product_attention(q, k, v, mask)  # the default: fast_attention
