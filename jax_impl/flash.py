@@ -2,7 +2,8 @@
 
 fast_attention  -- one jitted softmax(Q K^T * scale) V that folds the scale into Q and normalises
     the (T_q, D_v) output rather than the (T_q, T_k) weights, and skips writing the weights out
-    unless asked for them.
+    unless asked for them. Query rows go in blocks unrolled at trace time (shapes are static), so
+    under causal masking each block multiplies only the keys it can see: ~half the work at T_q = T_k.
 
 flash_attention -- the tiled online softmax. Query blocks go through lax.map; inside each, a
     lax.fori_loop walks the key blocks carrying (running max, running sum, accumulator). Under
@@ -12,7 +13,8 @@ flash_attention -- the tiled online softmax. Query blocks go through lax.map; in
     recomputing each tile's probabilities from the saved logsumexp instead of storing them; so
     jax.grad never keeps a (T_q, T_k) array alive.
 
-Both run one (batch, head) pair at a time (_per_head): on a CPU, a head's working set stays in cache.
+Both run a few (batch, head) pairs at a time (_per_head): on a CPU, a head's working set stays in
+cache, and the heads of one group are independent ops that XLA's runtime runs side by side.
 
 Lengths that are not a multiple of the block size are padded; padded keys are masked out and
 padded query rows dropped, so any T works with any block size.
@@ -20,7 +22,7 @@ padded query rows dropped, so any T works with any block size.
 from __future__ import annotations
 
 import math
-from functools import partial
+from functools import partial, reduce
 
 import jax
 import jax.numpy as jnp
@@ -36,7 +38,7 @@ from common.checks import (
     check_positive_int,
     check_same,
 )
-from jax_impl._checks import all_finite
+from jax_impl._checks import all_finite_each
 
 __all__ = ["fast_attention", "flash_attention"]
 __all__ += ["flash_attention_backward"]
@@ -47,7 +49,8 @@ def _prepare(q, k, v, mask, scale, causal):
         check_min_ndim(name, x, 2, "(..., T, D)")
         check_float(name, x)
         check_nonempty(name, x, -2, "sequence (T)")
-        check_finite(name, all_finite(x))
+    for name, finite in zip("qkv", all_finite_each(q, k, v)):
+        check_finite(name, finite)
     check_same("k", k.shape[-1], "q's last axis (d_head)", q.shape[-1], "last-axis size")
     check_same("v", v.shape[-2], "k's sequence axis (T_k)", k.shape[-2], "sequence length")
     for name, x in (("k", k), ("v", v)):
@@ -73,44 +76,109 @@ def _allowed(t_q, t_k, causal, mask, rows, cols):
     return ok
 
 
-def _per_head(fn, arrays, mask, lead):
+# fast_attention's query rows per block: a (256, T_k) float32 score block is 512 KiB at T_k = 512,
+# half an L2. At most _MAX_UNROLLED blocks per head are unrolled; longer queries get taller blocks,
+# which keeps compile time bounded (flash_attention is the route for very long sequences).
+_FAST_BLOCK_Q = 256
+_MAX_UNROLLED = 16
+# Heads per step of the loop over heads. The heads of one step are separate ops with no data
+# between them, so XLA's CPU runtime runs them concurrently, one per core (measured on this
+# 2-core machine at B=8, H=8, T=512, d=64: 61 -> 49 ms from 1 head to 2 per step).
+_HEADS_PER_STEP = 2
+
+
+def _per_head(fn, arrays, mask, lead, group=1):
     """fn(*arrays_of_one_head, mask_of_that_head) for every index of the leading (batch, head)
-    axes, one head after another (lax.map). One head's scores fit in cache and XLA spreads that
+    axes, `group` heads per step of a lax.map. One head's scores fit in cache and XLA spreads that
     head's matmuls over the cores; on a 2-core CPU this beats one batched op over all heads
     whose (B, H, T_q, T_k) intermediates stream through memory several times.
 
     arrays share the leading axes `lead`; a mask whose leading axes are all 1 is shared by every
     head (closed over, not copied), otherwise it is broadcast and mapped with the arrays."""
     n = math.prod(lead)
-    flat = [jnp.reshape(x, (n,) + x.shape[len(lead):]) for x in arrays]
+    g = group if n % group == 0 else 1
+    flat = [jnp.reshape(x, (n // g, g) + x.shape[len(lead):]) for x in arrays]
     if mask is None or all(s == 1 for s in mask.shape[:-2]):
         shared = None if mask is None else jnp.reshape(mask, mask.shape[-2:])
-        res = lax.map(lambda xs: fn(*xs, shared), tuple(flat))
+        per = None
     else:
-        per = jnp.reshape(jnp.broadcast_to(mask, tuple(lead) + mask.shape[-2:]), (n,) + mask.shape[-2:])
-        res = lax.map(lambda xs: fn(*xs[:-1], xs[-1]), tuple(flat) + (per,))
-    return jax.tree_util.tree_map(lambda y: jnp.reshape(y, tuple(lead) + y.shape[1:]), res)
+        shared = None
+        per = jnp.reshape(jnp.broadcast_to(mask, tuple(lead) + mask.shape[-2:]), (n // g, g) + mask.shape[-2:])
+
+    def step(xs):
+        heads, masks = (xs[:-1], xs[-1]) if per is not None else (xs, None)
+        # Unrolled in Python: g independent computations, not one batched op.
+        outs = [fn(*(x[i] for x in heads), shared if masks is None else masks[i]) for i in range(g)]
+        return jax.tree_util.tree_map(lambda *ys: jnp.stack(ys), *outs)
+
+    res = lax.map(step, tuple(flat) + ((per,) if per is not None else ()))
+    return jax.tree_util.tree_map(lambda y: jnp.reshape(y, tuple(lead) + y.shape[2:]), res)
 
 
 @partial(jax.jit, static_argnames=("causal", "need_weights"))
 def _fast(q, k, v, mask, scale, causal, need_weights):
     return _per_head(partial(_fast_one, scale=scale, causal=causal, need_weights=need_weights),
-                     (q, k, v), mask, q.shape[:-2])
+                     (q, k, v), mask, q.shape[:-2], group=_HEADS_PER_STEP)
 
 
 def _fast_one(q, k, v, mask, scale, causal, need_weights):
-    s = (q * scale) @ jnp.swapaxes(k, -1, -2)
-    t_q, t_k = s.shape[-2:]
-    ok = _allowed(t_q, t_k, causal, mask, jnp.arange(t_q), jnp.arange(t_k))
-    s = jnp.where(ok, s, -jnp.inf)
-    row_max = jnp.max(s, axis=-1, keepdims=True)
-    p = jnp.exp(s - lax.stop_gradient(jnp.where(jnp.isneginf(row_max), 0.0, row_max)))
-    denom = jnp.sum(p, axis=-1, keepdims=True)
-    denom = jnp.where(denom == 0.0, 1.0, denom)  # fully masked row: zeros, not 0/0
-    if need_weights:
-        w = p / denom
-        return w @ v, w
-    return (p @ v) / denom, None
+    """One head: q (T_q, D), k (T_k, D), v (T_k, D_v), mask (T_q or 1, T_k or 1) or None."""
+    t_q, t_k = q.shape[0], k.shape[0]
+    bq = max(_FAST_BLOCK_Q, -(-t_q // _MAX_UNROLLED))
+    # Where a query may not attend: the most negative finite value rather than -inf (see below);
+    # exp(fill - any real score) is still 0.
+    fill = jnp.finfo(q.dtype).min
+    outs, weights = [], []
+    for r0 in range(0, t_q, bq):  # a Python loop: every block has static bounds
+        r1 = min(t_q, r0 + bq)
+        qs = q[r0:r1] * scale  # the scale on (rows, D), not on (rows, T_k)
+        # Key ranges of this block, each (c0, c1, compare with the diagonal?). Causal: keys before
+        # r0 are seen by every row, keys r0..r1-1 (the diagonal square) by some, later keys by
+        # none, so they are never multiplied. Only the square pays for the causal comparison
+        # (measured: 53 -> 39-42 ms at B=8, H=8, T=512 against one select over the whole block).
+        if causal:
+            split = min(r0, t_k)
+            parts = [(0, split, False), (split, min(t_k, r1), True)]
+            parts = [(c0, c1, diagonal) for c0, c1, diagonal in parts if c1 > c0]
+        else:
+            parts = [(0, t_k, False)]
+        scores = []
+        for c0, c1, diagonal in parts:
+            s = qs @ jnp.swapaxes(k[c0:c1], -1, -2)
+            tile = None if mask is None else _tile_of(mask, r0, r1, c0, c1)
+            if diagonal or tile is not None:
+                ok = _allowed(t_q, t_k, diagonal, tile, jnp.arange(r0, r1), jnp.arange(c0, c1))
+                s = jnp.where(ok, s, fill)
+            scores.append(s)
+        # One softmax across the parts: a shared row max, then sums of their exponentials. The
+        # max always includes a real score or `fill`, so it is finite: no guard between the max and
+        # the exp, which lets XLA fuse max, subtract and exp into one library kernel (a guard here
+        # measured 43 -> 57 ms at B=8, H=8, T=512, causal) and the denominator is at least 1.
+        row_max = lax.stop_gradient(reduce(jnp.maximum, [jnp.max(s, axis=-1, keepdims=True) for s in scores]))
+        ps = [jnp.exp(s - row_max) for s in scores]
+        denom = sum(jnp.sum(p, axis=-1, keepdims=True) for p in ps)
+        # A fully masked row has max `fill` and exp(0) = 1 everywhere: zero it at the end. (Only a
+        # user mask can do that; a causal row always sees key 0.)
+        dead = None if mask is None else row_max == fill
+        if need_weights:
+            ws = [p / denom if dead is None else jnp.where(dead, 0.0, p / denom) for p in ps]
+            outs.append(sum(w @ v[c0:c1] for w, (c0, c1, _) in zip(ws, parts)))
+            seen = parts[-1][1]
+            weights.append(jnp.pad(jnp.concatenate(ws, axis=-1), ((0, 0), (0, t_k - seen))))  # unseen keys: 0
+        else:
+            # Normalise the (rows, D_v) output, not the (rows, T_k) weights: fewer divisions.
+            o = sum(p @ v[c0:c1] for p, (c0, c1, _) in zip(ps, parts)) / denom
+            outs.append(o if dead is None else jnp.where(dead, 0.0, o))
+    out = jnp.concatenate(outs, axis=0)
+    return out, (jnp.concatenate(weights, axis=0) if need_weights else None)
+
+
+def _tile_of(mask, r0, r1, c0, c1):
+    """Rows r0..r1-1 and columns c0..c1-1 of a (T_q or 1, T_k or 1) mask; a broadcast (size-1)
+    axis stays size 1."""
+    rows = slice(r0, r1) if mask.shape[0] != 1 else slice(0, 1)
+    cols = slice(c0, c1) if mask.shape[1] != 1 else slice(0, 1)
+    return mask[rows, cols]
 
 
 def fast_attention(q, k, v, mask=None, scale: float | None = None, causal: bool = False, need_weights: bool = False):

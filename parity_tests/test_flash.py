@@ -121,6 +121,41 @@ def test_fast_causal_flag_equals_causal_mask_vs_torch(dtype):
     assert_close(jout, ref, dtype, what="jax causal")
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("lead, masking, causal", [
+    ((3,), "none", True),  # odd head count: one head per loop step
+    ((2, 2), "random", False),  # a per-batch mask, two heads per step
+    ((2, 2), "random", True),
+], ids=["odd-heads-causal", "mask", "mask-causal"])
+def test_jax_fast_row_blocks_values_weights_grads_vs_torch(dtype, lead, masking, causal):
+    """jax_impl's fast_attention at a length that splits each head into several query-row blocks
+    (256, 256, 88 rows), causal blocks cut to the keys they can see: output, weights and jax.grad
+    against torch (autograd through F.scaled_dot_product_attention), a fully masked row included."""
+    rng = np.random.default_rng(5)
+    t_q, t_k = 600, 600 if causal else 700
+    q, k, v = _qkv(rng, lead, t_q, t_k, 16, 8, dtype)
+    mask = None if masking == "none" else _random_mask(rng, lead[:1] + (1,) * (len(lead) - 1) + (t_q, t_k), p=0.6)
+    dout = rng.standard_normal(lead + (t_q, 8)).astype(dtype)
+    ref_out, ref_lse, ref_grads = _torch_reference(q, k, v, mask, causal, dout)
+    jmask = None if mask is None else jnp.asarray(mask)
+    jq, jk, jv = (jnp.asarray(x) for x in (q, k, v))
+    out, w = jflash.fast_attention(jq, jk, jv, jmask, causal=causal, need_weights=True)
+    assert out.dtype == w.dtype == dtype
+    assert_close(out, ref_out, dtype, what="out")
+    s = np.einsum("...qd,...kd->...qk", q.astype(np.float64), k.astype(np.float64)) / math.sqrt(16)
+    with np.errstate(invalid="ignore"):  # exp(-inf - -inf) on the fully masked row, zeroed next
+        ref_w = np.nan_to_num(np.exp(s - np.asarray(ref_lse, np.float64)[..., None]), nan=0.0)
+    if mask is not None:
+        ref_w = np.where(mask, ref_w, 0.0)
+    if causal:
+        ref_w = np.tril(ref_w)
+    assert_close(w, ref_w.astype(dtype), dtype, what="weights")
+    grads = jax.grad(lambda *a: jnp.sum(jflash.fast_attention(*a, jmask, causal=causal)[0] * dout), (0, 1, 2))(jq, jk, jv)
+    for name, g, ref in zip("qkv", grads, ref_grads):
+        assert bool(jnp.all(jnp.isfinite(g))), name
+        assert_close(g, ref, dtype, kind="grad", what=f"d{name}")
+
+
 def test_default_path_falls_back_to_steps_when_leading_axes_broadcast():
     rng = np.random.default_rng(2)
     q = rng.standard_normal((2, 3, 5, 4))
