@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from common.checks import InputError, check_finite, check_float, check_mask, check_min_ndim, check_nonempty, check_same
-from jax_impl._checks import all_finite
+from jax_impl._checks import all_finite, all_finite_each
 from jax_impl.flash import fast_attention
 
 __all__ = [
@@ -30,11 +30,13 @@ FAST_PATH = True
 
 
 def _check_qkv(q, k, v=None) -> None:
-    for name, x in (("q", q), ("k", k)) + ((("v", v),) if v is not None else ()):
+    named = (("q", q), ("k", k)) + ((("v", v),) if v is not None else ())
+    for name, x in named:
         check_min_ndim(name, x, 2, "(..., T, D)")
         check_float(name, x)
         check_nonempty(name, x, -2, "sequence (T)")
-        check_finite(name, all_finite(x))
+    for (name, _), finite in zip(named, all_finite_each(*(x for _, x in named))):
+        check_finite(name, finite)
     check_same("k", k.shape[-1], "q's last axis (d_head)", q.shape[-1], "last-axis size")
     if v is not None:
         check_same("v", v.shape[-2], "k's sequence axis (T_k)", k.shape[-2], "sequence length")
