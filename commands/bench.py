@@ -199,9 +199,12 @@ def _candidates(b, h, t, d, causal, seed=0):
 def bench_attention(shapes, repeats: int, causal_values=(False, True), peak_size: int = 2048,
                     progress=None) -> tuple[list[dict], dict]:
     """Time every (shape, causal, pass, backend); calls are interleaved round-robin so load from
-    anything else on the machine falls on all backends alike. The GEMM that defines the peak joins
-    every round too, and the peak is its best median over the run: measured once at the start, a
-    busy moment would make every later row look faster than the machine."""
+    anything else on the machine falls on all backends alike. Each timed call follows an untimed
+    call of the same function, so no backend pays for the one before it (caches holding the other
+    backend's arrays, its thread pool still spinning: measured on this machine, timing straight
+    after torch made our rows 10-25% slower and torch itself slower after ours). The GEMM that
+    defines the peak joins every round too, and the peak is its best median over the run: measured
+    once at the start, a busy moment would make every later row look faster than the machine."""
     import numpy as np
     import torch
 
@@ -222,8 +225,10 @@ def bench_attention(shapes, repeats: int, causal_values=(False, True), peak_size
         times = {key: [] for key in fns}
         gemm_ms = []
         for _ in range(repeats):
+            gemm_a @ gemm_b
             gemm_ms.append(_time_once(lambda: gemm_a @ gemm_b))
             for key, fn in fns.items():
+                fn()  # untimed: settle this backend's caches and threads first
                 times[key].append(_time_once(fn))
             if progress:
                 progress.advance(task)
