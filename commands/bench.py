@@ -167,6 +167,7 @@ def _candidates(b, h, t, d, causal, seed=0):
 
         return lambda: _jax_sync(run(jq, jk, jv, jdo))
 
+    jax_dots = _jax_matmuls_only(causal)
     jax_plain_grad = _vjp_of(lambda q_, k_, v_: jatt._sdpa(q_, k_, v_, jmask, scale)[0])
     jax_default_grad = _vjp_of(lambda q_, k_, v_: jatt.scaled_dot_product_attention(q_, k_, v_, jmask)[0])
     jax_fast_grad = _vjp_of(lambda q_, k_, v_: jflash.fast_attention(q_, k_, v_, causal=causal)[0])
@@ -186,6 +187,7 @@ def _candidates(b, h, t, d, causal, seed=0):
         ("jax fast", "forward"): lambda: _jax_sync(jflash.fast_attention(jq, jk, jv, causal=causal)),
         ("jax flash", "forward"): lambda: _jax_sync(jflash.flash_attention(jq, jk, jv, causal=causal,
                                                                            block_q=jbq, block_k=jbk)),
+        ("jax matmuls only (bound)", "forward"): lambda: _jax_sync(jax_dots(jq, jk, jv)),
         ("torch SDPA", "backward"): torch_backward,
         ("numpy readable", "backward"): readable_backward,
         ("numpy flash", "backward"): flash_backward,
@@ -194,6 +196,28 @@ def _candidates(b, h, t, d, causal, seed=0):
         ("jax fast", "backward"): jax_fast_grad,
         ("jax flash", "backward"): jax_flash_grad,
     }
+
+
+def _jax_matmuls_only(causal: bool):
+    """A bound, not attention: jax_impl's fast_attention with the softmax taken out, leaving its
+    two matmuls per block (Q K^T, then that times V) in the same blocks and loop. If this row is
+    slower than 0.9x torch SDPA, no JAX softmax on top can reach 0.9x on this machine."""
+    import jax
+    import jax.numpy as jnp
+
+    from jax_impl import flash as jflash
+
+    def one(q, k, v, _mask):
+        t_q, t_k = q.shape[0], k.shape[0]
+        bq = max(jflash._FAST_BLOCK_Q, -(-t_q // jflash._MAX_UNROLLED))
+        outs = []
+        for r0 in range(0, t_q, bq):
+            r1 = min(t_q, r0 + bq)
+            c1 = min(t_k, r1) if causal else t_k
+            outs.append((q[r0:r1] @ k[:c1].T) @ v[:c1])
+        return jnp.concatenate(outs, axis=0)
+
+    return jax.jit(lambda q, k, v: jflash._per_head(one, (q, k, v), None, q.shape[:-2], group=jflash._HEADS_PER_STEP))
 
 
 def bench_attention(shapes, repeats: int, causal_values=(False, True), peak_size: int = 2048,
@@ -323,7 +347,8 @@ def run_attention(args) -> int:
     console.print(table)
     console.print("vs torch = torch ms / backend ms (1.00x = as fast as torch SDPA). 'numpy default' is "
                   "numpy_impl.attention.scaled_dot_product_attention and 'jax default' its JAX twin; both also "
-                  "return the weights. 'jax jit' is the plain jitted steps.")
+                  "return the weights. 'jax jit' is the plain jitted steps. 'jax matmuls only (bound)' is not "
+                  "attention: jax fast's two matmuls without the softmax, the most any JAX softmax here can reach.")
     console.print(f"saved {out / 'attention.png'} and {out / 'attention.json'}")
     return 0
 

@@ -40,7 +40,8 @@ def test_bench_attention_json_rows_are_computed(tmp_path):
     saved = json.loads((tmp_path / "attention.json").read_text())
     peak = saved["matmul_peak"]["peak_gflops"]
     backends = {row["backend"] for row in rows}
-    assert {"torch SDPA", "numpy readable", "numpy default", "numpy fast", "numpy flash", "jax jit", "jax default", "jax flash"} <= backends
+    assert {"torch SDPA", "numpy readable", "numpy default", "numpy fast", "numpy flash", "jax jit", "jax default", "jax flash",
+            "jax matmuls only (bound)"} <= backends
     assert {(row["causal"], row["pass"]) for row in rows} == {(True, "forward"), (True, "backward")}
     for row in rows:
         assert row["shape"] == [1, 2, 32, 8]
@@ -53,6 +54,23 @@ def test_bench_attention_json_rows_are_computed(tmp_path):
         assert row["ratio_to_torch"] == pytest.approx(torch_row["ms"] / row["ms"], rel=1e-9)
     assert (tmp_path / "attention.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert saved["rows"] == rows
+
+
+def test_jax_matmuls_only_bound_is_the_two_matmuls():
+    """The bound row times (Q K^T) V per head with no softmax: check it computes exactly that, over
+    several row blocks (600 rows) and an odd number of heads."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    from commands.bench import _jax_matmuls_only
+    from common.tolerances import assert_close
+
+    import jax_impl  # noqa: F401  (float64 on)
+
+    rng = np.random.default_rng(0)
+    q, k, v = (rng.standard_normal((1, 3, 600, 8)) for _ in range(3))  # float64: the 1e-10 row applies
+    got = _jax_matmuls_only(False)(*(jnp.asarray(x) for x in (q, k, v)))
+    assert_close(got, (q @ np.swapaxes(k, -1, -2)) @ v, np.float64, what="(q k^T) v")
 
 
 def test_long_context_worker_is_exact_and_measures_memory():
