@@ -29,14 +29,15 @@ __all__ = [
 FAST_PATH = True
 
 
-def _check_qkv(q, k, v=None) -> None:
+def _check_qkv(q, k, v=None, values: bool = True) -> None:
     named = (("q", q), ("k", k)) + ((("v", v),) if v is not None else ())
     for name, x in named:
         check_min_ndim(name, x, 2, "(..., T, D)")
         check_float(name, x)
         check_nonempty(name, x, -2, "sequence (T)")
-    for (name, _), finite in zip(named, all_finite_each(*(x for _, x in named))):
-        check_finite(name, finite)
+    if values:  # False for a caller that leaves NaN/inf to flash.fast_attention
+        for (name, _), finite in zip(named, all_finite_each(*(x for _, x in named))):
+            check_finite(name, finite)
     check_same("k", k.shape[-1], "q's last axis (d_head)", q.shape[-1], "last-axis size")
     if v is not None:
         check_same("v", v.shape[-2], "k's sequence axis (T_k)", k.shape[-2], "sequence length")
@@ -109,7 +110,7 @@ def scaled_dot_product_attention(q, k, v, mask=None, scale: float | None = None)
     Shapes: q (..., T_q, D), k (..., T_k, D), v (..., T_k, D_v), mask broadcastable to
             (..., T_q, T_k) -> out (..., T_q, D_v), weights (..., T_q, T_k)
     """
-    _check_qkv(q, k, v)
+    _check_qkv(q, k, v, values=False)  # NaN/inf: read once, by whichever path runs below
     if mask is not None:
         check_mask("mask", mask, q.shape[:-1] + (k.shape[-2],))
     if scale is None:
@@ -118,6 +119,7 @@ def scaled_dot_product_attention(q, k, v, mask=None, scale: float | None = None)
         # Same numbers as _sdpa (tested equal in parity_tests/test_flash.py), one (batch, head)
         # at a time so each head's scores stay in cache: jax_impl/flash.py explains why.
         return fast_attention(q, k, v, mask, scale, need_weights=True)
+    _check_qkv(q, k, v)
     return _sdpa(q, k, v, mask, scale)
 
 

@@ -54,13 +54,15 @@ __all__ += [
 FAST_PATH = True
 
 
-def _check_qkv(q, k, v=None) -> None:
-    """Shared checks: (..., T, D) arrays, same head size for q and k, same T_k for k and v."""
+def _check_qkv(q, k, v=None, values: bool = True) -> None:
+    """Shared checks: (..., T, D) arrays, same head size for q and k, same T_k for k and v, and
+    (unless values=False, for a caller that leaves that to flash.fast_attention) no NaN or inf."""
     for name, x in (("q", q), ("k", k)) + ((("v", v),) if v is not None else ()):
         check_min_ndim(name, x, 2, "(..., T, D)")
         check_float(name, x)
         check_nonempty(name, x, -2, "sequence (T)")
-        check_finite(name, np.isfinite(x).all())
+        if values:
+            check_finite(name, np.isfinite(x).all())
     check_same("k", k.shape[-1], "q's last axis (d_head)", q.shape[-1], "last-axis size")
     if v is not None:
         check_same("v", v.shape[-2], "k's sequence axis (T_k)", k.shape[-2], "sequence length")
@@ -189,7 +191,7 @@ def scaled_dot_product_attention(
     Shapes: q (..., T_q, D), k (..., T_k, D), v (..., T_k, D_v), mask broadcastable to
             (..., T_q, T_k) -> out (..., T_q, D_v), weights (..., T_q, T_k)
     """
-    _check_qkv(q, k, v)
+    _check_qkv(q, k, v, values=False)  # NaN/inf: read once, by whichever path runs below
     if scale is None:
         # A Python float, not np.float64: NumPy 2 would promote float32 inputs to float64.
         scale = 1.0 / math.sqrt(q.shape[-1])
@@ -197,6 +199,7 @@ def scaled_dot_product_attention(
         # The same numbers as the four steps below (tested equal in parity_tests/test_flash.py),
         # computed in cache-sized blocks on every core: numpy_impl/flash.py explains how.
         return fast_attention(q, k, v, mask, scale, need_weights=True)
+    _check_qkv(q, k, v)
     scores = attn_scaled(pairwise_similarities(q, k), scale)
     weights = attn_softmax(scores, mask)
     return compute_outputs(weights, v), weights

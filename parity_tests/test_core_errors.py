@@ -61,3 +61,19 @@ def test_bad_input_message_is_the_same_in_every_backend(backend, what):
         call(mods, conv)
     assert isinstance(info.value, InputError)
     assert str(info.value) == message
+
+
+@pytest.mark.parametrize("backend", ["numpy", "jax"])
+@pytest.mark.parametrize("fast_path", [True, False], ids=["fast-path", "plain-steps"])
+@pytest.mark.parametrize("bad", ["q", "k", "v"])
+def test_nan_named_on_both_default_paths(backend, fast_path, bad, monkeypatch):
+    """scaled_dot_product_attention reads the values for NaN/inf once, on whichever path it takes:
+    flash.fast_attention's check on the fast path, its own on the plain steps. Both must name the
+    argument."""
+    mods, conv = BACKENDS[backend]
+    monkeypatch.setattr(mods["attention"], "FAST_PATH", fast_path)
+    qkv = {"q": Q.copy(), "k": K.copy(), "v": V.copy()}
+    qkv[bad][0, 1, 2] = np.inf
+    with pytest.raises(InputError) as info:
+        mods["attention"].scaled_dot_product_attention(conv(qkv["q"]), conv(qkv["k"]), conv(qkv["v"]))
+    assert str(info.value) == f"{bad}: expected finite values, got NaN or inf"
