@@ -35,9 +35,16 @@ def backends():
     import torch
 
     import jax_impl  # noqa: F401  (turns on float64)
+    import jax_impl.layers, jax_impl.losses, jax_impl.lora, jax_impl.optim  # noqa: E401
+    import numpy_impl.layers, numpy_impl.losses, numpy_impl.lora, numpy_impl.optim  # noqa: E401
+    import torch_ref.layers, torch_ref.losses, torch_ref.lora, torch_ref.optim  # noqa: E401
     from jax_impl import attention as ja, masks as jmk, multihead as jm, positional as jp
     from numpy_impl import attention as na, masks as nmk, multihead as nm, positional as np_
     from torch_ref import attention as ta, masks as tmk, multihead as tm, positional as tp
+
+    def mods(pkg, attention, masks, multihead, positional):
+        return dict(attention=attention, masks=masks, multihead=multihead, positional=positional,
+                    layers=pkg.layers, losses=pkg.losses, lora=pkg.lora, optim=pkg.optim)
 
     def to_torch(x):
         if isinstance(x, dict):
@@ -50,9 +57,9 @@ def backends():
         return jnp.asarray(x) if isinstance(x, np.ndarray) else x
 
     return {
-        "numpy": (dict(attention=na, masks=nmk, multihead=nm, positional=np_), lambda x: x),
-        "jax": (dict(attention=ja, masks=jmk, multihead=jm, positional=jp), to_jax),
-        "torch": (dict(attention=ta, masks=tmk, multihead=tm, positional=tp), to_torch),
+        "numpy": (mods(numpy_impl, na, nmk, nm, np_), lambda x: x),
+        "jax": (mods(jax_impl, ja, jmk, jm, jp), to_jax),
+        "torch": (mods(torch_ref, ta, tmk, tm, tp), to_torch),
     }
 
 
@@ -160,12 +167,15 @@ def _dtype_for(backend: str, dtype):
     return np.dtype(dtype)
 
 
-def run_on_backends(run: Callable, inputs: dict) -> dict[str, list[np.ndarray]]:
-    """Convert NumPy `inputs` to each backend, call run(modules, inputs), return NumPy outputs."""
+def run_on_backends(run: Callable, inputs: dict, only: tuple[str, ...] | None = None) -> dict[str, list[np.ndarray]]:
+    """Convert NumPy `inputs` to each backend, call run(modules, inputs), return NumPy outputs.
+    `only` restricts the backends (an exercise whose maths exists in NumPy alone)."""
     from common.tolerances import to_numpy
 
     outs = {}
     for name, (mods, convert) in backends().items():
+        if only is not None and name not in only:
+            continue
         args = {k: (_dtype_for(name, v) if k == "dtype" else convert(v)) for k, v in inputs.items()}
         result = run(mods, args)
         outs[name] = [to_numpy(o) for o in (result if isinstance(result, tuple) else (result,))]

@@ -1,0 +1,212 @@
+"""The parent's side of the sandbox: start the worker, send it one case at a time, and turn
+whatever happens (an answer, an exception, a hang, a segfault, sys.exit, a runaway allocation)
+into a plain reply dict. Nothing the child does can raise here.
+
+A worker lives for one submission file, so the framework and the file are imported once, not per
+case. A case that hangs or kills the process costs a restart for the cases after it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+WORKER = Path(__file__).with_name("worker.py")
+DEFAULT_TIMEOUT_S = 20.0
+DEFAULT_MEMORY_BYTES = 4 * 1024**3
+# Importing torch or JAX and the user's file can take several seconds on a loaded 2-core machine;
+# the per-case limit starts only once the worker says it is ready.
+LOAD_TIMEOUT_S = 60.0
+_OUTPUT_KEEP = 4000  # characters of the user's own prints kept for the report
+
+
+def _signal_name(code: int) -> str:
+    try:
+        return signal.Signals(-code).name
+    except ValueError:
+        return f"signal {-code}"
+
+
+def _rss_bytes(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
+    except (OSError, StopIteration, ValueError):
+        return 0
+
+
+class Worker:
+    """One child process running one user file. call() never raises for anything the child does."""
+
+    def __init__(self, path: str, framework: str, timeout_s: float = DEFAULT_TIMEOUT_S,
+                 memory_bytes: int = DEFAULT_MEMORY_BYTES, mode: str = "full"):
+        self.path, self.framework = os.path.abspath(path), framework
+        self.timeout_s, self.memory_bytes, self.mode = float(timeout_s), int(memory_bytes), mode
+        self.tmp = tempfile.TemporaryDirectory(prefix="triptych-check-")
+        self.proc: subprocess.Popen | None = None
+        self.hello: dict | None = None
+        self._n = 0
+
+    # ------------------------------------------------------------ process management
+    def start(self) -> dict:
+        """Start the child and wait for its hello: {"ready": bool, "mode", "error"?}."""
+        self.close()
+        req_r, req_w = os.pipe()
+        rep_r, rep_w = os.pipe()
+        self._log = open(Path(self.tmp.name) / f"output-{self._n}.txt", "w+b")
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON",))}
+        env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
+                   TF_CPP_MIN_LOG_LEVEL="3", JAX_PLATFORMS="cpu", HF_HUB_OFFLINE="1")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-I", str(WORKER), self.path, self.framework, self.mode,
+             str(self.memory_bytes), str(req_r), str(rep_w)],
+            stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
+            pass_fds=(req_r, rep_w), start_new_session=True, env=env,
+            cwd=os.path.dirname(self.path),
+        )
+        os.close(req_r)
+        os.close(rep_w)
+        self._requests = os.fdopen(req_w, "w", encoding="utf-8")
+        self._replies = rep_r
+        self._buffer = b""
+        hello = self._read(LOAD_TIMEOUT_S)
+        if "died" in hello or "timeout" in hello:
+            hello = {"ready": False, **hello}
+        self.hello = hello
+        return hello
+
+    def close(self) -> None:
+        if self.proc is None:
+            return
+        try:
+            self._requests.write(json.dumps({"stop": True}) + "\n")
+            self._requests.flush()
+        except (OSError, ValueError):
+            pass
+        try:
+            self.proc.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            self._kill()
+        for f in (self._requests,):
+            try:
+                f.close()
+            except OSError:
+                pass
+        os.close(self._replies)
+        self._log.close()
+        self.proc = None
+
+    def _kill(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # the whole group: threads and any children
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.proc.wait()
+
+    def output(self) -> str:
+        """What the user's code printed so far (last few thousand characters)."""
+        try:
+            self._log.flush()
+            with open(self._log.name, "rb") as f:
+                return f.read().decode("utf-8", "replace")[-_OUTPUT_KEEP:]
+        except OSError:
+            return ""
+
+    def _read(self, timeout_s: float) -> dict:
+        """One reply line, or {"timeout": s} / {"died": ...} / {"memory": bytes}."""
+        deadline = time.monotonic() + timeout_s
+        while b"\n" not in self._buffer:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self._kill()
+                return {"timeout": timeout_s}
+            ready, _, _ = select.select([self._replies], [], [], min(left, 0.05))
+            if not ready:
+                # The address-space cap normally stops a runaway allocation inside the child; this
+                # watch on resident memory is the second line (and the only one off Linux).
+                if self.memory_bytes and _rss_bytes(self.proc.pid) > self.memory_bytes + (1 << 30):
+                    self._kill()
+                    return {"memory": self.memory_bytes}
+                continue
+            chunk = os.read(self._replies, 1 << 16)
+            if not chunk:
+                code = self.proc.wait()
+                return {"died": code, "how": _signal_name(code) if code < 0 else f"exit code {code}"}
+            self._buffer += chunk
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        try:
+            reply = json.loads(line)
+            return reply if isinstance(reply, dict) else {"garbled": True}
+        except ValueError:
+            return {"garbled": True}
+
+    # ------------------------------------------------------------ one case
+    def call(self, target: dict, inputs: dict) -> dict:
+        """Run target on inputs (NumPy arrays, dicts of arrays, JSON scalars) in the child.
+
+        Returns {"ok": True, "outputs": [arrays or None], "types": [...], "tuple": bool,
+        "inputs_after": {key: array}} or {"error": {...}} / {"timeout"} / {"died"} / {"memory"}
+        / {"load_error": {...}}."""
+        if self.proc is None or self.proc.poll() is not None:
+            hello = self.start()
+            if not hello.get("ready"):
+                return {"load_error": hello}
+        self._n += 1
+        case_dir = Path(self.tmp.name)
+        in_path, out_path = case_dir / f"in-{self._n}.npz", case_dir / f"out-{self._n}.npz"
+        arrays, scalars = split_inputs(inputs)
+        np.savez(in_path, **arrays)
+        request = {"id": self._n, "target": target, "inputs": str(in_path), "scalars": scalars,
+                   "framework": self.framework, "out": str(out_path)}
+        try:
+            self._requests.write(json.dumps(request) + "\n")
+            self._requests.flush()
+        except (OSError, ValueError):
+            pass  # the child is gone; _read reports how
+        reply = self._read(self.timeout_s)
+        if "timeout" in reply or "died" in reply or "memory" in reply or "garbled" in reply:
+            if self.proc is not None and self.proc.poll() is None:
+                self._kill()
+            self.close()
+            return reply
+        if reply.get("error") or not reply.get("ok"):
+            return {"error": reply.get("error") or {"type": "protocol", "message": "no answer"}}
+        return read_outputs(out_path, reply)
+
+
+def split_inputs(inputs: dict) -> tuple[dict[str, np.ndarray], dict]:
+    """Arrays (dicts of arrays flattened to 'params/w_q') go to the npz; the rest must be JSON."""
+    arrays, scalars = {}, {}
+    for key, value in inputs.items():
+        if isinstance(value, np.ndarray):
+            arrays[key] = value
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                arrays[f"{key}/{k}"] = np.asarray(v)
+        else:
+            scalars[key] = value.item() if isinstance(value, np.generic) else value
+    return arrays, scalars
+
+
+def read_outputs(out_path: Path, reply: dict) -> dict:
+    """Load the child's npz without pickle; a file we cannot read is a verdict, not a crash."""
+    described = reply.get("outputs") or {}
+    items = described.get("items", []) if isinstance(described, dict) else []
+    try:
+        with np.load(out_path, allow_pickle=False) as data:
+            stored = {k: data[k] for k in data.files}
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is the submission's problem
+        return {"error": {"type": "unreadable output", "message": str(exc)[:200], "frames": []}}
+    outputs = [stored.get(f"out_{i}") for i in range(len(items))]
+    after = {k[3:]: v for k, v in stored.items() if k.startswith("in/")}
+    return {"ok": True, "outputs": outputs, "types": [str(it.get("type")) for it in items],
+            "tuple": bool(described.get("tuple")) if isinstance(described, dict) else False,
+            "inputs_after": after}

@@ -1,0 +1,327 @@
+"""The child process that runs a user's code, and nothing else.
+
+It is started as `python -I worker.py` (isolated: no PYTHONPATH, no user site, not even this folder
+on sys.path), so it imports only the standard library, NumPy and the user's framework. It never
+judges anything: it loads the user's file, calls what the parent names, and hands back plain arrays.
+References, comparisons and verdicts are computed in the checker's own process, so a submission that
+patches numpy or torch here (`np.allclose = lambda *a, **k: True`) changes nothing that is judged.
+
+Protocol (one JSON object per line, on two private pipes so the user's print() and input() cannot
+touch it): the parent sends {"id", "target", "inputs": npz path, "scalars", "framework", "out": npz
+path}; the worker answers {"id", "ok": true, "outputs": [...]} or {"id", "error": {...}}.
+Arrays travel as .npz files written with np.savez and read with allow_pickle=False: reading an npz
+cannot run code, unlike unpickling an object whose __reduce__ was chosen by the user.
+
+This module is also imported by the parent for the in-process API (crosscheck.check on a function
+object), so its helpers take the framework as an argument and import it lazily.
+"""
+from __future__ import annotations
+
+import ast
+import json
+import os
+import sys
+import traceback
+import types
+
+import numpy as np
+
+MODULE_NAME = "submission"
+
+
+# ---------------------------------------------------------------- loading the user's file
+
+def read_source(path: str) -> tuple[str, list[tuple[int, int]]]:
+    """The file's Python source. A notebook (.ipynb) gives its code cells in order; IPython lines
+    (`!pip install`, `%matplotlib`) are blanked so the rest still compiles. Also returns, for a
+    notebook, (first line, cell number) pairs so tracebacks can say which cell."""
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    if not path.endswith(".ipynb"):
+        return text, []
+    nb = json.loads(text)
+    lines, cells = [], []
+    for n, cell in enumerate(c for c in nb.get("cells", []) if c.get("cell_type") == "code"):
+        src = cell.get("source", "")
+        src = "".join(src) if isinstance(src, list) else str(src)
+        cells.append((len(lines) + 1, n + 1))
+        for line in src.splitlines():
+            lines.append("" if line.lstrip().startswith(("!", "%")) else line)
+        lines.append("")
+    return "\n".join(lines) + "\n", cells
+
+
+def _simple_constant(node: ast.AST) -> bool:
+    """Literals and arithmetic on literals (`N_HEADS = 2`, `DEVICE = "cpu"`, `GB = 2 * 10**9`)."""
+    if isinstance(node, ast.Constant):
+        return True
+    if isinstance(node, (ast.Tuple, ast.List)):
+        return all(_simple_constant(e) for e in node.elts)
+    if isinstance(node, ast.UnaryOp):
+        return _simple_constant(node.operand)
+    if isinstance(node, ast.BinOp):
+        return _simple_constant(node.left) and _simple_constant(node.right)
+    return False
+
+
+def definitions_only(source: str, path: str) -> ast.Module:
+    """Keep imports, function and class definitions and simple constant assignments: what is left
+    of a notebook export once its prints, test calls and names from other cells are dropped."""
+    tree = ast.parse(source, filename=path)
+    keep = []
+    for node in tree.body:
+        if isinstance(node, (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            keep.append(node)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None and _simple_constant(node.value):
+            keep.append(node)
+    tree.body = keep
+    return tree
+
+
+def load_module(path: str, mode: str = "full") -> types.ModuleType:
+    """Execute the user's file as a module. mode "full" runs it as written; "definitions" runs
+    only definitions_only(). The file's folder goes on sys.path so its own helper modules import."""
+    source, _ = read_source(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    module = types.ModuleType(MODULE_NAME)
+    module.__file__ = path
+    sys.modules[MODULE_NAME] = module
+    code = compile(definitions_only(source, path) if mode == "definitions" else source, path, "exec")
+    exec(code, module.__dict__)
+    return module
+
+
+# ---------------------------------------------------------------- arrays in and out
+
+def import_framework(framework: str):
+    if framework == "torch":
+        import torch
+        return torch
+    if framework == "jax":
+        import jax
+        jax.config.update("jax_enable_x64", True)  # float64 cases must stay float64
+        import jax.numpy as jnp
+        return jnp
+    return np
+
+
+def load_inputs(npz_path: str, scalars: dict) -> dict:
+    """npz arrays (dict entries flattened as 'params/w_q') plus JSON scalars -> one dict."""
+    inputs: dict = dict(scalars)
+    with np.load(npz_path, allow_pickle=False) as data:
+        for key in data.files:
+            *outer, inner = key.split("/")
+            d = inputs
+            for part in outer:
+                d = d.setdefault(part, {})
+            d[inner] = data[key]
+    return inputs
+
+
+def to_framework(value, framework: str):
+    """NumPy -> the user's framework. Copies, so an in-place edit by the user is visible to us
+    afterwards (torch.from_numpy would share memory with our own record of the input)."""
+    if isinstance(value, dict):
+        return {k: to_framework(v, framework) for k, v in value.items()}
+    if not isinstance(value, np.ndarray):
+        return value
+    if framework == "torch":
+        import torch
+        return torch.tensor(value)
+    if framework == "jax":
+        import jax.numpy as jnp
+        return jnp.asarray(value)
+    return value.copy()
+
+
+def to_numpy(value) -> tuple[np.ndarray | None, str]:
+    """(array or None, type name). Only real arrays and Python/NumPy numbers come back as arrays;
+    anything else is reported by its type name, for a 'wrong return type' verdict."""
+    kind = f"{type(value).__module__}.{type(value).__qualname__}"
+    if isinstance(value, np.ndarray):
+        arr = value
+    elif type(value).__module__.startswith("torch") and hasattr(value, "detach"):
+        arr = value.detach().cpu().numpy()
+    elif type(value).__module__.startswith(("jax", "jaxlib")) and hasattr(value, "shape"):
+        arr = np.asarray(value)
+    elif isinstance(value, (bool, int, float, np.generic)):
+        arr = np.asarray(value)
+    else:
+        return None, kind
+    if arr.dtype == object:
+        return None, kind + " (object array)"
+    return np.array(arr, order="C", copy=True), kind  # ascontiguousarray would make 0-d arrays 1-d
+
+
+def flatten_arrays(value, prefix: str = "") -> dict[str, np.ndarray]:
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            out.update(flatten_arrays(v, f"{prefix}{k}/"))
+        return out
+    arr, _ = to_numpy(value)
+    return {prefix.rstrip("/"): arr} if arr is not None and arr.ndim > 0 else {}
+
+
+# ---------------------------------------------------------------- calling the user's code
+
+class Missing(Exception):
+    """The file does not define what the exercise calls."""
+
+
+def _lookup(module, name: str):
+    obj = getattr(module, name, None) if module is not None else None
+    if obj is None:
+        raise Missing(name)
+    return obj
+
+
+def _argument(spec, live: dict, module):
+    """An argument is an input key, or {"call": name, "args": [...]}: the user's own function
+    applied first (apply_causal_mask is graded with the user's own make_causal_mask)."""
+    if isinstance(spec, dict) and "call" in spec:
+        fn = _lookup(module, spec["call"])
+        return fn(*[_argument(a, live, module) for a in spec.get("args", [])])
+    return live[spec]
+
+
+def _set_weight(obj, path: str, value, framework: str) -> None:
+    """Put a reference weight where the skeleton fixed its name: 'W_q.weight' walks attributes.
+    A torch Parameter is overwritten in place (keeping it registered); anything else is replaced."""
+    *outer, last = path.split(".")
+    for part in outer:
+        obj = getattr(obj, part)
+    current = getattr(obj, last, None)
+    if framework == "torch" and current is not None and hasattr(current, "copy_"):
+        import torch
+        if tuple(current.shape) != tuple(value.shape):
+            raise ValueError(f"attribute {path}: expected shape {tuple(value.shape)}, got {tuple(current.shape)}")
+        with torch.no_grad():
+            current.copy_(value)
+    else:
+        setattr(obj, last, value)
+
+
+def call_target(module, target: dict, live: dict, framework: str):
+    """Run what the exercise names, on inputs already in the user's framework (`live`): a
+    function, a class (built, weights loaded, then called), or a module-level value."""
+    kind = target.get("kind", "function")
+    obj = _lookup(module, target["name"])
+    if kind == "value":
+        return obj
+    args = [_argument(a, live, module) for a in target.get("args", [])]
+    kwargs = {k: _argument(k, live, module) for k in target.get("kwargs", [])}
+    if kind == "function":
+        return obj(*args, **kwargs)
+    instance = obj(*[live[a] for a in target.get("init", [])])
+    for path, key in target.get("weights", {}).get(framework, []):
+        _set_weight(instance, path, live[key], framework)
+    if framework == "torch" and hasattr(instance, "eval"):
+        import torch
+        instance.eval()  # dropout off: the reference has none
+        instance.to(getattr(torch, target.get("dtype", "float64")))
+    method = target.get("method")
+    return getattr(instance, method)(*args, **kwargs) if method else instance(*args, **kwargs)
+
+
+def describe_outputs(result) -> tuple[dict[str, np.ndarray], list[dict]]:
+    """(arrays to save, one description per returned item). A tuple or list is several outputs."""
+    items = list(result) if isinstance(result, (tuple, list)) else [result]
+    arrays, described = {}, []
+    for i, item in enumerate(items):
+        arr, kind = to_numpy(item)
+        described.append({"type": kind, "saved": arr is not None})
+        if arr is not None:
+            arrays[f"out_{i}"] = arr
+    return arrays, {"items": described, "tuple": isinstance(result, (tuple, list))}
+
+
+def user_frames(tb, path: str) -> list[list]:
+    """The traceback trimmed to frames in the user's file: their code, not ours or numpy's."""
+    real = os.path.realpath(path)
+    return [[os.path.basename(f.filename), f.lineno, f.name, (f.line or "").strip()]
+            for f in traceback.extract_tb(tb) if os.path.realpath(f.filename) == real]
+
+
+def describe_error(exc: BaseException, path: str) -> dict:
+    name = type(exc).__name__
+    message = str(exc)
+    memory = isinstance(exc, MemoryError) or "can't allocate memory" in message or "out of memory" in message.lower()
+    return {"type": name, "message": message[:500], "frames": user_frames(exc.__traceback__, path),
+            "not_implemented": isinstance(exc, NotImplementedError), "memory": memory,
+            "missing": exc.args[0] if isinstance(exc, Missing) else None,
+            "exit_code": (exc.code if isinstance(exc.code, int) else 1) if isinstance(exc, SystemExit) else None}
+
+
+def serve_one(module, request: dict, path: str) -> dict:
+    framework = request["framework"]
+    reply = {"id": request["id"]}
+    try:
+        inputs = load_inputs(request["inputs"], request.get("scalars", {}))
+        live = {k: to_framework(v, framework) for k, v in inputs.items()}
+        result = call_target(module, request["target"], live, framework)
+        arrays, described = describe_outputs(result)
+        # The inputs as they are after the call: the parent compares them with its own copy.
+        for key, arr in flatten_arrays(live).items():
+            arrays[f"in/{key}"] = arr
+        np.savez(request["out"], **arrays)
+        reply.update(ok=True, outputs=described)
+    except BaseException as exc:  # everything the user's code does becomes a verdict
+        reply["error"] = describe_error(exc, path)
+    return reply
+
+
+# ---------------------------------------------------------------- the child's main loop
+
+def _limit_memory(limit_bytes: int) -> None:
+    """Cap the address space at what the imports already use plus the limit, so one runaway
+    allocation raises MemoryError in the user's code instead of exhausting the machine."""
+    try:
+        import resource
+        with open("/proc/self/status") as f:
+            vm = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize:"))
+        cap = vm + limit_bytes
+        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+    except (OSError, ValueError, StopIteration, ImportError):
+        pass  # not Linux: the parent's resident-memory watch still applies
+
+
+def main(argv: list[str]) -> int:
+    path, framework, mode, limit, rfd, wfd = argv[0], argv[1], argv[2], int(argv[3]), int(argv[4]), int(argv[5])
+    requests = os.fdopen(rfd, "r", encoding="utf-8")
+    replies = os.fdopen(wfd, "w", encoding="utf-8")
+
+    def send(obj):
+        replies.write(json.dumps(obj) + "\n")
+        replies.flush()
+
+    import_framework(framework)
+    if framework == "torch":
+        import torch
+        torch.set_num_threads(1)  # tiny cases: threads cost more than they give, and CI has 2 cores
+    if limit > 0:
+        _limit_memory(limit)
+    hello = {"ready": True, "mode": mode}
+    try:
+        module = load_module(path, mode)
+    except BaseException as exc:
+        hello.update(ready=False, error=describe_error(exc, path))
+        module = None
+    send(hello)
+    if module is None:
+        return 0
+    for line in requests:
+        try:
+            request = json.loads(line)
+        except ValueError:
+            continue
+        if request.get("stop"):
+            break
+        send(serve_one(module, request, path))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
