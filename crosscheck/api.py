@@ -95,7 +95,7 @@ def check(exercise: str, obj, framework: str | None = None, **helpers) -> Report
     if isinstance(obj, types.ModuleType):
         namespace = obj
     else:
-        namespace = types.SimpleNamespace(**{ex.defines: obj}, **helpers)
+        namespace = types.SimpleNamespace(**{**helpers, ex.defines: obj})
     try:
         path = inspect.getsourcefile(obj)
     except TypeError:

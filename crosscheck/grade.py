@@ -147,15 +147,17 @@ def _error_row(ex: Exercise, case: Case, reply: dict, path_hint: str) -> dict:
 
 def judge(ex: Exercise, case: Case, inputs: dict, refs: dict, reply: dict, path_hint: str = "your file") -> dict:
     """The verdict for one case, from the child's reply and the references."""
-    if not reply.get("ok"):
-        return _error_row(ex, case, reply, path_hint)
-    got: list = reply["outputs"]
     ref_name, expected = expected_of(refs)
     tol = tolerance(case.dtype, ex.tol_kind)
     base = dict(expected_shape=" ".join(str(tuple(e.shape)) for e in expected),
                 l2_ref={b: l2(v) for b, v in refs.items()},
                 tolerance=tol.atol + tol.rtol * max((float(np.max(np.abs(np.where(np.isfinite(e), e, 0))))
                                                     if e.size and e.dtype != bool else 0.0) for e in expected))
+    if not reply.get("ok"):
+        row = _error_row(ex, case, reply, path_hint)
+        row.update({k: v for k, v in base.items() if k != "tolerance"})
+        return row
+    got: list = reply["outputs"]
     n_want = len(ex.outputs)
     if len(got) != n_want or (n_want > 1 and not reply.get("tuple")):
         want = "one array" if n_want == 1 else f"a tuple of {n_want} arrays ({', '.join(ex.outputs)})"

@@ -1,0 +1,104 @@
+"""`triptych exercise list|show NAME|new GROUP`: the catalogue `check` grades against.
+
+`list` groups the exercises by course section, `show` prints one exercise's signature, shape
+contract, cases and the mistakes it can name, `new` writes a skeleton file to fill in."""
+from __future__ import annotations
+
+ORDER = 24
+
+
+def register(sub) -> None:
+    p = sub.add_parser("exercise", help="the exercises `check` grades: list, show NAME, new GROUP --out FILE")
+    s = p.add_subparsers(dest="action", metavar="ACTION")
+    s.required = True
+    ls = s.add_parser("list", help="the catalogue, grouped by course section")
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(func=run_list)
+    sh = s.add_parser("show", help="signature, shape contract, cases and named mistakes of one exercise")
+    sh.add_argument("name", metavar="NAME")
+    sh.add_argument("--json", action="store_true")
+    sh.set_defaults(func=run_show)
+    nw = s.add_parser("new", help="write a skeleton file with one TODO stub per exercise of a group")
+    nw.add_argument("group", metavar="GROUP", help="course-a, course-b, ... (`exercise list` names them)")
+    nw.add_argument("--framework", choices=["numpy", "torch", "jax"], default="numpy")
+    nw.add_argument("--out", required=True, metavar="FILE", help="where to write it (refuses to overwrite)")
+    nw.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
+    nw.set_defaults(func=run_new)
+
+
+def run_list(args) -> int:
+    from rich.table import Table
+
+    from commands._common import console, print_json
+    from crosscheck.exercises import groups
+
+    found = groups()
+    if args.json:
+        print_json([{"group": g, "title": title, "name": ex.name, "signature": ex.signature,
+                     "mistakes": len(ex.variants)} for g, (title, exs) in found.items() for ex in exs])
+        return 0
+    table = Table(title="triptych exercise show NAME  |  triptych exercise new GROUP --out FILE", title_justify="left")
+    for col in ("group", "exercise", "signature", "cases", "named mistakes"):
+        table.add_column(col, overflow="fold")
+    for g, (title, exs) in found.items():
+        for n, ex in enumerate(exs):
+            table.add_row(f"[bold]{g}[/]" if n == 0 else "", ex.name, ex.signature, str(len(ex.cases)),
+                          str(len(ex.variants)))
+        table.add_section()
+    console.print(table)
+    n_ex = sum(len(exs) for _, exs in found.values())
+    n_var = sum(len(ex.variants) for _, exs in found.values() for ex in exs)
+    console.print(f"{n_ex} exercises in {len(found)} groups; {n_var} named mistakes")
+    return 0
+
+
+def run_show(args) -> int:
+    from rich.markup import escape
+
+    from commands._common import console, print_json
+    from crosscheck.exercises import get
+    from crosscheck.spec import locate
+
+    ex = get(args.name)
+    info = {"name": ex.name, "group": ex.group, "signature": ex.signature, "contract": ex.contract,
+            "checks": ex.checks, "notes": ex.notes, "backends": list(ex.backends), "outputs": list(ex.outputs),
+            "cases": [{"name": c.name, "dtype": c.dtype, "course_tol": c.course_tol} for c in ex.cases],
+            "mistakes": [{"name": v.name, "says": v.says, "why": v.why, "fix_at": locate(v.fix_at)}
+                         for v in ex.variants]}
+    if args.json:
+        print_json(info)
+        return 0
+    console.print(f"[bold]{ex.name}[/]  ({ex.group})")
+    console.print(f"  def {escape(ex.signature)}")
+    console.print(f"  shapes: {escape(ex.contract)}")
+    console.print(f"  checked: {escape(ex.checks)}; references from {', '.join(ex.backends)}")
+    if ex.notes:
+        console.print(f"  note: {escape(ex.notes)}")
+    console.print("  cases:")
+    for c in ex.cases:
+        tol = f", course tolerance {c.course_tol:g}" if c.course_tol is not None else ""
+        console.print(f"    - {escape(c.name)} ({c.dtype}{tol})")
+    if ex.variants:
+        console.print("  mistakes it names:")
+        for v in ex.variants:
+            console.print(f"    - [yellow]{escape(v.name)}[/]: {escape(v.says)}")
+    return 0
+
+
+def run_new(args) -> int:
+    import os
+
+    from commands._common import CLIError, console
+    from common.io import atomic_path
+    from crosscheck.exercises import get_group, groups
+    from crosscheck.skeleton import render
+
+    exs = get_group(args.group)
+    if os.path.exists(args.out) and not args.force:
+        raise CLIError(f"--out: {args.out} exists; choose another name or pass --force")
+    text = render(args.group, groups()[args.group][0], exs, args.framework)
+    with atomic_path(args.out) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    console.print(f"wrote {args.out}: {len(exs)} stubs ({args.framework}). Fill them in, then: "
+                  f"triptych check {args.out}")
+    return 0

@@ -1,0 +1,116 @@
+"""How a check looks: one rich table per exercise (the user's numbers beside NumPy's, JAX's and
+torch's), the diagnosis under it, and the JSON rows for autograders."""
+from __future__ import annotations
+
+from rich.markup import escape
+from rich.table import Table
+
+from crosscheck.session import FileReport
+
+JSON_KEYS = ("exercise", "group", "case", "dtype", "ok", "verdict", "max_abs_err", "tolerance", "course_tol",
+             "diagnosis", "mistake", "explanation", "fix_at", "message", "shape", "expected_shape", "l2", "l2_ref",
+             "traceback")
+
+
+def _num(x, fmt=".2e") -> str:
+    return "-" if x is None else format(x, fmt)
+
+
+def _verdict(row) -> str:
+    if row["ok"]:
+        return "[green]pass[/]"
+    return f"[bold red]{escape(row['verdict'])}[/]"
+
+
+def json_rows(report: FileReport, with_file: bool = False) -> list[dict]:
+    rows = []
+    for r in report.rows:
+        out = {k: r.get(k) for k in JSON_KEYS}
+        if with_file:
+            out = {"file": report.path, "framework": report.framework, **out}
+        rows.append(out)
+    return rows
+
+
+def exercise_table(name: str, rows: list[dict], framework: str) -> Table:
+    """One row per case. The diagnosis column names the mistake briefly; the sentence, the reason
+    and the line of numpy_impl that does it right follow under the table."""
+    table = Table(title=f"{name}  ({framework})", title_justify="left")
+    for col, justify, width in (("case", "left", 30), ("shape yours / expected", "left", 26),
+                                ("L2 yours", "right", None), ("L2 numpy", "right", None), ("L2 jax", "right", None),
+                                ("L2 torch", "right", None), ("max |err|", "right", None),
+                                ("tol ours / course", "right", None), ("verdict", "left", 14),
+                                ("diagnosis", "left", 24)):
+        table.add_column(col, justify=justify, max_width=width, overflow="fold")
+    for r in rows:
+        shape = "-" if r.get("shape") is None else (
+            r["shape"] if r["shape"] == r.get("expected_shape") else f"{r['shape']} / {r.get('expected_shape')}")
+        if r.get("shape") is None and r.get("expected_shape"):
+            shape = f"- / {r['expected_shape']}"
+        l2_ref = r.get("l2_ref") or {}
+        tol = _num(r.get("tolerance"), ".1e") + " / " + _num(r.get("course_tol"), "g")
+        short = r.get("mistake") or ("see below" if r.get("diagnosis") else "")
+        table.add_row(escape(r["case"] or ""), escape(shape), _num(r.get("l2"), ".6g"),
+                      *(_num(l2_ref.get(b), ".6g") for b in ("numpy", "jax", "torch")),
+                      _num(r.get("max_abs_err")), tol, _verdict(r), f"[yellow]{escape(short)}[/]")
+    return table
+
+
+def details(rows: list[dict]) -> list[str]:
+    """The lines under a table: per failing case, what happened and where to look."""
+    lines, seen = [], set()
+    for r in rows:
+        if r["ok"] and r.get("message"):
+            key = ("note", r["message"])
+            if key not in seen:
+                seen.add(key)
+                lines.append(f"  [green]{escape(r['case'])}[/]: {escape(r['message'])}")
+            continue
+        if r["ok"]:
+            continue
+        key = (r["verdict"], r.get("mistake") or r.get("diagnosis") or r.get("message"))
+        if key in seen:
+            continue
+        seen.add(key)
+        lines.append(f"  [bold red]{escape(r['case'] or r['verdict'])}[/]: {escape(r.get('message') or '')}")
+        if r.get("diagnosis"):
+            lines.append(f"    [yellow]{escape(r['diagnosis'])}[/]")
+        if r.get("explanation"):
+            lines.append(f"    why: {escape(r['explanation'])}")
+        if r.get("fix_at"):
+            lines.append(f"    the right way: {escape(r['fix_at'])}")
+        for file, line, func, text in r.get("traceback") or []:
+            lines.append(f"    [dim]{escape(str(file))}:{line} in {escape(str(func))}: {escape(str(text))}[/]")
+    return lines
+
+
+def print_file_report(console, report: FileReport) -> None:
+    for note in report.notes:
+        console.print(f"[yellow]note:[/] {escape(note)}")
+    by_exercise: dict[str, list[dict]] = {}
+    for r in report.rows:
+        by_exercise.setdefault(r["exercise"] or "?", []).append(r)
+    for name, rows in by_exercise.items():
+        console.print(exercise_table(name, rows, report.framework))
+        for line in details(rows):
+            console.print(line, highlight=False)
+    n_ok = sum(r["ok"] for r in report.rows)
+    colour = "green" if report.ok else "red"
+    console.print(f"[{colour}]{escape(report.path)}: {n_ok}/{len(report.rows)} cases pass[/] "
+                  f"(|yours - torch| <= atol + rtol*|torch|, common/tolerances.py)")
+
+
+def print_folder_summary(console, reports: list[FileReport]) -> None:
+    table = Table(title="Submissions", title_justify="left")
+    for col, justify in (("file", "left"), ("framework", "left"), ("cases passed", "right"),
+                         ("failing exercises", "left"), ("first diagnosis or message", "left")):
+        table.add_column(col, justify=justify, overflow="fold")
+    for rep in reports:
+        bad = [r for r in rep.rows if not r["ok"]]
+        failing = sorted({r["exercise"] for r in bad if r["exercise"]})
+        first = next((r.get("diagnosis") for r in bad if r.get("diagnosis")), None) or (bad[0]["message"] if bad else "")
+        table.add_row(escape(rep.path), rep.framework, f"{len(rep.rows) - len(bad)}/{len(rep.rows)}",
+                      escape(", ".join(failing)), escape(first or ""))
+    console.print(table)
+    n_ok = sum(rep.ok for rep in reports)
+    console.print(f"{n_ok}/{len(reports)} submissions pass every case")
