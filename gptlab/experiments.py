@@ -17,10 +17,9 @@ Each row: final train loss (mean of the last 20 steps), validation loss and perp
 """
 from __future__ import annotations
 
-import json
 import math
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np

@@ -91,7 +91,7 @@ def _attention(h, p, pre: str, config: GPTConfig, key):
 
 
 def _logits(params, idx, config: GPTConfig, key=None):
-    p, (B, T), C = params, idx.shape, config.n_embd
+    p, (_, T), C = params, idx.shape, config.n_embd
     x = p["wte.weight"][idx]
     if config.positions == "learned":
         x = x + p["wpe.weight"][:T]

@@ -1,8 +1,6 @@
 """Positional encodings in JAX; mirrors numpy_impl/positional.py name for name."""
 from __future__ import annotations
 
-from functools import partial
-
 import jax
 import jax.numpy as jnp
 import numpy as np

@@ -33,7 +33,6 @@ from common.checks import (
     check_float,
     check_min_ndim,
     check_positive_int,
-    check_same,
     check_shape,
 )
 from common.params import MHA_KEYS

@@ -148,7 +148,7 @@ def test_padding_does_not_change_head_logits(tiny):
 
 def _hand_count(kind: str, method: str, n: int, L: int = 0, r: int = 0) -> int:
     """The same counts written out for the tiny configs (d=16, 2 layers, FFN 24, vocab V, P positions)."""
-    d, N, F = 16, 2, 24
+    d, N = 16, 2  # the FFN width (24) is frozen in every method counted here, so it never appears
     head = {"bert": d * n + n, "distilbert": d * d + d + d * n + n, "roberta": d * d + d + d * n + n}[kind]
     if method == "head":
         return d * n + n

@@ -3,7 +3,6 @@ SIGINT to `cli.py gpt train`), checkpoints, sampling, experiments and CLI errors
 from __future__ import annotations
 
 import math
-import os
 import signal
 import subprocess
 import sys

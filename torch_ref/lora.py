@@ -169,7 +169,7 @@ def lora_delta(lora: dict, alpha: float, use_rslora: bool = False):
 
     Shapes: lora_A (r, d_in), lora_B (d_out, r) -> (d_out, d_in)
     """
-    r = check_lora(lora)
+    check_lora(lora)
     a = _t(lora["lora_A"])
     _, layer = peft_lora_linear(torch.zeros(lora["lora_B"].shape[0], a.shape[1], dtype=a.dtype), None, lora,
                                 alpha, use_rslora)
