@@ -34,6 +34,7 @@ PLANTED = {
             e = np.exp(A - A.max(axis=-2, keepdims=True))
             return e / e.sum(axis=-2, keepdims=True)
         """),
+    "weights_transposed": ("compute_outputs", "def compute_outputs(A, V):\n    return np.swapaxes(A, -1, -2) @ V\n"),
     "mask_includes_next": ("make_causal_mask",
                            "def make_causal_mask(n_tok):\n    return np.tril(np.ones((n_tok, n_tok)), k=1)\n"),
     "mask_excludes_self": ("make_causal_mask",

@@ -265,6 +265,9 @@ EXERCISES = [
                Case("T_q != T_k (float32)", lambda rng, dt: {"A": rng.random((2, 3, 4, 7)).astype(dt),
                                                              "V": rng.standard_normal((2, 3, 7, 5)).astype(dt)},
                     dtype="float32")),
+        variants=(Variant("weights_transposed", "A^T V: the weights transposed (keys and queries swapped)",
+                          "row i of A holds query i's weights over the keys, so the output is A @ V as it stands",
+                          lambda i: np.swapaxes(i["A"], -1, -2) @ i["V"], _fix("compute_outputs", "weights @ v")),),
     ),
     Exercise(
         "make_causal_mask", GROUP, "make_causal_mask(n_tok)", "-> (n_tok, n_tok) lower-triangular mask",
