@@ -169,7 +169,8 @@ def _candidates(b, h, t, d, causal, seed=0):
 
     jax_dots = _jax_matmuls_only(causal)
     jax_plain_grad = _vjp_of(lambda q_, k_, v_: jatt._sdpa(q_, k_, v_, jmask, scale)[0])
-    jax_default_grad = _vjp_of(lambda q_, k_, v_: jatt.scaled_dot_product_attention(q_, k_, v_, jmask)[0])
+    jax_sdpa_fast_grad = _vjp_of(lambda q_, k_, v_: jatt.scaled_dot_product_attention(q_, k_, v_, jmask,
+                                                                                      kernel="fast")[0])
     jax_fast_grad = _vjp_of(lambda q_, k_, v_: jflash.fast_attention(q_, k_, v_, causal=causal)[0])
     jax_flash_grad = _vjp_of(lambda q_, k_, v_: jflash.flash_attention(q_, k_, v_, causal=causal,
                                                                        block_q=jbq, block_k=jbk)[0])
@@ -177,13 +178,14 @@ def _candidates(b, h, t, d, causal, seed=0):
     return {
         ("torch SDPA", "forward"): lambda: F.scaled_dot_product_attention(tq, tk, tv, is_causal=causal),
         ("numpy readable", "forward"): readable_forward,
-        ("numpy default", "forward"): lambda: natt.scaled_dot_product_attention(q, k, v, mask),
+        ("numpy sdpa fast", "forward"): lambda: natt.scaled_dot_product_attention(q, k, v, mask, kernel="fast"),
         ("numpy fast", "forward"): lambda: nflash.fast_attention(q, k, v, causal=causal),
         ("numpy flash", "forward"): lambda: nflash.flash_attention(q, k, v, causal=causal, block_q=nbq, block_k=nbk),
-        # "jax jit": the plain jitted steps (FAST_PATH=False); "jax default": what
-        # jax_impl.attention.scaled_dot_product_attention runs, weights included.
+        # "jax jit": the plain jitted steps (kernel="steps"); "jax sdpa fast":
+        # jax_impl.attention.scaled_dot_product_attention(kernel="fast"), weights included.
         ("jax jit", "forward"): lambda: _jax_sync(jatt._sdpa(jq, jk, jv, jmask, scale)),
-        ("jax default", "forward"): lambda: _jax_sync(jatt.scaled_dot_product_attention(jq, jk, jv, jmask)),
+        ("jax sdpa fast", "forward"): lambda: _jax_sync(jatt.scaled_dot_product_attention(jq, jk, jv, jmask,
+                                                                                          kernel="fast")),
         ("jax fast", "forward"): lambda: _jax_sync(jflash.fast_attention(jq, jk, jv, causal=causal)),
         ("jax flash", "forward"): lambda: _jax_sync(jflash.flash_attention(jq, jk, jv, causal=causal,
                                                                            block_q=jbq, block_k=jbk)),
@@ -192,7 +194,7 @@ def _candidates(b, h, t, d, causal, seed=0):
         ("numpy readable", "backward"): readable_backward,
         ("numpy flash", "backward"): flash_backward,
         ("jax jit", "backward"): jax_plain_grad,
-        ("jax default", "backward"): jax_default_grad,
+        ("jax sdpa fast", "backward"): jax_sdpa_fast_grad,
         ("jax fast", "backward"): jax_fast_grad,
         ("jax flash", "backward"): jax_flash_grad,
     }
@@ -346,8 +348,8 @@ def run_attention(args) -> int:
                       "fwd" if r["pass"] == "forward" else "fwd+bwd", r["backend"], f"{r['ms']:.1f}",
                       f"{r['gflops']:.1f}", f"{r['pct_peak']:.0f}%", f"[{style}]{ratio:.2f}x[/]")
     console.print(table)
-    console.print("vs torch = torch ms / backend ms (1.00x = as fast as torch SDPA). 'numpy default' is "
-                  "numpy_impl.attention.scaled_dot_product_attention and 'jax default' its JAX twin; both also "
+    console.print("vs torch = torch ms / backend ms (1.00x = as fast as torch SDPA). 'numpy sdpa fast' is "
+                  "numpy_impl.attention.scaled_dot_product_attention(kernel='fast') and 'jax sdpa fast' its JAX twin; both also "
                   "return the weights. 'jax jit' is the plain jitted steps. 'jax matmuls only (bound)' is not "
                   "attention: jax fast's two matmuls without the softmax, the most any JAX softmax here can reach.")
     console.print(f"saved {out / 'attention.png'} and {out / 'attention.json'}")

@@ -89,3 +89,18 @@ def check_mask(name: str, mask, expected_shape: Sequence[int]) -> None:
         raise InputError(
             f"{name}: expected a shape broadcastable to {_shape_str(exp)} with (T_q, T_k) last, got {_shape_str(got)}"
         )
+
+
+def check_choice(name: str, value, choices: Sequence[str]) -> None:
+    """A string option (kernel="steps", layout="half"): one of a fixed set, named in the message."""
+    if not isinstance(value, str) or value not in choices:
+        options = ", ".join(repr(c) for c in choices)
+        raise InputError(f"{name}: expected one of {options}, got {value!r}")
+
+
+def check_broadcastable(name: str, x, expected_shape: Sequence[int], meaning: str = "") -> None:
+    """x broadcasts to expected_shape (an additive bias over (..., T_q, T_k), for instance)."""
+    got, exp = shape_of(x), tuple(expected_shape)
+    if len(got) > len(exp) or any(g not in (1, e) for g, e in zip(reversed(got), reversed(exp))):
+        extra = f" {meaning}" if meaning else ""
+        raise InputError(f"{name}: expected a shape broadcastable to {_shape_str(exp)}{extra}, got {_shape_str(got)}")

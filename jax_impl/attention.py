@@ -2,13 +2,15 @@
 
 Read numpy_impl/attention.py for the maths; this file mirrors it name for name. The public
 functions check their inputs in Python (shapes are static under jit) and call jitted kernels.
+scaled_dot_product_attention runs the plain jitted steps (_sdpa) unless the caller asks for
+kernel="fast" (jax_impl/flash.py's fast_attention).
 """
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 
-from common.checks import InputError, check_finite, check_float, check_mask, check_min_ndim, check_nonempty, check_same
+from common.checks import InputError, check_choice, check_finite, check_float, check_mask, check_min_ndim, check_nonempty, check_same
 from jax_impl._checks import all_finite, all_finite_each
 from jax_impl.flash import fast_attention
 
@@ -23,10 +25,8 @@ __all__ = [
     "wrong_zero_after_softmax",
 ]
 
-
-# As in numpy_impl.attention: scaled_dot_product_attention runs flash.fast_attention when True;
-# False runs the plain jitted steps below (_sdpa), which `python cli.py bench attention` also times.
-FAST_PATH = True
+# As in numpy_impl.attention: the plain jitted steps (_sdpa), or flash.fast_attention.
+KERNELS = ("steps", "fast")
 
 
 def _check_qkv(q, k, v=None, values: bool = True) -> None:
@@ -104,20 +104,22 @@ def compute_outputs(weights, v):
     return weights @ v
 
 
-def scaled_dot_product_attention(q, k, v, mask=None, scale: float | None = None):
-    """softmax(Q K^T * scale, masked) V.
+def scaled_dot_product_attention(q, k, v, mask=None, scale: float | None = None, kernel: str = "steps"):
+    """softmax(Q K^T * scale, masked) V. kernel="steps": the plain jitted steps (_sdpa);
+    kernel="fast": flash.fast_attention, one (batch, head) at a time so each head's scores stay in
+    cache (jax_impl/flash.py explains why), the same numbers (tested equal in
+    parity_tests/test_flash.py). Broadcast leading axes or mixed dtypes run the steps either way.
 
     Shapes: q (..., T_q, D), k (..., T_k, D), v (..., T_k, D_v), mask broadcastable to
             (..., T_q, T_k) -> out (..., T_q, D_v), weights (..., T_q, T_k)
     """
-    _check_qkv(q, k, v, values=False)  # NaN/inf: read once, by whichever path runs below
+    check_choice("kernel", kernel, KERNELS)
+    _check_qkv(q, k, v, values=False)  # NaN/inf: read once, by whichever kernel runs below
     if mask is not None:
         check_mask("mask", mask, q.shape[:-1] + (k.shape[-2],))
     if scale is None:
         scale = 1.0 / float(q.shape[-1]) ** 0.5
-    if FAST_PATH and q.shape[:-2] == k.shape[:-2] == v.shape[:-2] and q.dtype == k.dtype == v.dtype:
-        # Same numbers as _sdpa (tested equal in parity_tests/test_flash.py), one (batch, head)
-        # at a time so each head's scores stay in cache: jax_impl/flash.py explains why.
+    if kernel == "fast" and q.shape[:-2] == k.shape[:-2] == v.shape[:-2] and q.dtype == k.dtype == v.dtype:
         return fast_attention(q, k, v, mask, scale, need_weights=True)
     _check_qkv(q, k, v)
     return _sdpa(q, k, v, mask, scale)

@@ -8,6 +8,10 @@
 
 Leading axes (batch, heads, ...) are carried through untouched, so the same functions serve
 single-head, multi-head and batched calls.
+
+scaled_dot_product_attention runs these four steps by default (kernel="steps"): the file computes
+what it reads. A caller that wants speed says so with kernel="fast" (numpy_impl/flash.py's
+fast_attention, the same numbers in cache-sized blocks on every core).
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ import numpy as np
 
 from common.checks import (
     InputError,
+    check_choice,
     check_finite,
     check_float,
     check_mask,
@@ -48,10 +53,8 @@ __all__ += [
     "wrong_zero_after_softmax_backward",
 ]
 
-
-# scaled_dot_product_attention runs numpy_impl/flash.py's fast_attention when True; set it to False
-# to watch the readable four-step version (and to time it: `python cli.py bench attention`).
-FAST_PATH = True
+# scaled_dot_product_attention's `kernel` argument: the four readable steps, or flash.fast_attention.
+KERNELS = ("steps", "fast")
 
 
 def _check_qkv(q, k, v=None, values: bool = True) -> None:
@@ -185,19 +188,24 @@ def scaled_dot_product_attention(
     v: np.ndarray,
     mask: np.ndarray | None = None,
     scale: float | None = None,
+    kernel: str = "steps",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """softmax(Q K^T * scale, masked) V, the four steps above in order.
+    """softmax(Q K^T * scale, masked) V.
+
+    kernel="steps" runs the four steps above in order. kernel="fast" runs flash.fast_attention: the
+    same numbers (tested equal in parity_tests/test_flash.py) in cache-sized blocks on every core.
+    fast_attention needs q, k and v with the same leading axes and dtype; for broadcast leading axes
+    (shared keys, say) or mixed dtypes, kernel="fast" runs the steps, whose matmuls broadcast.
 
     Shapes: q (..., T_q, D), k (..., T_k, D), v (..., T_k, D_v), mask broadcastable to
             (..., T_q, T_k) -> out (..., T_q, D_v), weights (..., T_q, T_k)
     """
-    _check_qkv(q, k, v, values=False)  # NaN/inf: read once, by whichever path runs below
+    check_choice("kernel", kernel, KERNELS)
+    _check_qkv(q, k, v, values=False)  # NaN/inf: read once, by whichever kernel runs below
     if scale is None:
         # A Python float, not np.float64: NumPy 2 would promote float32 inputs to float64.
         scale = 1.0 / math.sqrt(q.shape[-1])
-    if FAST_PATH and q.shape[:-2] == k.shape[:-2] == v.shape[:-2] and q.dtype == k.dtype == v.dtype:
-        # The same numbers as the four steps below (tested equal in parity_tests/test_flash.py),
-        # computed in cache-sized blocks on every core: numpy_impl/flash.py explains how.
+    if kernel == "fast" and q.shape[:-2] == k.shape[:-2] == v.shape[:-2] and q.dtype == k.dtype == v.dtype:
         return fast_attention(q, k, v, mask, scale, need_weights=True)
     _check_qkv(q, k, v)
     scores = attn_scaled(pairwise_similarities(q, k), scale)

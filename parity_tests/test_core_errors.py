@@ -49,6 +49,9 @@ BAD_CALLS = {
                                    "d_model: expected an even size (the sinusoidal encoding pairs sin/cos channels), got 7"),
     "lengths beyond t_k": (lambda m, c: m["masks"].make_key_padding_mask([2, 9], 5),
                            "lengths: expected values in [0, t_k=5], got [2, 9]"),
+    "unknown attention kernel": (
+        lambda m, c: m["attention"].scaled_dot_product_attention(c(Q), c(K), c(V), kernel="flash"),
+        "kernel: expected one of 'steps', 'fast', got 'flash'"),
 }
 
 
@@ -64,16 +67,15 @@ def test_bad_input_message_is_the_same_in_every_backend(backend, what):
 
 
 @pytest.mark.parametrize("backend", ["numpy", "jax"])
-@pytest.mark.parametrize("fast_path", [True, False], ids=["fast-path", "plain-steps"])
+@pytest.mark.parametrize("kernel", ["fast", "steps"])
 @pytest.mark.parametrize("bad", ["q", "k", "v"])
-def test_nan_named_on_both_default_paths(backend, fast_path, bad, monkeypatch):
-    """scaled_dot_product_attention reads the values for NaN/inf once, on whichever path it takes:
-    flash.fast_attention's check on the fast path, its own on the plain steps. Both must name the
+def test_nan_named_by_both_kernels(backend, kernel, bad):
+    """scaled_dot_product_attention reads the values for NaN/inf once, by whichever kernel runs:
+    flash.fast_attention's check for kernel="fast", its own for the plain steps. Both must name the
     argument."""
     mods, conv = BACKENDS[backend]
-    monkeypatch.setattr(mods["attention"], "FAST_PATH", fast_path)
     qkv = {"q": Q.copy(), "k": K.copy(), "v": V.copy()}
     qkv[bad][0, 1, 2] = np.inf
     with pytest.raises(InputError) as info:
-        mods["attention"].scaled_dot_product_attention(conv(qkv["q"]), conv(qkv["k"]), conv(qkv["v"]))
+        mods["attention"].scaled_dot_product_attention(conv(qkv["q"]), conv(qkv["k"]), conv(qkv["v"]), kernel=kernel)
     assert str(info.value) == f"{bad}: expected finite values, got NaN or inf"

@@ -1,6 +1,6 @@
 """Fast and tiled (flash) attention give the numbers of plain attention: values, logsumexp and
-gradients, NumPy and JAX against torch (F.scaled_dot_product_attention + autograd), and the fast
-NumPy default against the readable four-step version it replaces."""
+gradients, NumPy and JAX against torch (F.scaled_dot_product_attention + autograd), and
+scaled_dot_product_attention(kernel="fast") against the readable four steps (kernel="steps")."""
 import math
 import tracemalloc
 
@@ -60,11 +60,11 @@ def _torch_reference(q, k, v, mask, causal, dout, scale=None):
 
 
 # ------------------------------------------------------------------------------------------------
-# The fast default path equals the readable steps.
+# kernel="fast" equals the readable steps (kernel="steps", the default).
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("masking", ["none", "random", "causal"])
-def test_fast_default_equals_readable_steps(dtype, masking):
+def test_fast_kernel_equals_readable_steps(dtype, masking):
     rng = np.random.default_rng(0)
     # Big enough to run on the thread pool, in several row blocks per head (476 float32 or 238
     # float64 rows of 1100 keys fill a 2 MiB tile, so 600 rows make 2 or 3 blocks).
@@ -74,8 +74,10 @@ def test_fast_default_equals_readable_steps(dtype, masking):
             "causal": make_causal_mask(600, 1100)}[masking]
     scale = 1.0 / math.sqrt(32)
     ref_out, ref_w = _readable(q, k, v, mask, scale)
-    out, w = natt.scaled_dot_product_attention(q, k, v, mask)  # the default: fast_attention
+    out, w = natt.scaled_dot_product_attention(q, k, v, mask, kernel="fast")  # flash.fast_attention
     assert out.dtype == w.dtype == dtype
+    steps_out, steps_w = natt.scaled_dot_product_attention(q, k, v, mask)  # the default: the four steps
+    assert np.array_equal(steps_out, ref_out) and np.array_equal(steps_w, ref_w)
     assert_close(out, ref_out, dtype, what="out")
     assert_close(w, ref_w, dtype, what="weights")
     fast_out, none = nflash.fast_attention(q, k, v, mask)  # without weights: output normalised
@@ -87,22 +89,26 @@ def test_fast_default_equals_readable_steps(dtype, masking):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("masking", ["none", "random"])
-def test_jax_default_equals_plain_jit_values_and_grads(dtype, masking):
-    """jax_impl.attention's default (flash.fast_attention, per head) against its plain jitted steps
-    (_sdpa): outputs, weights, and jax.grad through both, a fully masked row included."""
+def test_jax_fast_kernel_equals_plain_jit_values_and_grads(dtype, masking):
+    """jax_impl.attention's kernel="fast" (flash.fast_attention, per head) against its plain jitted
+    steps (_sdpa, kernel="steps"): outputs, weights, and jax.grad through both, a fully masked row
+    included."""
     from jax_impl import attention as jatt
 
     rng = np.random.default_rng(3)
     q, k, v = (jnp.asarray(x) for x in _qkv(rng, (2, 3), 24, 40, 16, 8, dtype))
     mask = None if masking == "none" else jnp.asarray(_random_mask(rng, (2, 1, 24, 40)))
     scale = 1.0 / math.sqrt(16)
-    out, w = jatt.scaled_dot_product_attention(q, k, v, mask)
+    out, w = jatt.scaled_dot_product_attention(q, k, v, mask, kernel="fast")
     ref_out, ref_w = jatt._sdpa(q, k, v, mask, scale)
+    steps = jatt.scaled_dot_product_attention(q, k, v, mask)  # the default: the plain steps
+    assert np.array_equal(steps[0], ref_out) and np.array_equal(steps[1], ref_w)
     assert out.dtype == w.dtype == dtype
     assert_close(out, ref_out, dtype, what="out")
     assert_close(w, ref_w, dtype, what="weights")
     dout = jnp.asarray(rng.standard_normal(out.shape).astype(dtype))
-    grads = jax.grad(lambda *a: jnp.sum(jatt.scaled_dot_product_attention(*a, mask)[0] * dout), (0, 1, 2))(q, k, v)
+    grads = jax.grad(lambda *a: jnp.sum(jatt.scaled_dot_product_attention(*a, mask, kernel="fast")[0] * dout),
+                     (0, 1, 2))(q, k, v)
     ref_grads = jax.grad(lambda *a: jnp.sum(jatt._sdpa(*a, mask, scale)[0] * dout), (0, 1, 2))(q, k, v)
     for name, g, ref in zip("qkv", grads, ref_grads):
         assert bool(jnp.all(jnp.isfinite(g))), name
@@ -156,11 +162,28 @@ def test_jax_fast_row_blocks_values_weights_grads_vs_torch(dtype, lead, masking,
         assert_close(g, ref, dtype, kind="grad", what=f"d{name}")
 
 
-def test_default_path_falls_back_to_steps_when_leading_axes_broadcast():
+@pytest.mark.parametrize("backend", ["numpy", "jax"])
+def test_the_default_kernel_is_the_readable_steps(backend, monkeypatch):
+    """No hidden switch: without kernel="fast", scaled_dot_product_attention never reaches
+    flash.fast_attention, and with it, it does."""
+    from jax_impl import attention as jatt
+
+    mod = {"numpy": natt, "jax": jatt}[backend]
+    calls = []
+    real = mod.fast_attention
+    monkeypatch.setattr(mod, "fast_attention", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    q, k, v = _qkv(np.random.default_rng(7), (2,), 5, 6, 4, 4, np.float64)
+    mod.scaled_dot_product_attention(q, k, v)
+    assert calls == []
+    mod.scaled_dot_product_attention(q, k, v, kernel="fast")
+    assert calls == [1]
+
+
+def test_fast_kernel_runs_the_steps_when_leading_axes_broadcast():
     rng = np.random.default_rng(2)
     q = rng.standard_normal((2, 3, 5, 4))
     k, v = rng.standard_normal((5, 4)), rng.standard_normal((5, 4))  # shared keys: broadcast by matmul
-    out, _ = natt.scaled_dot_product_attention(q, k, v)
+    out, _ = natt.scaled_dot_product_attention(q, k, v, kernel="fast")
     ref = torch.nn.functional.scaled_dot_product_attention(
         torch.from_numpy(q), torch.from_numpy(k).expand(2, 3, 5, 4), torch.from_numpy(v).expand(2, 3, 5, 4))
     assert_close(out, ref, np.float64)

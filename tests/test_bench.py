@@ -40,8 +40,8 @@ def test_bench_attention_json_rows_are_computed(tmp_path):
     saved = json.loads((tmp_path / "attention.json").read_text())
     peak = saved["matmul_peak"]["peak_gflops"]
     backends = {row["backend"] for row in rows}
-    assert {"torch SDPA", "numpy readable", "numpy default", "numpy fast", "numpy flash", "jax jit", "jax default", "jax flash",
-            "jax matmuls only (bound)"} <= backends
+    assert {"torch SDPA", "numpy readable", "numpy sdpa fast", "numpy fast", "numpy flash", "jax jit", "jax sdpa fast",
+            "jax flash", "jax matmuls only (bound)"} <= backends
     assert {(row["causal"], row["pass"]) for row in rows} == {(True, "forward"), (True, "backward")}
     for row in rows:
         assert row["shape"] == [1, 2, 32, 8]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from common.checks import InputError, check_finite, check_float, check_mask, check_min_ndim, check_nonempty, check_same
+from common.checks import InputError, check_choice, check_finite, check_float, check_mask, check_min_ndim, check_nonempty, check_same
 from torch_ref._checks import all_finite
 
 __all__ = [
@@ -73,10 +73,14 @@ def compute_outputs(weights: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return torch.matmul(weights, v)
 
 
-def scaled_dot_product_attention(q, k, v, mask=None, scale: float | None = None):
-    """Shapes: q (..., T_q, D), k (..., T_k, D), v (..., T_k, D_v), mask broadcastable to
+def scaled_dot_product_attention(q, k, v, mask=None, scale: float | None = None, kernel: str = "steps"):
+    """F.scaled_dot_product_attention whichever `kernel` is asked for: torch's own fused kernel is
+    the referee for both of ours (the argument exists so one call runs in all three backends).
+
+    Shapes: q (..., T_q, D), k (..., T_k, D), v (..., T_k, D_v), mask broadcastable to
             (..., T_q, T_k) -> out (..., T_q, D_v), weights (..., T_q, T_k)
     """
+    check_choice("kernel", kernel, ("steps", "fast"))
     _check_qkv(q, k, v)
     if mask is not None:
         check_mask("mask", mask, tuple(q.shape[:-1]) + (k.shape[-2],))
