@@ -1,26 +1,10 @@
-"""Helpers shared by the CLI command modules: the console, error type and output conventions."""
+"""Helpers shared by the CLI command modules: the console, error type and output conventions.
+
+They live in common/console.py, so that code below commands/ (gptlab, lessons, ...) can use them
+without importing the CLI; this module re-exports them, and every `from commands._common import ...`
+keeps working. See common/console.py for --html/--svg (add_report_flags, save_reports)."""
 from __future__ import annotations
 
-import json
-import os
-import sys
+from common.console import CLIError, add_report_flags, console, err_console, print_json, save_reports
 
-from rich.console import Console
-
-from common.checks import InputError
-
-# Piped output (tests, `| less`, CI logs) has no terminal width; rich would fall back to 80 columns
-# and wrap the parity tables into unreadable cells, so give it room unless COLUMNS says otherwise.
-_width = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 150
-console = Console(width=_width)
-err_console = Console(stderr=True)
-
-
-class CLIError(InputError):
-    """A one-line usage or data problem; cli.py prints it and exits with code 2."""
-
-
-def print_json(obj) -> None:
-    """Plain JSON on stdout (no rich markup), so `--json` output pipes into jq or json.loads."""
-    sys.stdout.write(json.dumps(obj, indent=2) + "\n")
-    sys.stdout.flush()
+__all__ = ["CLIError", "add_report_flags", "console", "err_console", "print_json", "save_reports"]

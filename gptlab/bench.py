@@ -41,7 +41,7 @@ def limit_threads(n: int) -> None:
 def run_bench_cli(args) -> int:
     from rich.table import Table
 
-    from commands._common import CLIError, console, print_json
+    from common.console import CLIError, console, print_json
     if args.repeats < 1:
         raise CLIError(f"--repeats: expected a positive integer, got {args.repeats}")
     if args.threads < 0:

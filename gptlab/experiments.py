@@ -177,7 +177,7 @@ def write_report(rows: list[Row], budget: Budget, out: Path, plots: dict[str, Pa
 def run_experiments_cli(args) -> int:
     from rich.table import Table
 
-    from commands._common import console, print_json
+    from common.console import console, print_json
     from common.io import atomic_write_json
     from gptlab.data import load_char_data
 
