@@ -5,6 +5,8 @@ read from a table of answers. `lesson list` names the lessons; `--json` prints t
 Exit code 1 when a lesson's numbers disagree with their reference."""
 from __future__ import annotations
 
+from common.console import add_report_flags
+
 ORDER = 20
 
 
@@ -16,16 +18,18 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true", help="print the lesson's computed values as JSON")
     p.add_argument("--out", default="runs/lessons",
                    help="folder for the lesson's PNG plot, when it has one (default runs/lessons; not with --json)")
+    add_report_flags(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from commands._common import console, print_json
+    from commands._common import console, print_json, save_reports
     from lessons import LESSONS, load_lesson
 
     if args.name == "list":
         if args.json:
             print_json([{"name": n, "description": d} for n, (_, d) in LESSONS.items()])
+            save_reports(args)
             return 0
         from rich.table import Table
 
@@ -35,6 +39,7 @@ def run(args) -> int:
         for name, (_, description) in LESSONS.items():
             table.add_row(name, description)
         console.print(table)
+        save_reports(args)
         return 0
 
     lesson = load_lesson(args.name)
@@ -49,5 +54,6 @@ def run(args) -> int:
             path = Path(args.out) / f"{args.name}.png"
             lesson.plot(result, path)
             console.print(f"plot saved: {path}")
+    save_reports(args)
     # A lesson whose numbers disagree with their reference (torch, the library it teaches) says so.
     return 0 if lesson.passed(result) else 1

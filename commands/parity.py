@@ -3,6 +3,8 @@
 Exit code 1 if any row fails, so the command can gate a script or a CI job."""
 from __future__ import annotations
 
+from common.console import add_report_flags
+
 ORDER = 20
 
 
@@ -11,6 +13,7 @@ def register(sub) -> None:
     p.add_argument("--dtype", choices=["float32", "float64"], default="float64")
     p.add_argument("--json", action="store_true", help="print a JSON list of rows instead of a table")
     p.add_argument("--seed", type=int, default=0)
+    add_report_flags(p)
     p.set_defaults(func=run)
 
 
@@ -18,7 +21,7 @@ def run(args) -> int:
     from rich.progress import Progress
     from rich.table import Table
 
-    from commands._common import console, print_json
+    from commands._common import console, print_json, save_reports
     from crosscheck.cases import B, CASES, D_HEAD, H, T, T_K, run_case
 
     rows = []
@@ -45,4 +48,5 @@ def run(args) -> int:
         n_bad = sum(not r["ok"] for r in rows)
         console.print(f"{len(rows) - n_bad}/{len(rows)} rows within |a - ref| <= atol + rtol*|ref| "
                       f"(atol={rows[0]['atol']:g}, rtol={rows[0]['rtol']:g}); ref = torch")
+    save_reports(args)
     return 0 if all(r["ok"] for r in rows) else 1

@@ -5,6 +5,8 @@ tensor's shape, its L2 norm in each backend and the max error against torch. Exi
 disagrees beyond the tolerance table."""
 from __future__ import annotations
 
+from common.console import add_report_flags
+
 ORDER = 10
 
 # Exercise A's setting: batch 1, sequence 3, d_model 8, 2 heads (head size 4); cross-attention keys
@@ -17,6 +19,7 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed for inputs and weights (default 0)")
     p.add_argument("--dtype", choices=["float64", "float32"], default="float64")
     p.add_argument("--json", action="store_true", help="print the steps as JSON rows instead of panels")
+    add_report_flags(p)
     p.set_defaults(func=run)
 
 
@@ -109,7 +112,7 @@ def run(args) -> int:
     from rich.table import Table
     from rich.text import Text
 
-    from commands._common import console, print_json
+    from commands._common import console, print_json, save_reports
     from crosscheck.cases import compare, run_on_backends
 
     sections, inputs = _sections(args.seed, args.dtype)
@@ -135,6 +138,7 @@ def run(args) -> int:
     ok = all(r["ok"] for r in rows)
     if args.json:
         print_json(rows)
+        save_reports(args)
         return 0 if ok else 1
     worst = max(r["max_abs_err"] for r in rows)
     console.print(
@@ -149,4 +153,5 @@ def run(args) -> int:
         "python cli.py calc aether                 parameter and memory accounting (exercises G)\n"
         "python cli.py gpt train --backend numpy   a tiny GPT trained with hand-written gradients",
         title="Where next", border_style="cyan"))
+    save_reports(args)
     return 0 if ok else 1
