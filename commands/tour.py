@@ -153,5 +153,8 @@ def run(args) -> int:
         "python cli.py calc aether                 parameter and memory accounting (exercises G)\n"
         "python cli.py gpt train --backend numpy   a tiny GPT trained with hand-written gradients",
         title="Where next", border_style="cyan"))
+    # The course's own exercise, graded: the next step once the walkthrough has shown the parts.
+    console.print("Your turn: [bold]triptych exercise new course-a --out my_mha.py[/], fill it in, then "
+                  "[bold]triptych check my_mha.py[/]", highlight=False)
     save_reports(args)
     return 0 if ok else 1

@@ -37,12 +37,12 @@ def test_tour_html_and_svg_show_the_tables(tmp_path, capsys):
     page, picture = tmp_path / "tour.html", tmp_path / "tour.svg"
     code, out, err = run(capsys, "tour", "--dtype", "float32", "--html", str(page), "--svg", str(picture))
     assert code == 0
-    assert "split_heads" in out
+    assert "split_heads" in out and "triptych check my_mha.py" in out
     for report in (page, picture):
         text = shown(report)
         assert "split_heads" in text and "get_multihead_qkv" in text
         assert str(report) in err  # "saved: PATH", on stderr
-    assert "20/20 steps agree with torch" in shown(page)
+    assert "20/20 steps agree with torch" in shown(page) and "my_mha.py" in shown(page)
     assert picture.read_text().lstrip().startswith("<svg")
 
 
