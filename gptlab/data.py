@@ -66,12 +66,16 @@ def load_char_data(limit_chars: int | None = None, text: str | None = None) -> C
 def get_batch(data: np.ndarray, batch_size: int, block_size: int, seed: int, step: int):
     """Random windows of the token stream: x = data[i:i+T], y = data[i+1:i+T+1] (next characters).
 
+    Every start i in 0 .. N - block_size - 1 is drawn with the same probability: the last window,
+    i = N - block_size - 1, still has its target data[N - 1].
+
     Shapes: data (N,) -> x, y (batch_size, block_size) int64
     """
-    if len(data) < block_size + 2:
-        raise InputError(f"data: expected more than block_size + 1 = {block_size + 1} tokens, got {len(data)}")
+    if len(data) < block_size + 1:
+        raise InputError(f"data: expected at least block_size + 1 = {block_size + 1} tokens, got {len(data)}")
     rng = np.random.default_rng((seed, step))
-    starts = rng.integers(0, len(data) - block_size - 1, size=batch_size)
+    # integers(low, high) excludes high, so high = (last valid start) + 1 = N - block_size.
+    starts = rng.integers(0, len(data) - block_size, size=batch_size)
     offsets = np.arange(block_size)
     x = data[starts[:, None] + offsets]
     y = data[starts[:, None] + offsets + 1]
