@@ -1,7 +1,7 @@
 """Fine-tuning a pretrained encoder for text classification: the "applying transformers" half of the
 course (exercises.md section H), with torch's and Hugging Face's own implementations.
 
-    config.py   TrainConfig, METHODS, OPTIMIZERS (plain data, no torch import)
+    config.py   TrainConfig, ModelSpec, METHODS, OPTIMIZERS, DEFAULT_LR (plain data, no torch import)
     data.py     tasks (fine-foods, brown-topics, austen-pairs, ag_news/sst2/boolq) and dynamic padding
     models.py   full / head / prefix / LoRA classifiers and their trainable-parameter formulas
     train.py    the training loop (accelerate), checkpoints, resume, predict

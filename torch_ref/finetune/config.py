@@ -1,13 +1,17 @@
-"""Training settings as plain data, importable without torch (the CLI builds its flags from them)."""
+"""Training settings as plain data, importable without torch (the CLI builds its flags from them).
+
+ModelSpec lives here, not in models.py, because TrainConfig.spec() builds one and models.py needs the
+method names: plain data on this side, torch on that side, and the imports go one way only."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from common.checks import InputError
 
-__all__ = ["METHODS", "OPTIMIZERS", "DEFAULT_LR", "TrainConfig"]
+__all__ = ["METHODS", "OPTIMIZERS", "DEFAULT_LR", "DEFAULT_MODEL", "ModelSpec", "TrainConfig"]
 
 METHODS = ("full", "head", "prefix", "lora")
+DEFAULT_MODEL = "minilm"
 OPTIMIZERS = ("adamw", "adam", "sgd", "rmsprop", "adagrad")
 # A frozen encoder leaves few, freshly initialised weights to move: they want a larger step.
 # Measured on fine-foods with MiniLM, 3 epochs, max_length 64 (test accuracy, majority 64.25%):
@@ -17,9 +21,26 @@ DEFAULT_LR = {"full": 5e-5, "lora": 2e-3, "head": 1e-2, "prefix": 1e-2}
 
 
 @dataclass
+class ModelSpec:
+    """Everything needed to rebuild a classifier: saved in every checkpoint."""
+
+    model: str = DEFAULT_MODEL  # "minilm", a Hugging Face id or a local folder
+    method: str = "full"
+    n_classes: int = 2
+    prefix_length: int = 128
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.1
+    pretrained: bool = True  # False: the same architecture from random init
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
 class TrainConfig:
     task: str = "fine-foods"
-    model: str = "minilm"
+    model: str = DEFAULT_MODEL
     method: str = "full"
     epochs: int = 3
     batch_size: int = 16
@@ -66,7 +87,5 @@ class TrainConfig:
 
     def spec(self, n_classes: int):
         """The ModelSpec (what a checkpoint needs to rebuild the model) for a task with n_classes."""
-        from torch_ref.finetune.models import ModelSpec
-
         return ModelSpec(self.model, self.method, n_classes, self.prefix_length, self.lora_r,
                          self.lora_alpha, self.lora_dropout, self.pretrained)

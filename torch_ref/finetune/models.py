@@ -16,21 +16,18 @@ from __future__ import annotations
 import inspect
 import os
 import warnings
-from dataclasses import asdict, dataclass
-
 import torch
 from torch import nn
 
 from common.checks import InputError
-from torch_ref.finetune.config import METHODS
+# Re-exported: callers import the spec from here, beside build_classifier, which takes it.
+from torch_ref.finetune.config import DEFAULT_MODEL, METHODS, ModelSpec
 
 __all__ = [
     "METHODS", "DEFAULT_MODEL", "LORA_TARGETS", "ModelSpec", "resolve_model", "load_tokenizer",
     "masked_mean", "EncoderClassifier", "build_classifier", "count_trainable", "count_total",
     "expected_trainable",
 ]
-
-DEFAULT_MODEL = "minilm"
 
 # Names of the attention query/value Linear modules per architecture (what peft's target_modules
 # matches), and the head modules that must train alongside LoRA.
@@ -41,23 +38,6 @@ LORA_TARGETS = {
     "xlm-roberta": (["query", "value"], ["classifier"]),
     "electra": (["query", "value"], ["classifier"]),
 }
-
-
-@dataclass
-class ModelSpec:
-    """Everything needed to rebuild a classifier: saved in every checkpoint."""
-
-    model: str = DEFAULT_MODEL  # "minilm", a Hugging Face id or a local folder
-    method: str = "full"
-    n_classes: int = 2
-    prefix_length: int = 128
-    lora_r: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.1
-    pretrained: bool = True  # False: the same architecture from random init
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def resolve_model(name: str) -> str:
