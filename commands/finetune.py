@@ -60,28 +60,49 @@ def _data_files(text: str) -> dict[str, str]:
     return out
 
 
+def _lr(x: float) -> str:
+    """5e-05 -> '5e-5', as a person writes a learning rate."""
+    mantissa, exponent = f"{x:e}".split("e")
+    return f"{float(mantissa):g}e{int(exponent)}"
+
+
+def _lr_by_method() -> str:
+    """DEFAULT_LR as help text, methods sharing a rate grouped: 'full 5e-5, lora 2e-3, head/prefix 1e-2'."""
+    from torch_ref.finetune.config import DEFAULT_LR
+
+    groups: dict[float, list[str]] = {}
+    for method, lr in DEFAULT_LR.items():
+        groups.setdefault(lr, []).append(method)
+    return ", ".join(f"{'/'.join(methods)} {_lr(lr)}" for lr, methods in groups.items())
+
+
 def _add_common(p, study: bool = False) -> None:
     """The training flags. For `study` every default is None ("not given"), so the study's own
-    CPU-sized defaults apply unless the user sets a flag."""
+    CPU-sized defaults apply unless the user sets a flag. Help texts that state a default read it
+    from torch_ref/finetune/config.py, so they cannot drift from what runs."""
     from torch_ref.finetune.data import HF_TASKS, TASKS
-    from torch_ref.finetune.config import METHODS, OPTIMIZERS, TrainConfig
+    from torch_ref.finetune.config import DEFAULT_MODEL, METHODS, OPTIMIZERS, TrainConfig
 
     base = TrainConfig()
     d = (lambda name: None) if study else (lambda name: getattr(base, name))
+    # A study's own defaults (overfit, ...) come first; TrainConfig's apply to what it leaves unset.
+    default = "default: the study's, else " if study else "default "
 
     p.add_argument("--task", default=d("task"), choices=list(TASKS) + list(HF_TASKS),
-                   help="dataset (default fine-foods; ag_news/sst2/boolq need the hub cache or --data-files)")
+                   help=f"dataset ({default}{base.task}; ag_news/sst2/boolq need the hub cache or --data-files)")
     p.add_argument("--data-files", type=_data_files, default=None, metavar="SPLIT=PATH,...",
                    help="Hugging Face tasks from local JSON-lines files in the hub schema, e.g. train=a.jsonl,test=b.jsonl")
-    p.add_argument("--model", default=d("model"), help="'minilm' (offline default), a Hugging Face id or a local folder")
+    p.add_argument("--model", default=d("model"),
+                   help=f"'{DEFAULT_MODEL}' (offline default), a Hugging Face id or a local folder")
     p.add_argument("--method", default=d("method"), choices=METHODS)
     p.add_argument("--epochs", type=_positive_int, default=d("epochs"))
     p.add_argument("--batch-size", type=_positive_int, default=d("batch_size"))
     p.add_argument("--lr", type=_positive_float, default=None,
-                   help="learning rate (default by method: full 5e-5, lora 5e-4, head/prefix 2e-3)")
+                   help=f"learning rate ({default}by method: {_lr_by_method()})")
     p.add_argument("--optimizer", default=d("optimizer"), choices=OPTIMIZERS)
     p.add_argument("--weight-decay", type=float, default=d("weight_decay"), help="AdamW only")
-    p.add_argument("--warmup", type=float, default=d("warmup"), help="fraction of steps warming the lr up (default 0.1)")
+    p.add_argument("--warmup", type=float, default=d("warmup"),
+                   help=f"fraction of steps warming the lr up ({default}{base.warmup:g})")
     p.add_argument("--max-grad-norm", type=float, default=d("max_grad_norm"), help="clip the global gradient norm (0: off)")
     p.add_argument("--max-length", type=_positive_int, default=d("max_length"), help="tokens per text (truncation)")
     p.add_argument("--train-size", type=_positive_int, default=None, help="random subset of train (default all)")
@@ -96,6 +117,8 @@ def _add_common(p, study: bool = False) -> None:
 
 
 def register(sub) -> None:
+    from torch_ref.finetune.config import GRID_EPOCHS, GRID_LRS, METHODS, STUDY_OPTIMIZERS, TrainConfig
+
     p = sub.add_parser("finetune", help="fine-tune a pretrained encoder (full / head / prefix / LoRA) and run studies")
     ft = p.add_subparsers(dest="finetune_command", metavar="SUBCOMMAND")
     ft.required = True
@@ -112,7 +135,8 @@ def register(sub) -> None:
     s.set_defaults(func=run_train)
 
     s = ft.add_parser("predict", help="label and class probabilities from a checkpoint")
-    s.add_argument("--checkpoint", default="runs/finetune/default/best", help="a best/ or last/ folder")
+    s.add_argument("--checkpoint", default=f"{TrainConfig().out}/best",
+                   help="a best/ or last/ folder (default %(default)s: what `finetune train` keeps)")
     s.add_argument("texts", nargs="+", help="texts to classify")
     s.add_argument("--pair", action="append", default=None,
                    help="pair tasks (austen-pairs, boolq): the second text, once per text")
@@ -122,10 +146,13 @@ def register(sub) -> None:
     s = ft.add_parser("study", help="experiments: " + ", ".join(STUDIES))
     s.add_argument("name", choices=STUDIES)
     _add_common(s, study=True)
-    s.add_argument("--lrs", type=_float_list, default=None, help="grid: learning rates (default 1e-4,5e-4,1e-3)")
-    s.add_argument("--epoch-list", type=_int_list, default=None, help="grid: epoch counts (default 7,9)")
-    s.add_argument("--optimizers", default=None, help="optimizers: comma list (default adamw,sgd,rmsprop)")
-    s.add_argument("--methods", default=None, help="methods: comma list (default full,head,prefix,lora)")
+    s.add_argument("--lrs", type=_float_list, default=None,
+                   help=f"grid: learning rates (default {','.join(_lr(x) for x in GRID_LRS)})")
+    s.add_argument("--epoch-list", type=_int_list, default=None,
+                   help=f"grid: epoch counts (default {','.join(map(str, GRID_EPOCHS))})")
+    s.add_argument("--optimizers", default=None,
+                   help=f"optimizers: comma list (default {','.join(STUDY_OPTIMIZERS)})")
+    s.add_argument("--methods", default=None, help=f"methods: comma list (default {','.join(METHODS)})")
     s.add_argument("--memory-budget-gb", type=_positive_float, default=None,
                    help="batch-size on CPU: peak training-step memory allowed (default: 1/4 of free RAM)")
     s.add_argument("--max-batch", type=_positive_int, default=1024, help="batch-size: stop doubling here")

@@ -8,7 +8,8 @@ from dataclasses import asdict, dataclass
 
 from common.checks import InputError
 
-__all__ = ["METHODS", "OPTIMIZERS", "DEFAULT_LR", "DEFAULT_MODEL", "ModelSpec", "TrainConfig"]
+__all__ = ["METHODS", "OPTIMIZERS", "DEFAULT_LR", "DEFAULT_MODEL", "GRID_LRS", "GRID_EPOCHS", "STUDY_OPTIMIZERS",
+           "ModelSpec", "TrainConfig"]
 
 METHODS = ("full", "head", "prefix", "lora")
 DEFAULT_MODEL = "minilm"
@@ -18,6 +19,12 @@ OPTIMIZERS = ("adamw", "adam", "sgd", "rmsprop", "adagrad")
 # lora 5e-4 stayed at the majority class with 800 examples, 2e-3 reached 80.0%; head 2e-3 stayed
 # near it with 400, 1e-2 reached 74.8% with 800; prefix 2e-3 gave 69.0%, 1e-2 72.8% with 400.
 DEFAULT_LR = {"full": 5e-5, "lora": 2e-3, "head": 1e-2, "prefix": 1e-2}
+
+# What `finetune study grid` and `study optimizers` try when no flag says otherwise (studies.py);
+# here, beside the other defaults, so the CLI's help states them without importing torch.
+GRID_LRS = (1e-4, 5e-4, 1e-3)
+GRID_EPOCHS = (7, 9)
+STUDY_OPTIMIZERS = ("adamw", "sgd", "rmsprop")
 
 
 @dataclass

@@ -21,7 +21,7 @@ from pathlib import Path
 from common.checks import InputError
 from common.io import atomic_write_json
 from torch_ref.finetune.data import Task, load_task
-from torch_ref.finetune.config import TrainConfig
+from torch_ref.finetune.config import GRID_EPOCHS, GRID_LRS, METHODS, OPTIMIZERS, STUDY_OPTIMIZERS, TrainConfig
 from torch_ref.finetune.train import predict, train
 
 __all__ = ["STUDY_DEFAULTS", "NEWS_TEXTS", "run_study", "study_config"]
@@ -196,8 +196,8 @@ def _available_gb() -> float:
 def grid(cfg: TrainConfig, console, quiet=False, lrs=None, epoch_list=None, task: Task | None = None) -> dict:
     """Every (lr, epochs) pair trains from the same start; the pair with the best validation accuracy
     is chosen, and only its test accuracy is reported as the result."""
-    lrs = lrs or [1e-4, 5e-4, 1e-3]
-    epoch_list = epoch_list or [7, 9]
+    lrs = lrs or list(GRID_LRS)
+    epoch_list = epoch_list or list(GRID_EPOCHS)
     task = _load(cfg, task)
     rows = []
     for lr in lrs:
@@ -228,7 +228,7 @@ def optimizers(cfg: TrainConfig, console, quiet=False, names=None, lr_given: boo
                task: Task | None = None) -> dict:
     from torch_ref.finetune.plots import plot_curve_sets
 
-    names = names or ["adamw", "sgd", "rmsprop"]
+    names = names or list(STUDY_OPTIMIZERS)
     task = _load(cfg, task)
     histories, rows = {}, []
     for name in names:
@@ -259,7 +259,7 @@ def methods(cfg: TrainConfig, console, quiet=False, names=None, lr_given: bool =
     from torch_ref.finetune.models import build_classifier, expected_trainable, load_tokenizer, resolve_model
     from torch_ref.finetune.plots import plot_bars
 
-    names = names or ["full", "head", "prefix", "lora"]
+    names = names or list(METHODS)
     task = _load(cfg, task)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     path = resolve_model(cfg.model)
@@ -361,15 +361,11 @@ def run_study(name: str, args, console, quiet: bool = False) -> dict:
         return grid(cfg, console, quiet, getattr(args, "lrs", None), getattr(args, "epoch_list", None))
     if name == "optimizers":
         opts = split(getattr(args, "optimizers", None))
-        from torch_ref.finetune.config import OPTIMIZERS
-
         if opts and any(o not in OPTIMIZERS for o in opts):
             raise InputError(f"optimizers: expected a comma list from {', '.join(OPTIMIZERS)}, got {args.optimizers!r}")
         return optimizers(cfg, console, quiet, opts, lr_given)
     if name == "methods":
         ms = split(getattr(args, "methods", None))
-        from torch_ref.finetune.config import METHODS
-
         if ms and any(m not in METHODS for m in ms):
             raise InputError(f"methods: expected a comma list from {', '.join(METHODS)}, got {args.methods!r}")
         return methods(cfg, console, quiet, ms, lr_given)
