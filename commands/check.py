@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import re
 
+from common.console import add_report_flags
+
 ORDER = 25
 
 
@@ -33,22 +35,14 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true", help="print a JSON list of case results (for autograders)")
     p.add_argument("--timeout", type=float, default=20.0, metavar="S", help="seconds per case (default 20)")
     p.add_argument("--memory-limit", default="4GiB", metavar="SIZE", help="memory per run of your code (default 4GiB)")
-    _report_flags(p)
+    add_report_flags(p)  # --html FILE / --svg FILE: exactly what the terminal showed
     p.set_defaults(func=run)
-
-
-def _report_flags(p) -> None:
-    try:
-        from commands._common import add_report_flags
-    except ImportError:  # older tree without recorded reports
-        return
-    add_report_flags(p)
 
 
 def run(args) -> int:
     from rich.progress import Progress
 
-    from commands._common import CLIError, console, print_json
+    from commands._common import CLIError, console, print_json, save_reports
     from crosscheck.report import json_rows, print_file_report, print_folder_summary
     from crosscheck.session import check_file, check_folder
 
@@ -85,13 +79,5 @@ def run(args) -> int:
             print_folder_summary(console, reports)
         else:
             print_file_report(console, reports[0])
-        _save_reports(args)
-    return 0 if all(rep.ok for rep in reports) else 1
-
-
-def _save_reports(args) -> None:
-    try:
-        from commands._common import save_reports
-    except ImportError:
-        return
     save_reports(args)
+    return 0 if all(rep.ok for rep in reports) else 1

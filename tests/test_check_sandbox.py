@@ -200,3 +200,11 @@ def test_exercise_new_then_check_says_not_implemented(tmp_path):
     proc = _cli("check", str(out), "--json")
     rows = json.loads(proc.stdout)
     assert proc.returncode == 1 and rows and all(r["verdict"] == "not implemented yet" for r in rows)
+
+
+def test_check_saves_what_the_terminal_showed(tmp_path):
+    html, svg = tmp_path / "report.html", tmp_path / "report.svg"
+    proc = _cli("check", str(SUBMISSIONS / "course_b_numpy.py"), "--exercise", "merge_heads",
+                "--html", str(html), "--svg", str(svg))
+    assert proc.returncode == 0, proc.stderr
+    assert "merge_heads" in html.read_text() and "merge_heads" in svg.read_text()
