@@ -2,7 +2,8 @@
 
 A (r, d_in) and B (d_out, r) are all that train (peft's default bias="none"); the frozen weight
 contributes nothing. Targets name per-layer matrices of accounting.architecture.Architecture:
-q, k, v, o (d x d) and ffn_in (d -> d_ff), ffn_out (d_ff -> d)."""
+q (d -> h d_head), k, v (d -> h_kv d_head), o (h d_head -> d), ffn_in (d -> d_ff), ffn_out (d_ff -> d),
+and with a SwiGLU FFN ffn_gate (d -> d_ff; ffn_in is then the up projection, ffn_out the down one)."""
 from __future__ import annotations
 
 from accounting.architecture import Architecture, check_size

@@ -1,14 +1,18 @@
 """Parameter formulas against real torch models, counted exactly, component by component.
 
 References are built here from torch / transformers / peft directly (nn.TransformerEncoderLayer
-stacks, a nanoGPT-style GPT, GPT2LMHeadModel, BertModel, RobertaModel, peft-wrapped models), not from
-accounting.torch_models, so a shared mistake cannot hide; that builder is checked against them too."""
+stacks, a nanoGPT-style GPT, GPT2LMHeadModel, BertModel, RobertaModel, LlamaForCausalLM,
+Qwen2ForCausalLM, GPTNeoXForCausalLM, peft-wrapped models), not from accounting.torch_models, so a
+shared mistake cannot hide; that builder is checked against them too. Real models' published counts:
+tests/test_calc_real_models.py."""
 import pytest
 import torch
 import torch.nn as nn
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from accounting import Architecture, count_parameters, lora_params, lora_params_for_matrix
-from accounting.torch_models import build_torch_model, count_trainable
+from accounting.torch_models import build_hf_decoder, build_torch_model, count_trainable, hf_decoder_family
 from common.checks import InputError
 
 
@@ -115,6 +119,92 @@ def test_decoder_total_matches_transformers_gpt2(tied):
     assert formula(a)["ffn_params_per_layer"] == numel(block.mlp)
 
 
+def hf_meta(config_class: str, model_class: str, **config):
+    import transformers
+
+    with torch.device("meta"):  # shapes only
+        return getattr(transformers, model_class)(getattr(transformers, config_class)(bos_token_id=None,
+                                                                                      eos_token_id=None, **config))
+
+
+def modern(**kw) -> Architecture:
+    return Architecture(**{**dict(n_layers=2, d_model=32, n_heads=4, context=16, vocab_size=61, d_ff=40, ffn="swiglu",
+                                  norm="rmsnorm", positions="rope", bias=False, tied_embeddings=False), **kw})
+
+
+def llama_config(a: Architecture) -> dict:
+    return dict(vocab_size=a.vocab_size, hidden_size=a.d_model, intermediate_size=a.d_ff,
+                num_hidden_layers=a.n_layers, num_attention_heads=a.n_heads, num_key_value_heads=a.kv_heads,
+                head_dim=a.d_head, attention_bias=a.bias, mlp_bias=a.bias, tie_word_embeddings=a.tied_embeddings,
+                max_position_embeddings=a.context)
+
+
+@pytest.mark.parametrize("kw", [
+    dict(),                                              # MHA, untied, no biases
+    dict(n_kv_heads=2),                                  # GQA: 2 query heads per K/V head
+    dict(n_kv_heads=1, tied_embeddings=True),            # MQA, tied
+    dict(head_dim=12),                                   # 4 heads of 12 = 48 != d = 32
+    dict(n_kv_heads=2, head_dim=20, bias=True),          # attention_bias and mlp_bias on
+], ids=["mha", "gqa", "mqa-tied", "head-dim", "gqa-head-dim-bias"])
+def test_llama_style_components_match_hf_llama(kw):
+    a = modern(**kw)
+    m = hf_meta("LlamaConfig", "LlamaForCausalLM", **llama_config(a))
+    f, layers = formula(a), m.model.layers
+    assert f["attention_params_per_layer"] == numel(layers[0].self_attn)
+    assert f["ffn_params_per_layer"] == numel(layers[0].mlp)
+    assert f["norm_params"] == numel(m.model.norm, *(l.input_layernorm for l in layers),
+                                     *(l.post_attention_layernorm for l in layers))
+    assert f["embedding_params"] == numel(m.model.embed_tokens)
+    assert f["head_params"] == (0 if a.tied_embeddings else m.lm_head.weight.numel())
+    assert f["total_params"] == numel(m) == count_trainable(build_torch_model(a, "meta"))
+    family, built, _ = build_hf_decoder(a)
+    assert family == "LlamaForCausalLM" and numel(built) == numel(m)
+
+
+def test_qwen2_biases_on_q_k_v_only():
+    a = modern(n_kv_heads=2, qkv_bias=True)
+    m = hf_meta("Qwen2Config", "Qwen2ForCausalLM", vocab_size=61, hidden_size=32, intermediate_size=40,
+                num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False)
+    attn = m.model.layers[0].self_attn
+    assert attn.o_proj.bias is None and attn.k_proj.bias.shape == (16,)
+    assert formula(a)["attention_params_per_layer"] == numel(attn)
+    assert formula(a)["total_params"] == numel(m) == count_trainable(build_torch_model(a, "meta"))
+    assert build_hf_decoder(a)[0] == "Qwen2ForCausalLM"
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_layernorm_gelu_with_rotary_positions_matches_hf_gpt_neox(tied):
+    a = Architecture(n_layers=2, d_model=32, n_heads=4, context=16, vocab_size=61, positions="rope",
+                     tied_embeddings=tied)
+    m = hf_meta("GPTNeoXConfig", "GPTNeoXForCausalLM", vocab_size=61, hidden_size=32, intermediate_size=128,
+                num_hidden_layers=2, num_attention_heads=4, tie_word_embeddings=tied)
+    assert formula(a)["attention_params_per_layer"] == numel(m.gpt_neox.layers[0].attention)
+    assert formula(a)["ffn_params_per_layer"] == numel(m.gpt_neox.layers[0].mlp)
+    assert formula(a)["total_params"] == numel(m) == count_trainable(build_torch_model(a, "meta"))
+    assert build_hf_decoder(a)[0] == "GPTNeoXForCausalLM"
+
+
+@settings(max_examples=25, deadline=None)
+@given(L=st.integers(1, 3), h_kv=st.integers(1, 4), group=st.integers(1, 4), d_head=st.sampled_from([2, 4, 6, 10]),
+       d_per_head=st.integers(1, 6), d_ff=st.integers(1, 50), V=st.integers(1, 90), tied=st.booleans(),
+       bias=st.booleans())
+def test_any_llama_shape_matches_hf_llama(L, h_kv, group, d_head, d_per_head, d_ff, V, tied, bias):
+    """Head size free of d / h, any grouping, biases and tying: the formula is HF's count. (HF's
+    LlamaConfig still asks that h divide d, so d is drawn as a multiple of h.)"""
+    h = h_kv * group
+    a = modern(n_layers=L, d_model=h * d_per_head, n_heads=h, n_kv_heads=h_kv, head_dim=d_head, d_ff=d_ff,
+               vocab_size=V, tied_embeddings=tied, bias=bias)
+    assert formula(a)["total_params"] == numel(hf_meta("LlamaConfig", "LlamaForCausalLM", **llama_config(a)))
+
+
+def test_mixed_parts_have_no_hf_family_and_are_counted_by_the_torch_build():
+    """LayerNorm with SwiGLU, RMSNorm with GELU, GPT-2 without biases: no HF class has these shapes."""
+    for a in (modern(norm="layernorm"), modern(ffn="gelu"), modern(positions="learned"),
+              Architecture(n_layers=2, d_model=32, n_heads=4, context=16, vocab_size=61, bias=False)):
+        assert hf_decoder_family(a) is None
+        assert formula(a)["total_params"] == count_trainable(build_torch_model(a, "meta"))
+
+
 @pytest.mark.parametrize("pooler", [False, True])
 def test_encoder_total_matches_transformers_bert_and_roberta(pooler):
     from transformers import BertConfig, BertModel, RobertaConfig, RobertaModel
@@ -132,8 +222,9 @@ def test_encoder_total_matches_transformers_bert_and_roberta(pooler):
 def test_encoder_course_formula_equals_the_instantiated_model():
     """Exercise G.3's model: a plain-torch build and transformers' RobertaModel (which adds a 1-row
     token-type table: exactly d more parameters)."""
-    from accounting.scenarios import ENCODER_COURSE
     from transformers import RobertaConfig, RobertaModel
+
+    from accounting.scenarios import ENCODER_COURSE
 
     a = ENCODER_COURSE
     assert (a.n_layers, a.d_model, a.n_heads, a.vocab_size, a.ffn_inner, a.positions_rows) == (4, 512, 8, 32000, 512, 258)
@@ -167,6 +258,22 @@ def test_lora_params_equal_peft_trainable_count(targets, peft_targets):
     a = Architecture(n_layers=3, d_model=32, n_heads=4, context=18, d_ff=48, kind="encoder")
     assert lora_params(a, 4, targets).value == trainable
     assert trainable == count_trainable(peft_model)
+
+
+@pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning")
+def test_lora_on_grouped_query_attention_and_swiglu_equals_peft():
+    """k and v are h_kv d_head wide, q and o h d_head; SwiGLU adds the gate as a target."""
+    from peft import LoraConfig, get_peft_model
+
+    a = modern(n_kv_heads=2, head_dim=12)
+    model = hf_meta("LlamaConfig", "LlamaForCausalLM", **llama_config(a))
+    targets = ("q", "k", "v", "o", "ffn_gate", "ffn_in", "ffn_out")
+    hf_names = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    for ours, theirs in ((targets, hf_names), (("k", "v"), ["k_proj", "v_proj"])):
+        peft_model = get_peft_model(hf_meta("LlamaConfig", "LlamaForCausalLM", **llama_config(a)),
+                                    LoraConfig(r=3, target_modules=theirs))
+        assert lora_params(a, 3, ours).value == peft_model.get_nb_trainable_parameters()[0]
+    assert numel(model) == formula(a)["total_params"]
 
 
 def test_lora_params_for_aether_equal_peft_on_a_meta_layer():
@@ -206,6 +313,16 @@ def test_lora_mha_from_torch_ref_counts_as_formula():
     (dict(n_layers=2, d_model=8, n_heads=2, context=4, vocab_size=-5), "vocab_size: expected a positive integer"),
     (dict(n_layers=2, d_model=8, n_heads=2, context=4, positions="alibi"), "positions: expected one of learned"),
     (dict(n_layers=2, d_model=8, n_heads=2, context=9, n_positions=8), "n_positions: expected at least context=9"),
+    (dict(n_layers=2, d_model=8, n_heads=4, n_kv_heads=3, context=4), "n_kv_heads: expected a divisor of n_heads=4"),
+    (dict(n_layers=2, d_model=8, n_heads=4, n_kv_heads=0, context=4), "n_kv_heads: expected a positive integer"),
+    (dict(n_layers=2, d_model=8, n_heads=3, head_dim=0, context=4), "head_dim: expected a positive integer, got 0"),
+    (dict(n_layers=2, d_model=12, n_heads=4, context=4, positions="rope"), "head_dim: expected an even head size"),
+    (dict(n_layers=2, d_model=8, n_heads=2, context=4, ffn="relu"), "ffn: expected one of gelu, swiglu, got 'relu'"),
+    (dict(n_layers=2, d_model=8, n_heads=2, context=4, norm="batch"), "norm: expected one of layernorm, rmsnorm"),
+    (dict(n_layers=2, d_model=8, n_heads=2, context=4, kind="encoder", ffn="swiglu"),
+     "ffn: expected only with kind='decoder', got ffn='swiglu' for an encoder"),
+    (dict(n_layers=2, d_model=8, n_heads=2, context=4, kind="encoder", n_kv_heads=1),
+     "n_kv_heads: expected only with kind='decoder'"),
 ])
 def test_bad_architecture_is_an_input_error(kwargs, fragment):
     with pytest.raises(InputError) as e:
