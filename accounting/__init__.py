@@ -10,12 +10,12 @@ against real torch models (counts exactly, memory against tensor nbytes)."""
 from accounting.architecture import Architecture, attention_params_per_layer, count_parameters, ffn_params_per_layer
 from accounting.lora import lora_params, lora_params_for_matrix
 from accounting.loss import target_probability_and_loss
-from accounting.memory import OPTIMIZER_STATES, attention_scores_bytes, optimizer_state_bytes, ratio
+from accounting.memory import OPTIMIZER_STATES, attention_scores_bytes, kv_cache_bytes, optimizer_state_bytes, ratio
 from accounting.quantity import GB, GiB, Quantity, as_dict, fmt_bytes
 
 __all__ = [
     "Architecture", "count_parameters", "attention_params_per_layer", "ffn_params_per_layer",
     "lora_params", "lora_params_for_matrix", "target_probability_and_loss",
-    "OPTIMIZER_STATES", "attention_scores_bytes", "optimizer_state_bytes", "ratio",
+    "OPTIMIZER_STATES", "attention_scores_bytes", "kv_cache_bytes", "optimizer_state_bytes", "ratio",
     "GB", "GiB", "Quantity", "as_dict", "fmt_bytes",
 ]

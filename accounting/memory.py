@@ -6,10 +6,13 @@
     optimizer state   n_states * bytes_per_state per trainable parameter; frozen parameters have none.
                       Adam/AdamW keep 2 states (exp_avg, exp_avg_sq), SGD with momentum 1, plain SGD 0.
                       (torch also keeps one scalar `step` per parameter tensor, not per parameter.)
+    KV cache          decoding keeps every past token's keys and values, per layer: 2 (K and V) * L *
+                      h_kv * d_head * bytes per token, times T tokens and B sequences. Grouped-query
+                      attention shrinks it by h / h_kv (Llama 3 8B: 4x), which is why it exists.
 """
 from __future__ import annotations
 
-from accounting.architecture import check_size
+from accounting.architecture import Architecture, check_size
 from accounting.quantity import Quantity, fmt_int
 from common.checks import InputError
 
@@ -50,3 +53,22 @@ def ratio(a: Quantity, b: Quantity, key: str, label: str) -> Quantity:
         raise InputError(f"{b.key}: expected a non-zero denominator for {key}, got 0")
     r = a.value / b.value
     return Quantity(key, label, r, "ratio", f"{fmt_int(a.value)} / {fmt_int(b.value)} = {r:.6g}")
+
+
+def kv_cache_bytes(a: Architecture, context: int, batch: int = 1, bytes_per_value: int = 2) -> list[Quantity]:
+    """Bytes of the KV cache per token and for `batch` sequences of `context` tokens (HF's cache:
+    per layer a key and a value tensor (B, h_kv, T, d_head))."""
+    check_size("context", context)
+    check_size("batch", batch)
+    check_size("bytes_per_value", bytes_per_value)
+    L, h_kv, dh = a.n_layers, a.kv_heads, a.d_head
+    per_token = 2 * L * h_kv * dh * bytes_per_value
+    total = batch * context * per_token
+    what = f"{fmt_int(context)} tokens x {batch} sequence{'s' if batch != 1 else ''}"
+    return [
+        Quantity("kv_cache_bytes_per_token", "KV cache per token (all layers)", per_token, "bytes",
+                 f"2 (K, V) * L * h_kv * d_head * bytes = 2*{L}*{h_kv}*{dh}*{bytes_per_value} "
+                 f"= {fmt_int(per_token)} bytes"),
+        Quantity("kv_cache_bytes", f"KV cache, {what}", total, "bytes",
+                 f"B * T * per token = {batch}*{fmt_int(context)}*{fmt_int(per_token)} = {fmt_int(total)} bytes"),
+    ]

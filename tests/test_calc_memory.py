@@ -1,5 +1,6 @@
 """Memory formulas against the bytes torch really allocates (tensor nbytes, optimizer state after a
-real step), and the loss calculator against torch's softmax and cross-entropy."""
+real step, the KV cache a Hugging Face model returns), and the loss calculator against torch's
+softmax and cross-entropy."""
 import math
 
 import numpy as np
@@ -8,8 +9,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from accounting import GB, GiB, attention_scores_bytes, fmt_bytes, optimizer_state_bytes, ratio
+from accounting import Architecture, attention_scores_bytes, kv_cache_bytes, optimizer_state_bytes, ratio
 from accounting.loss import target_probability_and_loss
+from accounting.quantity import GB, GiB, fmt_bytes
 from common.checks import InputError
 
 
@@ -91,6 +93,62 @@ def test_adam_state_for_a_subset_and_the_ratio_between_two_subsets():
                                                                  rel=1e-15)
 
 
+def _hf_cache_nbytes(model, ids) -> int:
+    """Bytes of the keys and values a Hugging Face causal LM caches for `ids` (B, T)."""
+    with torch.no_grad():
+        cache = model(ids, use_cache=True, logits_to_keep=1).past_key_values
+    return sum(layer.keys.nbytes + layer.values.nbytes for layer in cache.layers)
+
+
+@pytest.mark.parametrize("dtype, nbytes", [(torch.float32, 4), (torch.bfloat16, 2)])
+def test_kv_cache_bytes_equal_hf_llama_cache_with_gqa_and_a_free_head_dim(dtype, nbytes):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=48, num_hidden_layers=3,
+                                         num_attention_heads=4, num_key_value_heads=2, head_dim=12,
+                                         bos_token_id=None, eos_token_id=None)).to(dtype)
+    a = Architecture(n_layers=3, d_model=32, n_heads=4, n_kv_heads=2, head_dim=12, context=7, vocab_size=50,
+                     d_ff=48, ffn="swiglu", norm="rmsnorm", positions="rope", bias=False)
+    per_token, total = kv_cache_bytes(a, context=7, batch=2, bytes_per_value=nbytes)
+    assert total.value == _hf_cache_nbytes(model, torch.randint(0, 50, (2, 7)))
+    assert per_token.value * 2 * 7 == total.value
+    assert "2*3*2*12*" in per_token.formula
+
+
+def test_kv_cache_bytes_equal_hf_gpt2_cache():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=50, n_positions=16, n_embd=32, n_layer=2, n_head=4,
+                                       bos_token_id=None, eos_token_id=None))
+    a = Architecture(n_layers=2, d_model=32, n_heads=4, context=9, vocab_size=50)
+    cached = _hf_cache_nbytes(model, torch.zeros(3, 9, dtype=torch.long))
+    assert kv_cache_bytes(a, 9, batch=3, bytes_per_value=4)[1].value == cached
+
+
+def test_kv_cache_of_llama_3_8b_at_8192_tokens_is_one_gib():
+    """The real config (meta-llama/Meta-Llama-3-8B), run on the meta device in bf16: HF's cache
+    holds 2 * 32 layers of (1, 8, 8192, 128); grouped-query attention makes it 4x smaller than 32
+    K/V heads would."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = dict(vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+                  num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=8192,
+                  tie_word_embeddings=False)
+    with torch.device("meta"):
+        model = LlamaForCausalLM(LlamaConfig(**config)).to(torch.bfloat16)
+    a = Architecture(n_layers=32, d_model=4096, n_heads=32, n_kv_heads=8, context=8192, vocab_size=128256,
+                     d_ff=14336, ffn="swiglu", norm="rmsnorm", positions="rope", bias=False, tied_embeddings=False)
+    per_token, total = kv_cache_bytes(a, 8192, batch=1, bytes_per_value=2)
+    assert total.value == _hf_cache_nbytes(model, torch.zeros(1, 8192, dtype=torch.long, device="meta")) == GiB
+    assert per_token.value == 128 * 1024
+    with torch.device("meta"):
+        mha_model = LlamaForCausalLM(LlamaConfig(**{**config, "num_key_value_heads": 32})).to(torch.bfloat16)
+    mha = Architecture(n_layers=32, d_model=4096, n_heads=32, context=8192)
+    mha_bytes = _hf_cache_nbytes(mha_model, torch.zeros(1, 8192, dtype=torch.long, device="meta"))
+    assert kv_cache_bytes(mha, 8192)[1].value == mha_bytes == 4 * total.value
+
+
 def test_byte_units_are_decimal_gb_and_binary_gib():
     n = 3 * 2 ** 30 + 5
     text = fmt_bytes(n)
@@ -129,6 +187,9 @@ def test_mlm_toy_matches_torch_and_names_the_word():
 @pytest.mark.parametrize("call, fragment", [
     (lambda: attention_scores_bytes(-4, 16, 2), "n_heads: expected a positive integer, got -4"),
     (lambda: attention_scores_bytes(4, 16, 0), "bytes_per_score: expected a positive integer, got 0"),
+    (lambda: kv_cache_bytes(Architecture(n_layers=1, d_model=8, n_heads=2, context=4), 0), "context: expected a"),
+    (lambda: kv_cache_bytes(Architecture(n_layers=1, d_model=8, n_heads=2, context=4), 4, 1, 0),
+     "bytes_per_value: expected a positive integer, got 0"),
     (lambda: optimizer_state_bytes(-1, "adam"), "n_params: expected a non-negative integer, got -1"),
     (lambda: optimizer_state_bytes(10, "lion"), "optimizer: expected one of adam, adamw, sgd-momentum, sgd"),
     (lambda: target_probability_and_loss([1.0, 2.0], 2), "target: expected an index in [0, 1], got 2"),
