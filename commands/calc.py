@@ -3,7 +3,8 @@
     calc aether            exercise G.2: a 48-layer decoder's score memory, FFN size, LoRA and Adam state
     calc encoder-course    exercise G.3: a small RoBERTa-style encoder, by formula and instantiated in torch
     calc mlm-toy           exercise G.1: probability of the correct word and cross-entropy
-    calc model --layers .. any architecture from flags (add --check-torch to count a torch build too)
+    calc model --layers .. any architecture from flags: GPT-2 to Llama (--kv-heads, --head-dim, --ffn swiglu,
+                           --norm rmsnorm), a KV-cache line; --check-torch counts a torch and an HF build too
     calc loss --logits ..  probability and cross-entropy for any logits vector
     calc lora-demo         train only A and B of a frozen layer (NumPy backward) to fit a low-rank change
 
@@ -43,21 +44,32 @@ def register(sub) -> None:
     ffn = s.add_mutually_exclusive_group()
     ffn.add_argument("--ffn-inner", type=int, default=None, help="FFN inner size d_ff")
     ffn.add_argument("--ffn-mult", type=int, default=4, help="d_ff = mult * d_model (default 4)")
+    s.add_argument("--ffn", choices=["gelu", "swiglu"], default="gelu",
+                   help="gelu: d -> d_ff -> d; swiglu: gate, up and down (Llama; GeGLU counts the same)")
+    s.add_argument("--norm", choices=["layernorm", "rmsnorm"], default="layernorm",
+                   help="rmsnorm has a weight and no bias (Llama)")
+    s.add_argument("--kv-heads", type=int, default=None,
+                   help="key/value heads, a divisor of --heads (grouped-query attention; 1 = multi-query)")
+    s.add_argument("--head-dim", type=int, default=None,
+                   help="size of one head (default hidden / heads; heads x head-dim may differ from hidden: Gemma)")
     s.add_argument("--kind", choices=["decoder", "encoder"], default="decoder")
     s.add_argument("--positions", choices=["learned", "sinusoidal", "rope", "none"], default="learned")
     s.add_argument("--n-positions", type=int, default=None, help="rows of the learned position table (default: context)")
     s.add_argument("--no-bias", action="store_true", help="no biases on Linear and LayerNorm layers")
+    s.add_argument("--qkv-bias", action="store_true", help="biases on W_q, W_k, W_v even with --no-bias (Qwen2)")
     s.add_argument("--untied", action="store_true", help="decoder LM head not tied to the token embedding")
     s.add_argument("--token-types", type=int, default=0, help="segment-embedding rows (BERT 2, RoBERTa 1)")
     s.add_argument("--pooler", action="store_true", help="encoder: add BERT's d x d pooler")
     s.add_argument("--bytes-per-score", type=int, default=2, help="bytes per attention score (default 2: fp16)")
-    s.add_argument("--batch", type=int, default=1, help="sequences for the score-memory line (default 1)")
+    s.add_argument("--batch", type=int, default=1, help="sequences for the score and KV-cache lines (default 1)")
+    s.add_argument("--kv-bytes", type=int, default=2, help="bytes per cached key/value number (default 2: fp16/bf16)")
     s.add_argument("--lora-rank", type=int, default=8)
     s.add_argument("--lora-targets", default="q,v", help="comma list from q,k,v,o,ffn_in,ffn_out (default q,v)")
     s.add_argument("--optimizer", choices=["adam", "adamw", "sgd-momentum", "sgd"], default="adam")
     s.add_argument("--bytes-per-state", type=int, default=4, help="bytes per optimizer state value (default 4: fp32)")
     s.add_argument("--check-torch", action="store_true",
-                   help="also build the model in torch (meta device: no memory) and print its parameter count")
+                   help="also build the model in torch and as its Hugging Face family where one has this shape "
+                        "(GPT-2, GPT-NeoX, Llama, Qwen2; meta device: no memory) and compare counts")
     _add_json(s)
     s.set_defaults(func=run_model)
 
@@ -175,17 +187,20 @@ def run_loss(args) -> int:
 def run_model(args) -> int:
     from accounting.architecture import Architecture, count_parameters
     from accounting.lora import lora_params
-    from accounting.memory import attention_scores_bytes, optimizer_state_bytes, ratio
+    from accounting.memory import attention_scores_bytes, kv_cache_bytes, optimizer_state_bytes, ratio
 
     arch = Architecture(
         n_layers=args.layers, d_model=args.hidden, n_heads=args.heads, context=args.context, vocab_size=args.vocab,
         d_ff=args.ffn_inner, ffn_mult=args.ffn_mult, positions=args.positions, n_positions=args.n_positions,
         bias=not args.no_bias, tied_embeddings=not args.untied, kind=args.kind, token_types=args.token_types,
-        pooler=args.pooler)
+        pooler=args.pooler, n_kv_heads=args.kv_heads, head_dim=args.head_dim, ffn=args.ffn, norm=args.norm,
+        qkv_bias=True if args.qkv_bias else None)
     targets = tuple(t.strip() for t in args.lora_targets.split(",") if t.strip())
     qs = count_parameters(arch)
     by_key = {q.key: q for q in qs}
     qs.append(attention_scores_bytes(arch.n_heads, arch.context, args.bytes_per_score, batch=args.batch))
+    if arch.kind == "decoder":  # an encoder reads its whole input at once: nothing is cached
+        qs.extend(kv_cache_bytes(arch, arch.context, args.batch, args.kv_bytes))
     lora = lora_params(arch, args.lora_rank, targets)
     qs.append(lora)
     lora_state = optimizer_state_bytes(lora.value, args.optimizer, args.bytes_per_state, key="lora_optimizer_bytes",
@@ -201,17 +216,21 @@ def run_model(args) -> int:
                     f"LoRA {args.optimizer} state / {'full' if full_key == 'full' else 'FFN'} {args.optimizer} state"))
     extra = None
     if args.check_torch:
-        from accounting.quantity import Quantity
-        from accounting.torch_models import build_torch_model, count_trainable
+        from accounting.torch_models import torch_counts
         from commands._common import CLIError
 
         if arch.vocab_size is None:
             raise CLIError("--check-torch: expected --vocab too (a torch model needs its embedding table)")
-        n = count_trainable(build_torch_model(arch, device="meta"))
-        qs.append(Quantity("params_torch", "trainable parameters of the torch model (meta device)", n, "params",
-                           f"sum(p.numel()) over the built {arch.kind} = {n:,}"))
-        extra = {"params_match": n == by_key["total_params"].value}
+        counted, family, same = torch_counts(arch)
+        qs.extend(counted)
+        extra = {"params_match": same, "hf_model": family}
     rc = _report("Architecture accounting", qs, args, arch, extra)
+    if extra is not None and not args.json:
+        from commands._common import console
+
+        vs = (f"the torch build and Hugging Face {extra['hf_model']}" if extra["hf_model"] else
+              "the torch build (no Hugging Face family has this shape; looked at GPT-2, GPT-NeoX, Llama, Qwen2)")
+        console.print(f"formula vs {vs}: " + ("[green]equal[/]" if extra["params_match"] else "[bold red]DIFFERENT[/]"))
     return rc if extra is None or extra["params_match"] else 1
 
 

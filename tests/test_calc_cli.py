@@ -80,6 +80,52 @@ def test_generic_model_matches_its_torch_build_and_prints_units(capsys):
     assert "bytes" in text and " GB" in text and " GiB" in text and "vocabulary not given" in text
 
 
+LLAMA_3_8B_FLAGS = ("--layers", "32", "--hidden", "4096", "--heads", "32", "--kv-heads", "8", "--context", "8192",
+                    "--vocab", "128256", "--ffn-inner", "14336", "--ffn", "swiglu", "--norm", "rmsnorm",
+                    "--positions", "rope", "--no-bias", "--untied")
+
+
+def test_llama_3_8b_from_flags_against_hf_on_the_meta_device(capsys):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    out = run_json(capsys, "model", *LLAMA_3_8B_FLAGS, "--check-torch")
+    with torch.device("meta"):
+        hf = LlamaForCausalLM(LlamaConfig(vocab_size=128256, hidden_size=4096, intermediate_size=14336,
+                                          num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8,
+                                          tie_word_embeddings=False))
+    assert out["total_params"] == meta_numel(hf) == out["params_hf"] == out["params_torch"]
+    assert out["hf_model"] == "LlamaForCausalLM" and out["params_match"] is True
+    assert out["architecture"]["n_kv_heads"] == 8 and out["architecture"]["ffn"] == "swiglu"
+    assert "2*32*8*128*2" in out["details"]["kv_cache_bytes_per_token"]["formula"]
+
+
+def test_kv_cache_line_equals_a_real_hf_cache(capsys):
+    """--context, --batch and --kv-bytes against the keys and values HF's Llama caches in float32."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    out = run_json(capsys, "model", "--layers", "2", "--hidden", "24", "--heads", "6", "--kv-heads", "2",
+                   "--head-dim", "6", "--context", "5", "--batch", "3", "--kv-bytes", "4", "--vocab", "40",
+                   "--ffn", "swiglu", "--norm", "rmsnorm", "--positions", "rope", "--no-bias", "--check-torch")
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=40, hidden_size=24, intermediate_size=96, num_hidden_layers=2,
+                                         num_attention_heads=6, num_key_value_heads=2, head_dim=6,
+                                         tie_word_embeddings=True, bos_token_id=None, eos_token_id=None))
+    with torch.no_grad():
+        cache = model(torch.zeros(3, 5, dtype=torch.long), use_cache=True).past_key_values
+    assert out["kv_cache_bytes"] == sum(l.keys.nbytes + l.values.nbytes for l in cache.layers)
+    assert out["total_params"] == meta_numel(model) == out["params_hf"]
+
+
+def test_shape_without_an_hf_family_is_counted_by_the_torch_build(capsys):
+    """GPT-3 XL's table row taken literally: 24 heads of 128 on d_model 2048 (GPT-2 cannot)."""
+    args = ("model", "--layers", "24", "--hidden", "2048", "--heads", "24", "--head-dim", "128", "--context", "2048",
+            "--vocab", "50257", "--check-torch")
+    out = run_json(capsys, *args)
+    assert out["hf_model"] is None and out["params_match"] is True
+    assert cli.main(["calc", *args]) == 0
+    text = capsys.readouterr().out
+    assert "no Hugging Face family has this shape" in text and "equal" in text and "h*d_head=3072" in text
+
+
 def test_loss_command_with_labels(capsys):
     out = run_json(capsys, "loss", "--logits", "1,2,3", "--target", "0", "--labels", "a,b,c")
     z = torch.tensor([[1.0, 2.0, 3.0]], dtype=torch.float64)
@@ -103,6 +149,14 @@ def test_lora_demo_writes_a_png_and_the_loss_goes_down(capsys, tmp_path):
      "n_heads: expected a divisor of d_model=10, got 3"),
     (("model", "--layers", "2", "--hidden", "12", "--heads", "3", "--context", "4", "--lora-rank", "13"),
      "rank: expected a rank <= min(d_in, d_out) = 12 for a (12, 12) matrix, got 13"),
+    (("model", "--layers", "2", "--hidden", "12", "--heads", "4", "--kv-heads", "3", "--context", "4"),
+     "n_kv_heads: expected a divisor of n_heads=4"),
+    (("model", "--layers", "2", "--hidden", "12", "--heads", "4", "--head-dim", "0", "--context", "4"),
+     "head_dim: expected a positive integer, got 0"),
+    (("model", "--layers", "2", "--hidden", "12", "--heads", "4", "--kind", "encoder", "--norm", "rmsnorm",
+      "--context", "4"), "norm: expected only with kind='decoder'"),
+    (("model", "--layers", "2", "--hidden", "12", "--heads", "4", "--kv-bytes", "0", "--context", "4"),
+     "bytes_per_value: expected a positive integer, got 0"),
     (("loss", "--logits", "1,x", "--target", "0"), "--logits: expected comma-separated numbers"),
     (("lora-demo", "--rank", "70"), "r: expected a rank <= min(d_in, d_out) = 48"),
 ])
@@ -110,6 +164,14 @@ def test_bad_input_is_one_line_and_exit_2(capsys, args, fragment):
     assert cli.main(["calc", *args]) == 2
     err = capsys.readouterr().err
     assert fragment in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("flag, value", [("--ffn", "relu"), ("--norm", "batchnorm"), ("--kv-heads", "two")])
+def test_bad_flag_value_is_argparse_one_line_and_exit_2(capsys, flag, value):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["calc", "model", "--layers", "2", "--hidden", "12", "--heads", "4", "--context", "4", flag, value])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and f"argument {flag}: invalid" in err and len(err.strip().splitlines()) == 1
 
 
 def test_bad_input_from_a_real_subprocess_has_no_traceback():
