@@ -107,6 +107,7 @@ def _sections(seed: int, dtype: str):
 
 def run(args) -> int:
     import numpy as np
+    from rich import box
     from rich.console import Group
     from rich.panel import Panel
     from rich.table import Table
@@ -118,10 +119,21 @@ def run(args) -> int:
     sections, inputs = _sections(args.seed, args.dtype)
     rows = []
     for title, intro, steps in sections:
-        table = Table(show_lines=False, expand=False)
-        for col, justify in (("step", "left"), ("code", "left"), ("shape", "left"), ("L2 numpy", "right"),
-                             ("L2 jax", "right"), ("L2 torch", "right"), ("max |err| vs torch", "right"), ("", "center")):
-            table.add_column(col, justify=justify)
+        # Below about 110 columns (an 80-column terminal, CI's) the code column would squeeze every
+        # other one to "split_…": leave it out and print the norms with 5 digits instead of 7.
+        narrow = console.width < 110
+        columns = [("step", "left"), ("code", "left"), ("shape", "left"), ("L2 numpy", "right"), ("L2 jax", "right"),
+                   ("L2 torch", "right"), ("max |err| vs torch", "right"), ("", "center")]
+        table = Table(show_lines=False, expand=False, box=box.SIMPLE_HEAD if narrow else box.HEAVY_HEAD)
+        for col, justify in columns:
+            if narrow and col in ("code", ""):  # narrow: the verdict goes into the |err| cell
+                continue
+            short = {"L2 numpy": "numpy", "L2 jax": "jax", "L2 torch": "torch", "max |err| vs torch": "|err|"}
+            table.add_column(short.get(col, col) if narrow else col, justify=justify,
+                             no_wrap=narrow and col == "shape", min_width=19 if narrow and col == "step" else None)
+        if narrow:
+            table.caption = "numpy, jax, torch: L2 norm of each backend's output; |err|: max vs torch"
+        l2_format = ".5g" if narrow else ".6f"
         for name, code, fn in steps:
             outs = run_on_backends(fn, inputs)
             # Masks are booleans: compare them as 0/1 numbers.
@@ -130,8 +142,11 @@ def run(args) -> int:
             row.pop("outputs")
             row["section"] = title
             rows.append(row)
-            table.add_row(name, f"[dim]{code}[/]", row["shape"], *(f"{row['l2'][b]:.6f}" for b in ("numpy", "jax", "torch")),
-                          f"{row['max_abs_err']:.1e}", "[green]ok[/]" if row["ok"] else "[bold red]FAIL[/]")
+            cells = [name] + ([] if narrow else [f"[dim]{code}[/]"]) + [row["shape"]]
+            cells += [format(row["l2"][b], l2_format) for b in ("numpy", "jax", "torch")]
+            verdict = "[green]ok[/]" if row["ok"] else "[bold red]FAIL[/]"
+            err = f"{row['max_abs_err']:.1e}"
+            table.add_row(*cells, *([f"{err} {verdict}"] if narrow else [err, verdict]))
         if not args.json:
             console.print(Panel(Group(Text(intro, style="italic"), table), title=f"[bold]{title}", title_align="left"))
 
@@ -145,16 +160,23 @@ def run(args) -> int:
         f"{sum(r['ok'] for r in rows)}/{len(rows)} steps agree with torch (worst |err| {worst:.1e}; "
         f"the course accepts 1e-3, our {args.dtype} tolerance is atol={rows[0]['atol']:g}, rtol={rows[0]['rtol']:g})."
     )
+    where_next = Table.grid(padding=(0, 2))
+    where_next.add_column(no_wrap=True)
+    where_next.add_column()
+    for command, what in (
+        ("python cli.py parity --dtype float32", "every op at B=4, H=8, T=128, d_head=64"),
+        ("python cli.py lesson list", "guided lessons: crafted queries, argmax attention, reading values out of "
+                                      "averages, decomposed attention, tokenizers, the masked-LM toy"),
+        ("python cli.py calc aether", "parameter and memory accounting (exercises G)"),
+        ("python cli.py gpt train --backend numpy", "a tiny GPT trained with hand-written gradients"),
+    ):
+        where_next.add_row(command, what)
     console.print(Panel(
-        "python cli.py parity --dtype float32     every op at B=4, H=8, T=128, d_head=64\n"
-        "python cli.py lesson list                 guided lessons: crafted queries, argmax attention,\n"
-        "                                          reading values out of averages, decomposed attention,\n"
-        "                                          tokenizers, the masked-LM toy\n"
-        "python cli.py calc aether                 parameter and memory accounting (exercises G)\n"
-        "python cli.py gpt train --backend numpy   a tiny GPT trained with hand-written gradients",
+        where_next,
         title="Where next", border_style="cyan"))
     # The course's own exercise, graded: the next step once the walkthrough has shown the parts.
-    console.print("Your turn: [bold]triptych exercise new course-a --out my_mha.py[/], fill it in, then "
-                  "[bold]triptych check my_mha.py[/]", highlight=False)
+    # One command a line, so a narrow terminal never breaks a command in two.
+    console.print("Your turn: [bold]triptych exercise new course-a --out my_mha.py[/]\n"
+                  "fill it in, then [bold]triptych check my_mha.py[/]", highlight=False)
     save_reports(args)
     return 0 if ok else 1
