@@ -22,7 +22,9 @@ def run(args) -> int:
     from rich.table import Table
 
     from commands._common import console, print_json, save_reports
-    from crosscheck.cases import B, CASES, D_HEAD, H, T, T_K, run_case
+    from crosscheck.cases import B, D_HEAD, H, T, T_K, all_cases, run_case
+
+    CASES = all_cases()
 
     rows = []
     with Progress(console=console, transient=True, disable=args.json) as progress:

@@ -8,6 +8,8 @@ cross-attention key length of 96 so T_q != T_k is always exercised.
 """
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -29,22 +31,26 @@ class Case:
     inputs: Callable  # (rng, dtype) -> dict of NumPy inputs (arrays, masks, params dicts, scalars)
 
 
+class _BackendModules(dict):
+    """m["norms"] imports <package>.norms the first time a case asks for it, so a case names the
+    module it needs and nothing else has to list it. A module missing from a backend raises
+    ModuleNotFoundError naming it (tests/test_backend_names.py checks the three hold the same ones)."""
+
+    def __init__(self, package: str):
+        super().__init__()
+        self.package = package
+
+    def __missing__(self, name: str):
+        module = self[name] = importlib.import_module(f"{self.package}.{name}")
+        return module
+
+
 def backends():
     """The three implementations, imported lazily (JAX enables float64 on import)."""
     import jax.numpy as jnp
     import torch
 
     import jax_impl  # noqa: F401  (turns on float64)
-    import jax_impl.layers, jax_impl.losses, jax_impl.lora, jax_impl.optim  # noqa: E401
-    import numpy_impl.layers, numpy_impl.losses, numpy_impl.lora, numpy_impl.optim  # noqa: E401
-    import torch_ref.layers, torch_ref.losses, torch_ref.lora, torch_ref.optim  # noqa: E401
-    from jax_impl import attention as ja, masks as jmk, multihead as jm, positional as jp
-    from numpy_impl import attention as na, masks as nmk, multihead as nm, positional as np_
-    from torch_ref import attention as ta, masks as tmk, multihead as tm, positional as tp
-
-    def mods(pkg, attention, masks, multihead, positional):
-        return dict(attention=attention, masks=masks, multihead=multihead, positional=positional,
-                    layers=pkg.layers, losses=pkg.losses, lora=pkg.lora, optim=pkg.optim)
 
     def to_torch(x):
         if isinstance(x, dict):
@@ -57,9 +63,9 @@ def backends():
         return jnp.asarray(x) if isinstance(x, np.ndarray) else x
 
     return {
-        "numpy": (mods(numpy_impl, na, nmk, nm, np_), lambda x: x),
-        "jax": (mods(jax_impl, ja, jmk, jm, jp), to_jax),
-        "torch": (mods(torch_ref, ta, tmk, tm, tp), to_torch),
+        "numpy": (_BackendModules("numpy_impl"), lambda x: x),
+        "jax": (_BackendModules("jax_impl"), to_jax),
+        "torch": (_BackendModules("torch_ref"), to_torch),
     }
 
 
@@ -154,6 +160,16 @@ CASES: list[Case] = [
          lambda rng, dt: {**_seq(rng, dt), "table": rng.standard_normal((256, D_MODEL)).astype(dt)}),
     Case("apply_rope", lambda m, i: (m["positional"].apply_rope(i["q"]),), _qkv),
 ]
+
+
+def all_cases() -> list[Case]:
+    """The core CASES above, then the CASES of every crosscheck/cases_*.py module in name order
+    (cases_modern.py: RMSNorm, SwiGLU, RoPE layouts; ...): a new group of ops adds one file and
+    `parity` and parity_tests/ pick it up."""
+    import crosscheck
+
+    extra = sorted(m.name for m in pkgutil.iter_modules(crosscheck.__path__) if m.name.startswith("cases_"))
+    return CASES + [c for name in extra for c in importlib.import_module(f"crosscheck.{name}").CASES]
 
 
 def _dtype_for(backend: str, dtype):

@@ -1,11 +1,14 @@
-"""Every core op, NumPy and JAX against torch, float64 and float32 at B=4, H=8, T=128, d_head=64.
+"""Every op of the parity registry (crosscheck.cases.all_cases()), NumPy and JAX against torch,
+float64 and float32 at B=4, H=8, T=128, d_head=64.
 
 The same registry drives `python cli.py parity`, so a row that passes here passes there."""
 import numpy as np
 import pytest
 
 from common.tolerances import assert_close
-from crosscheck.cases import CASES, run_case
+from crosscheck.cases import all_cases, run_case
+
+CASES = all_cases()
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
