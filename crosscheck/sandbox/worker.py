@@ -216,12 +216,14 @@ def call_target(module, target: dict, live: dict, framework: str):
     if kind == "function":
         return obj(*args, **kwargs)
     instance = obj(*[live[a] for a in target.get("init", [])])
-    for path, key in target.get("weights", {}).get(framework, []):
-        _set_weight(instance, path, live[key], framework)
     if framework == "torch" and hasattr(instance, "eval"):
         import torch
         instance.eval()  # dropout off: the reference has none
+        # Cast BEFORE loading the weights: copied into nn.Linear's default float32 parameters,
+        # float64 reference weights would be rounded to float32 and miss the float64 tolerance.
         instance.to(getattr(torch, target.get("dtype", "float64")))
+    for path, key in target.get("weights", {}).get(framework, []):
+        _set_weight(instance, path, live[key], framework)
     method = target.get("method")
     return getattr(instance, method)(*args, **kwargs) if method else instance(*args, **kwargs)
 
