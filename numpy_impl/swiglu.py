@@ -1,0 +1,104 @@
+"""SiLU and the SwiGLU feed-forward network of Llama-style models, as forward/backward pairs.
+
+    silu        y = x * sigmoid(x)                                    (also called swish)
+    swiglu_mlp  y = (silu(x W_gate^T) * (x W_up^T)) W_down^T          no biases
+
+GPT-2's MLP (numpy_impl/layers.py) is gelu(x W_fc^T + b) W_proj^T. SwiGLU (Shazeer 2020) splits the
+first matrix in two: one half goes through the activation and GATES the other, elementwise. With
+three matrices instead of two, Llama shrinks d_ff from 4d to about 8d/3 to keep the parameter count.
+Parameters: w_gate (d_ff, d), w_up (d_ff, d), w_down (d, d_ff), the rows of Hugging Face's
+LlamaMLP gate_proj, up_proj and down_proj weights.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from common.checks import InputError, check_finite, check_float, check_min_ndim, check_shape
+
+__all__ = ["silu", "silu_forward", "silu_backward", "swiglu_mlp", "swiglu_mlp_forward", "swiglu_mlp_backward"]
+# The (out, cache) forwards exist for the hand-written backward (JAX and torch differentiate).
+__backend_only__ = ["silu_forward", "swiglu_mlp_forward"]
+
+SWIGLU_KEYS = ("w_gate", "w_up", "w_down")
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    """1 / (1 + exp(-x)) written so that exp only sees -|x| <= 0 and never overflows."""
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1.0, e) / (1.0 + e)
+
+
+def silu_forward(x: np.ndarray):
+    """silu(x) = x * sigmoid(x): about x for large x, about 0 for very negative x, smooth between
+    (its minimum, -0.278 at x = -1.278, lets a little negative signal through, unlike ReLU).
+
+    Shapes: any -> same, cache
+    """
+    check_float("x", x)
+    s = _sigmoid(x)
+    return x * s, (x, s)
+
+
+def silu_backward(dout: np.ndarray, cache) -> np.ndarray:
+    """Product rule with sigmoid' = s (1 - s):  d/dx [x s] = s + x s (1 - s) = s (1 + x (1 - s)).
+
+    Shapes: dout (same as x) -> dx
+    """
+    x, s = cache
+    return dout * s * (1.0 + x * (1.0 - s))  # y = x * s, s = sigmoid(x)
+
+
+def silu(x: np.ndarray) -> np.ndarray:
+    """Shapes: any -> same"""
+    return silu_forward(x)[0]
+
+
+def _check_swiglu(x, params: dict) -> None:
+    check_min_ndim("x", x, 1, "(..., d)")
+    check_float("x", x)
+    check_finite("x", np.isfinite(x).all())
+    if not isinstance(params, dict) or any(k not in params for k in SWIGLU_KEYS):
+        missing = [k for k in SWIGLU_KEYS if not isinstance(params, dict) or k not in params]
+        raise InputError(f"params: expected keys {list(SWIGLU_KEYS)}, missing {missing}")
+    d = x.shape[-1]
+    check_shape("params['w_gate']", params["w_gate"], (None, d))
+    d_ff = params["w_gate"].shape[0]
+    check_shape("params['w_up']", params["w_up"], (d_ff, d))
+    check_shape("params['w_down']", params["w_down"], (d, d_ff))
+
+
+def swiglu_mlp_forward(x: np.ndarray, params: dict):
+    """The gated feed-forward network: d -> d_ff (twice, gate and value) -> d.
+
+    Shapes: x (..., d), params w_gate (d_ff, d), w_up (d_ff, d), w_down (d, d_ff) -> out (..., d), cache
+    """
+    _check_swiglu(x, params)
+    gate = x @ params["w_gate"].T  # (..., d_ff)
+    up = x @ params["w_up"].T  # (..., d_ff)
+    act, silu_cache = silu_forward(gate)  # (..., d_ff)
+    h = act * up  # the gate: elementwise, per hidden unit
+    return h @ params["w_down"].T, (x, up, act, h, silu_cache, params)
+
+
+def swiglu_mlp_backward(dout: np.ndarray, cache):
+    """Backward through the three matmuls and the gate; x feeds two of them, so its gradient is the
+    sum of the gate path and the up path.
+
+    Shapes: dout (..., d) -> dx (..., d), grads {w_gate (d_ff, d), w_up (d_ff, d), w_down (d, d_ff)}
+    """
+    x, up, act, h, silu_cache, params = cache
+    d, d_ff = x.shape[-1], up.shape[-1]
+    flat = lambda a, n: a.reshape(-1, n)  # noqa: E731  (weights sum over every leading axis)
+    grads = {"w_down": flat(dout, d).T @ flat(h, d_ff)}  # out = h W_down^T
+    dh = dout @ params["w_down"]  # out = h W_down^T
+    dact, dup = dh * up, dh * act  # h = act * up
+    dgate = silu_backward(dact, silu_cache)  # act = silu(gate)
+    grads["w_up"] = flat(dup, d_ff).T @ flat(x, d)  # up = x W_up^T
+    grads["w_gate"] = flat(dgate, d_ff).T @ flat(x, d)  # gate = x W_gate^T
+    dx = dgate @ params["w_gate"] + dup @ params["w_up"]  # x feeds gate and up
+    return dx, {k: grads[k] for k in SWIGLU_KEYS}
+
+
+def swiglu_mlp(x: np.ndarray, params: dict) -> np.ndarray:
+    """Shapes: x (..., d) -> (..., d)"""
+    return swiglu_mlp_forward(x, params)[0]
