@@ -1,11 +1,22 @@
-"""Positional encodings in JAX; mirrors numpy_impl/positional.py name for name."""
+"""Positional encodings in JAX; mirrors numpy_impl/positional.py name for name (RoPE in both layouts)."""
 from __future__ import annotations
+
+from functools import partial
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from common.checks import InputError, check_finite, check_float, check_min_ndim, check_ndim, check_positive_int, check_same
+from common.checks import (
+    InputError,
+    check_choice,
+    check_finite,
+    check_float,
+    check_min_ndim,
+    check_ndim,
+    check_positive_int,
+    check_same,
+)
 from jax_impl._checks import all_finite
 
 __all__ = [
@@ -14,7 +25,11 @@ __all__ = [
     "learned_positional_encoding",
     "rope_cos_sin",
     "apply_rope",
+    "rope_half_to_interleaved",
+    "rope_interleaved_to_half",
 ]
+
+ROPE_LAYOUTS = ("half", "interleaved")
 
 
 def _check_even(name: str, d: int, what: str) -> None:
@@ -64,31 +79,80 @@ def learned_positional_encoding(x, table):
     return x + table[: x.shape[1]]
 
 
-def rope_cos_sin(positions, d_head: int, base: float = 10000.0, dtype=jnp.float64):
-    """Shapes: positions (T,) -> cos, sin (T, D), halves duplicated (Llama layout)"""
-    _check_even("d_head", d_head, "RoPE rotates")
+def _check_positions(x, positions):
+    """positions (T,), or (B, T) for a (B, ..., T, D) x (see numpy_impl)."""
+    T = x.shape[-2]
+    check_ndim("positions", positions, (1, 2), "(T,) or (B, T)")
+    check_same("positions", positions.shape[-1], "x's sequence axis (T)", T, "length")
+    if positions.ndim == 2:
+        check_min_ndim("x", x, 3, "(B, ..., T, D) for (B, T) positions")
+        check_same("positions", positions.shape[0], "x's batch axis (B)", x.shape[0], "batch size")
+
+
+def rope_cos_sin(positions, d_head: int, base: float = 10000.0, dtype=jnp.float64, layout: str = "half"):
+    """Shapes: positions (T,) or (B, T) -> cos, sin (T, D) or (B, T, D); the D/2 angles repeated
+    over the two halves ("half") or each twice in a row ("interleaved"), built in float64"""
+    check_choice("layout", layout, ROPE_LAYOUTS)
+    _check_even("d_head", d_head, "RoPE")
     positions = jnp.asarray(positions, dtype=jnp.float64)
-    check_ndim("positions", positions, 1, "(T,)")
+    check_ndim("positions", positions, (1, 2), "(T,) or (B, T)")
     inv_freq = base ** (-jnp.arange(0, d_head, 2, dtype=jnp.float64) / d_head)
-    angles = positions[:, None] * inv_freq[None, :]
-    angles = jnp.concatenate([angles, angles], axis=-1)
+    angles = positions[..., None] * inv_freq
+    if layout == "half":
+        angles = jnp.concatenate([angles, angles], axis=-1)
+    else:
+        angles = jnp.repeat(angles, 2, axis=-1)
     return jnp.cos(angles).astype(dtype), jnp.sin(angles).astype(dtype)
 
 
-@jax.jit
-def _rotate(x, cos, sin):
-    d = x.shape[-1] // 2
-    rotated_half = jnp.concatenate([-x[..., d:], x[..., :d]], axis=-1)
-    return x * cos + rotated_half * sin
+@partial(jax.jit, static_argnames="layout")
+def _rotate(x, cos, sin, layout="half"):
+    """x cos + R(x) sin, R turning each pair (a, b) into (-b, a)."""
+    if layout == "half":
+        d = x.shape[-1] // 2
+        rotated = jnp.concatenate([-x[..., d:], x[..., :d]], axis=-1)
+    else:
+        pairs = x.reshape(x.shape[:-1] + (-1, 2))
+        rotated = jnp.stack([-pairs[..., 1], pairs[..., 0]], axis=-1).reshape(x.shape)
+    return x * cos + rotated * sin
 
 
-def apply_rope(x, positions=None, base: float = 10000.0):
-    """Shapes: x (..., T, D), positions (T,) (default 0..T-1) -> (..., T, D)"""
+def apply_rope(x, positions=None, base: float = 10000.0, layout: str = "half"):
+    """Shapes: x (..., T, D), positions (T,) or (B, T) (default 0..T-1; (B, T) needs x (B, ..., T, D))
+            -> (..., T, D); layout "half" (HF Llama, the default) or "interleaved" (Meta, GPT-J)"""
+    check_choice("layout", layout, ROPE_LAYOUTS)
     check_min_ndim("x", x, 2, "(..., T, D)")
     check_float("x", x)
     check_finite("x", all_finite(x))
     T, D = x.shape[-2], x.shape[-1]
-    positions = np.arange(T) if positions is None else positions
-    check_same("positions", positions.shape[0] if positions.ndim == 1 else -1, "x's sequence axis (T)", T, "length")
-    cos, sin = rope_cos_sin(positions, D, base, dtype=x.dtype)
-    return _rotate(x, cos, sin)
+    positions = np.arange(T) if positions is None else jnp.asarray(positions)
+    _check_positions(x, positions)
+    cos, sin = rope_cos_sin(positions, D, base, dtype=x.dtype, layout=layout)
+    if positions.ndim == 2:  # (B, T, D) -> (B, 1, ..., 1, T, D)
+        lead = (x.shape[0],) + (1,) * (x.ndim - 3)
+        cos, sin = cos.reshape(lead + (T, D)), sin.reshape(lead + (T, D))
+    return _rotate(x, cos, sin, layout)
+
+
+def _check_rope_rows(w, n_heads: int) -> None:
+    check_min_ndim("w", w, 1, "(n_heads * D, ...)")
+    check_positive_int("n_heads", n_heads)
+    if w.shape[0] % n_heads or (w.shape[0] // n_heads) % 2:
+        raise InputError(f"w: expected a first axis of n_heads={n_heads} heads of even size, got shape "
+                         f"{tuple(int(s) for s in w.shape)}")
+
+
+def rope_half_to_interleaved(w, n_heads: int):
+    """Within each head: new row 2i = old row i, new row 2i + 1 = old row i + D/2.
+    Shapes: w (n_heads * D, ...) -> same"""
+    _check_rope_rows(w, n_heads)
+    D = w.shape[0] // n_heads
+    return jnp.swapaxes(w.reshape((n_heads, 2, D // 2) + w.shape[1:]), 1, 2).reshape(w.shape)
+
+
+def rope_interleaved_to_half(w, n_heads: int):
+    """The inverse: new row i = old row 2i, new row i + D/2 = old row 2i + 1.
+    Shapes: w (n_heads * D, ...) -> same"""
+    _check_rope_rows(w, n_heads)
+    D = w.shape[0] // n_heads
+    return jnp.swapaxes(w.reshape((n_heads, D // 2, 2) + w.shape[1:]), 1, 2).reshape(w.shape)

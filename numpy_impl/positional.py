@@ -3,14 +3,25 @@ the token vectors.
 
     sinusoidal  PE[pos, 2i] = sin(pos / 10000^(2i/d)),  PE[pos, 2i+1] = cos(pos / 10000^(2i/d))
     learned     x + table[pos]               (an embedding table trained with the model)
-    rotary      rotate each (x_i, x_{i+D/2}) pair of q and k by the angle pos * theta_i,
-                so q.k depends only on the distance between the two positions (RoPE, Llama layout)
+    rotary      rotate each channel pair of q and k by the angle pos * theta_i, so q.k depends only
+                on the distance between the two positions (RoPE). Two ways to pair the channels:
+                "half" (x_i, x_{i+D/2}), Hugging Face Llama / GPT-NeoX, the default; and
+                "interleaved" (x_2i, x_2i+1), Meta's original Llama / GPT-J / llama.cpp
 """
 from __future__ import annotations
 
 import numpy as np
 
-from common.checks import InputError, check_finite, check_float, check_min_ndim, check_ndim, check_positive_int, check_same
+from common.checks import (
+    InputError,
+    check_choice,
+    check_finite,
+    check_float,
+    check_min_ndim,
+    check_ndim,
+    check_positive_int,
+    check_same,
+)
 
 __all__ = [
     "sinusoidal_encoding",
@@ -18,6 +29,8 @@ __all__ = [
     "learned_positional_encoding",
     "rope_cos_sin",
     "apply_rope",
+    "rope_half_to_interleaved",
+    "rope_interleaved_to_half",
 ]
 # Hand-written backward passes (NumPy only). The sinusoidal table has no parameters and is simply
 # added, so its backward is the identity (PositionalEncoding.backward says so).
@@ -25,6 +38,8 @@ __all__ += [
     "learned_positional_encoding_backward",
     "apply_rope_backward",
 ]
+
+ROPE_LAYOUTS = ("half", "interleaved")
 
 
 def _check_even(name: str, d: int, what: str) -> None:
@@ -101,48 +116,123 @@ def learned_positional_encoding_backward(dout: np.ndarray, table: np.ndarray):
     return dout, dtable
 
 
-def rope_cos_sin(positions, d_head: int, base: float = 10000.0, dtype=np.float64):
-    """cos and sin of pos * theta_i, theta_i = base^(-2i/D), duplicated over the two halves of the
-    head (Llama's rotate_half layout: channel i pairs with channel i + D/2).
+def _check_positions(x, positions):
+    """positions (T,) for every sequence alike, or (B, T): one row per sequence of a (B, ..., T, D)
+    x (packed sequences, or a KV cache whose sequences sit at different offsets)."""
+    T = x.shape[-2]
+    check_ndim("positions", positions, (1, 2), "(T,) or (B, T)")
+    check_same("positions", positions.shape[-1], "x's sequence axis (T)", T, "length")
+    if positions.ndim == 2:
+        check_min_ndim("x", x, 3, "(B, ..., T, D) for (B, T) positions")
+        check_same("positions", positions.shape[0], "x's batch axis (B)", x.shape[0], "batch size")
 
-    Shapes: positions (T,) -> cos, sin (T, D)
+
+def rope_cos_sin(positions, d_head: int, base: float = 10000.0, dtype=np.float64, layout: str = "half"):
+    """cos and sin of pos * theta_i, theta_i = base^(-2i/D) for i < D/2, spread over the D channels
+    the way `layout` pairs them: "half" repeats the D/2 angles over the two halves (channel i pairs
+    with i + D/2), "interleaved" repeats each angle twice in a row (channels 2i and 2i + 1 pair).
+    Built in float64 whatever `dtype` says, like the sinusoidal table.
+
+    Shapes: positions (T,) or (B, T) -> cos, sin (T, D) or (B, T, D)
     """
-    _check_even("d_head", d_head, "RoPE rotates")
+    check_choice("layout", layout, ROPE_LAYOUTS)
+    _check_even("d_head", d_head, "RoPE")
     positions = np.asarray(positions, dtype=np.float64)
-    check_ndim("positions", positions, 1, "(T,)")
+    check_ndim("positions", positions, (1, 2), "(T,) or (B, T)")
     inv_freq = base ** (-np.arange(0, d_head, 2, dtype=np.float64) / d_head)  # (D/2,)
-    angles = positions[:, None] * inv_freq[None, :]  # (T, D/2)
-    angles = np.concatenate([angles, angles], axis=-1)  # (T, D)
+    angles = positions[..., None] * inv_freq  # (..., T, D/2)
+    if layout == "half":
+        angles = np.concatenate([angles, angles], axis=-1)  # [t0 .. t_{D/2-1}, t0 .. t_{D/2-1}]
+    else:
+        angles = np.repeat(angles, 2, axis=-1)  # [t0, t0, t1, t1, ...]
     return np.cos(angles).astype(dtype), np.sin(angles).astype(dtype)
 
 
-def apply_rope(x: np.ndarray, positions=None, base: float = 10000.0) -> np.ndarray:
-    """Rotate each channel pair (x_i, x_{i+D/2}) by its position's angle:
-    [x1, x2] -> [x1 cos - x2 sin, x2 cos + x1 sin]. Applied to queries and keys, not values.
+def _rotate_pairs(x: np.ndarray, layout: str) -> np.ndarray:
+    """R(x): each pair (a, b) -> (-b, a), the 90-degree turn that x cos + R(x) sin completes.
+    "half": pairs (x_i, x_{i+D/2}), Llama's rotate_half; "interleaved": pairs (x_2i, x_2i+1)."""
+    if layout == "half":
+        x1, x2 = np.split(x, 2, axis=-1)
+        return np.concatenate([-x2, x1], axis=-1)
+    pairs = x.reshape(x.shape[:-1] + (-1, 2))
+    return np.stack([-pairs[..., 1], pairs[..., 0]], axis=-1).reshape(x.shape)
 
-    Shapes: x (..., T, D), positions (T,) (default 0..T-1) -> (..., T, D)
+
+def _rotate_pairs_transposed(y: np.ndarray, layout: str) -> np.ndarray:
+    """R^T = -R: each pair (a, b) -> (b, -a)."""
+    return -_rotate_pairs(y, layout)
+
+
+def _cos_sin_for(x, positions, base, layout):
+    """cos, sin shaped to broadcast against x: (T, D), or (B, 1, ..., 1, T, D) for (B, T) positions."""
+    T, D = x.shape[-2], x.shape[-1]
+    positions = np.arange(T) if positions is None else np.asarray(positions)
+    _check_positions(x, positions)
+    cos, sin = rope_cos_sin(positions, D, base, dtype=x.dtype, layout=layout)
+    if positions.ndim == 2:
+        lead = (x.shape[0],) + (1,) * (x.ndim - 3)
+        cos, sin = cos.reshape(lead + (T, D)), sin.reshape(lead + (T, D))
+    return cos, sin
+
+
+def apply_rope(x: np.ndarray, positions=None, base: float = 10000.0, layout: str = "half") -> np.ndarray:
+    """Rotate each channel pair (a, b) by its position's angle: (a, b) -> (a cos - b sin, b cos + a sin).
+    Applied to queries and keys, not values: then q_m . k_n depends only on m - n.
+
+    layout="half" (the default, what this function has always done): channel i pairs with i + D/2,
+    as in GPT-NeoX and Hugging Face's Llama. layout="interleaved": channels 2i and 2i + 1 pair, as in
+    RoFormer, GPT-J, Meta's original Llama code and llama.cpp. The same maths on permuted channels:
+    rope_half_to_interleaved turns weights of one into the other.
+
+    Shapes: x (..., T, D), positions (T,) or (B, T) (default 0..T-1; (B, T) needs x (B, ..., T, D))
+            -> (..., T, D)
     """
+    check_choice("layout", layout, ROPE_LAYOUTS)
     check_min_ndim("x", x, 2, "(..., T, D)")
     check_float("x", x)
     check_finite("x", np.isfinite(x).all())
-    T, D = x.shape[-2], x.shape[-1]
-    positions = np.arange(T) if positions is None else np.asarray(positions)
-    check_same("positions", positions.shape[0] if positions.ndim == 1 else -1, "x's sequence axis (T)", T, "length")
-    cos, sin = rope_cos_sin(positions, D, base, dtype=x.dtype)
-    x1, x2 = x[..., : D // 2], x[..., D // 2:]
-    rotated_half = np.concatenate([-x2, x1], axis=-1)  # the "rotate_half" of Llama
-    return x * cos + rotated_half * sin
+    cos, sin = _cos_sin_for(x, positions, base, layout)
+    return x * cos + _rotate_pairs(x, layout) * sin
 
 
-def apply_rope_backward(dout: np.ndarray, positions=None, base: float = 10000.0) -> np.ndarray:
+def apply_rope_backward(dout: np.ndarray, positions=None, base: float = 10000.0, layout: str = "half") -> np.ndarray:
     """A rotation's transpose is the rotation by the opposite angle, so the gradient is rotated
-    back: with out = x cos + R(x) sin and R([x1, x2]) = [-x2, x1], dx = dout cos + R^T(dout sin),
-    R^T([y1, y2]) = [y2, -y1].
+    back: with out = x cos + R(x) sin, dx = dout cos + R^T(dout sin), R^T = -R (the pairs of `layout`).
 
-    Shapes: dout (..., T, D), positions (T,) (default 0..T-1) -> dx (..., T, D)
+    Shapes: dout (..., T, D), positions (T,) or (B, T) (default 0..T-1) -> dx (..., T, D)
     """
-    T, D = dout.shape[-2], dout.shape[-1]
-    positions = np.arange(T) if positions is None else np.asarray(positions)
-    cos, sin = rope_cos_sin(positions, D, base, dtype=dout.dtype)
-    ds = dout * sin  # out = ... + rotated_half * sin
-    return dout * cos + np.concatenate([ds[..., D // 2:], -ds[..., : D // 2]], axis=-1)  # out = x * cos + R(x) * sin
+    cos, sin = _cos_sin_for(dout, positions, base, layout)
+    return dout * cos + _rotate_pairs_transposed(dout * sin, layout)  # out = x * cos + R(x) * sin
+
+
+def _check_rope_rows(w, n_heads: int) -> None:
+    check_min_ndim("w", w, 1, "(n_heads * D, ...)")
+    check_positive_int("n_heads", n_heads)
+    if w.shape[0] % n_heads or (w.shape[0] // n_heads) % 2:
+        raise InputError(f"w: expected a first axis of n_heads={n_heads} heads of even size, got shape "
+                         f"{tuple(int(s) for s in w.shape)}")
+
+
+def rope_half_to_interleaved(w: np.ndarray, n_heads: int) -> np.ndarray:
+    """Reorder the rows of a q or k projection (n_heads heads of D rows; for k, n_heads is the KV
+    head count) so that interleaved RoPE computes what half RoPE did with the original: within each
+    head, new row 2i = old row i and new row 2i + 1 = old row i + D/2 (Hugging Face -> GGUF, the
+    permutation llama.cpp's converter applies). Attention scores are unchanged, since q and k are
+    permuted alike; v and the output projection are not touched.
+
+    Shapes: w (n_heads * D, ...) -> same
+    """
+    _check_rope_rows(w, n_heads)
+    D = w.shape[0] // n_heads
+    return w.reshape((n_heads, 2, D // 2) + w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def rope_interleaved_to_half(w: np.ndarray, n_heads: int) -> np.ndarray:
+    """The inverse: new row i = old row 2i, new row i + D/2 = old row 2i + 1 (GGUF or Meta's original
+    checkpoints -> Hugging Face; what HF's GGUF loader does).
+
+    Shapes: w (n_heads * D, ...) -> same
+    """
+    _check_rope_rows(w, n_heads)
+    D = w.shape[0] // n_heads
+    return w.reshape((n_heads, D // 2, 2) + w.shape[1:]).swapaxes(1, 2).reshape(w.shape)

@@ -3,9 +3,12 @@
 - sinusoidal: the PyTorch tutorial's PositionalEncoding code (div_term = exp(arange(0, d, 2) *
   -ln(10000)/d)), batch-first, table built in float64 (see numpy_impl for why).
 - learned: F.embedding over position ids, which is what nn.Embedding does.
-- rotary: the rotation is Hugging Face's Llama `apply_rotary_pos_emb` itself. Its cos/sin module
-  (LlamaRotaryEmbedding) computes the frequencies in float32, which would cap float64 parity near
-  1e-7, so rope_cos_sin repeats its formula in float64; a test checks the two agree in float32.
+- rotary, layout "half": the rotation is Hugging Face's Llama `apply_rotary_pos_emb` itself. Its
+  cos/sin module (LlamaRotaryEmbedding) computes the frequencies in float32, which would cap float64
+  parity near 1e-7, so rope_cos_sin repeats its formula in float64; a test checks the two agree in
+  float32.
+- rotary, layout "interleaved": Meta's original Llama rotation, channel pairs as complex numbers
+  times exp(i * angle) (torch.polar, view_as_complex), angles in float64.
 """
 from __future__ import annotations
 
@@ -15,7 +18,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from common.checks import InputError, check_finite, check_float, check_min_ndim, check_ndim, check_positive_int, check_same
+from common.checks import (
+    InputError,
+    check_choice,
+    check_finite,
+    check_float,
+    check_min_ndim,
+    check_ndim,
+    check_positive_int,
+    check_same,
+)
 from torch_ref._checks import all_finite
 
 __all__ = [
@@ -24,7 +36,11 @@ __all__ = [
     "learned_positional_encoding",
     "rope_cos_sin",
     "apply_rope",
+    "rope_half_to_interleaved",
+    "rope_interleaved_to_half",
 ]
+
+ROPE_LAYOUTS = ("half", "interleaved")
 
 
 def _check_even(name: str, d: int, what: str) -> None:
@@ -75,28 +91,92 @@ def learned_positional_encoding(x: torch.Tensor, table: torch.Tensor) -> torch.T
     return x + F.embedding(torch.arange(x.shape[1], device=x.device), table)
 
 
-def rope_cos_sin(positions, d_head: int, base: float = 10000.0, dtype=torch.float64):
-    """Shapes: positions (T,) -> cos, sin (T, D), halves duplicated (LlamaRotaryEmbedding's layout)"""
-    _check_even("d_head", d_head, "RoPE rotates")
+def _check_positions(x, positions):
+    """positions (T,), or (B, T) for a (B, ..., T, D) x (see numpy_impl)."""
+    T = x.shape[-2]
+    check_ndim("positions", positions, (1, 2), "(T,) or (B, T)")
+    check_same("positions", positions.shape[-1], "x's sequence axis (T)", T, "length")
+    if positions.ndim == 2:
+        check_min_ndim("x", x, 3, "(B, ..., T, D) for (B, T) positions")
+        check_same("positions", positions.shape[0], "x's batch axis (B)", x.shape[0], "batch size")
+
+
+def _angles(positions, d_head: int, base: float) -> torch.Tensor:
+    """pos * inv_freq in float64, inv_freq = 1 / base^(2i/D) as LlamaRotaryEmbedding writes it."""
     positions = torch.as_tensor(np.asarray(positions), dtype=torch.float64)
-    check_ndim("positions", positions, 1, "(T,)")
+    check_ndim("positions", positions, (1, 2), "(T,) or (B, T)")
     inv_freq = 1.0 / (base ** (torch.arange(0, d_head, 2, dtype=torch.float64) / d_head))
-    freqs = positions[:, None] * inv_freq[None, :]
-    emb = torch.cat((freqs, freqs), dim=-1)
+    return positions[..., None] * inv_freq  # (..., T, D/2)
+
+
+def rope_cos_sin(positions, d_head: int, base: float = 10000.0, dtype=torch.float64, layout: str = "half"):
+    """Shapes: positions (T,) or (B, T) -> cos, sin (T, D) or (B, T, D): cat(freqs, freqs) as
+    LlamaRotaryEmbedding ("half"), or each frequency twice in a row ("interleaved")"""
+    check_choice("layout", layout, ROPE_LAYOUTS)
+    _check_even("d_head", d_head, "RoPE")
+    freqs = _angles(positions, d_head, base)
+    emb = torch.cat((freqs, freqs), dim=-1) if layout == "half" else freqs.repeat_interleave(2, dim=-1)
     return emb.cos().to(dtype), emb.sin().to(dtype)
 
 
-def apply_rope(x: torch.Tensor, positions=None, base: float = 10000.0) -> torch.Tensor:
-    """Shapes: x (..., T, D), positions (T,) (default 0..T-1) -> (..., T, D)"""
+def _rope_complex(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
+    """Meta's original Llama code (apply_rotary_emb): channels (2i, 2i+1) are the real and imaginary
+    parts of one complex number, multiplied by exp(i * angle); angles broadcast against x[..., ::2]."""
+    freqs_cis = torch.polar(torch.ones_like(angles), angles)  # complex128, |z| = 1
+    x_c = torch.view_as_complex(x.reshape(*x.shape[:-1], -1, 2).contiguous())
+    return torch.view_as_real(x_c * freqs_cis.to(x_c.dtype)).flatten(-2)
+
+
+def apply_rope(x: torch.Tensor, positions=None, base: float = 10000.0, layout: str = "half") -> torch.Tensor:
+    """"half": Hugging Face Llama's apply_rotary_pos_emb; "interleaved": the complex rotation.
+
+    Shapes: x (..., T, D), positions (T,) or (B, T) (default 0..T-1; (B, T) needs x (B, ..., T, D))
+            -> (..., T, D)
+    """
     from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
+    check_choice("layout", layout, ROPE_LAYOUTS)
     check_min_ndim("x", x, 2, "(..., T, D)")
     check_float("x", x)
     check_finite("x", all_finite(x))
     T, D = x.shape[-2], x.shape[-1]
     positions = np.arange(T) if positions is None else np.asarray(positions)
-    check_same("positions", positions.shape[0] if positions.ndim == 1 else -1, "x's sequence axis (T)", T, "length")
+    _check_positions(x, positions)
+    # cos/sin get as many axes as x: (T, .) -> (1, ..., 1, T, .), (B, T, .) -> (B, 1, ..., 1, T, .).
+    lead = (x.shape[0],) + (1,) * (x.ndim - 3) if positions.ndim == 2 else (1,) * (x.ndim - 2)
+    if layout == "interleaved":
+        _check_even("d_head", D, "RoPE")
+        angles = _angles(positions, D, base)
+        return _rope_complex(x, angles.reshape(lead + (T, D // 2)))
     cos, sin = rope_cos_sin(positions, D, base, dtype=x.dtype)
-    # apply_rotary_pos_emb rotates a (q, k) pair; cos/sin broadcast over x's leading axes.
+    cos, sin = cos.reshape(lead + (T, D)), sin.reshape(lead + (T, D))
+    # apply_rotary_pos_emb rotates a (q, k) pair and unsqueezes cos/sin at unsqueeze_dim: at 0 they
+    # have one axis more than x, so the result is (1, *x.shape) whatever x's rank; [0] drops it.
     rotated, _ = apply_rotary_pos_emb(x, x, cos, sin, unsqueeze_dim=0)
-    return rotated
+    return rotated[0]
+
+
+def _check_rope_rows(w, n_heads: int) -> None:
+    check_min_ndim("w", w, 1, "(n_heads * D, ...)")
+    check_positive_int("n_heads", n_heads)
+    if w.shape[0] % n_heads or (w.shape[0] // n_heads) % 2:
+        raise InputError(f"w: expected a first axis of n_heads={n_heads} heads of even size, got shape "
+                         f"{tuple(int(s) for s in w.shape)}")
+
+
+def rope_half_to_interleaved(w: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """llama.cpp's convert_hf_to_gguf permute: w.reshape(n_heads, 2, D/2, ...).swapaxes(1, 2).
+    Shapes: w (n_heads * D, ...) -> same"""
+    _check_rope_rows(w, n_heads)
+    D = w.shape[0] // n_heads
+    return w.reshape(n_heads, 2, D // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def rope_interleaved_to_half(w: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """Hugging Face's own GGUF loader (LlamaTensorProcessor._reverse_permute_weights, on NumPy).
+    Shapes: w (n_heads * D, ...) -> same"""
+    from transformers.modeling_gguf_pytorch_utils import LlamaTensorProcessor
+
+    _check_rope_rows(w, n_heads)
+    out = LlamaTensorProcessor()._reverse_permute_weights(w.detach().cpu().numpy(), n_heads, n_heads)
+    return torch.from_numpy(np.ascontiguousarray(out)).to(w.device)
