@@ -10,7 +10,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from common.checks import InputError, check_choice, check_finite, check_float, check_mask, check_min_ndim, check_nonempty, check_same
+from common.checks import InputError, check_broadcastable, check_choice, check_finite, check_float, check_mask, check_min_ndim, check_nonempty, check_same
 from jax_impl._checks import all_finite, all_finite_each
 from jax_impl.flash import fast_attention
 
@@ -61,8 +61,10 @@ def _softmax_masked(scores, mask):
 
 
 @jax.jit
-def _sdpa(q, k, v, mask, scale):
+def _sdpa(q, k, v, mask, scale, bias=None):
     scores = (q @ jnp.swapaxes(k, -1, -2)) * scale
+    if bias is not None:  # None is a static pytree leaf: one compiled version with, one without
+        scores = scores + bias.astype(scores.dtype)
     weights = _softmax_masked(scores, mask)
     return weights @ v, weights
 
@@ -104,25 +106,36 @@ def compute_outputs(weights, v):
     return weights @ v
 
 
-def scaled_dot_product_attention(q, k, v, mask=None, scale: float | None = None, kernel: str = "steps"):
-    """softmax(Q K^T * scale, masked) V. kernel="steps": the plain jitted steps (_sdpa);
+def _check_bias(bias, expected_shape) -> None:
+    check_float("bias", bias)
+    check_broadcastable("bias", bias, expected_shape, "(an additive score bias)")
+    check_finite("bias", all_finite(bias))
+
+
+def scaled_dot_product_attention(q, k, v, mask=None, scale: float | None = None, kernel: str = "steps", bias=None):
+    """softmax(Q K^T * scale + bias, masked) V; bias (ALiBi's, say) is optional and added after
+    scaling, as in numpy_impl. kernel="steps": the plain jitted steps (_sdpa);
     kernel="fast": flash.fast_attention, one (batch, head) at a time so each head's scores stay in
     cache (jax_impl/flash.py explains why), the same numbers (tested equal in
     parity_tests/test_flash.py). Broadcast leading axes or mixed dtypes run the steps either way.
 
     Shapes: q (..., T_q, D), k (..., T_k, D), v (..., T_k, D_v), mask broadcastable to
-            (..., T_q, T_k) -> out (..., T_q, D_v), weights (..., T_q, T_k)
+            (..., T_q, T_k), bias broadcastable to (..., T_q, T_k)
+            -> out (..., T_q, D_v), weights (..., T_q, T_k)
     """
     check_choice("kernel", kernel, KERNELS)
     _check_qkv(q, k, v, values=False)  # NaN/inf: read once, by whichever kernel runs below
     if mask is not None:
         check_mask("mask", mask, q.shape[:-1] + (k.shape[-2],))
+    if bias is not None:
+        _check_bias(bias, q.shape[:-1] + (k.shape[-2],))
     if scale is None:
         scale = 1.0 / float(q.shape[-1]) ** 0.5
-    if kernel == "fast" and q.shape[:-2] == k.shape[:-2] == v.shape[:-2] and q.dtype == k.dtype == v.dtype:
+    # flash.fast_attention has no bias input: a biased call runs the steps whatever the kernel.
+    if kernel == "fast" and bias is None and q.shape[:-2] == k.shape[:-2] == v.shape[:-2] and q.dtype == k.dtype == v.dtype:
         return fast_attention(q, k, v, mask, scale, need_weights=True)
     _check_qkv(q, k, v)
-    return _sdpa(q, k, v, mask, scale)
+    return _sdpa(q, k, v, mask, scale, bias)
 
 
 def wrong_zero_after_softmax(scores, mask):

@@ -21,6 +21,7 @@ import numpy as np
 
 from common.checks import (
     InputError,
+    check_broadcastable,
     check_choice,
     check_finite,
     check_float,
@@ -69,6 +70,14 @@ def _check_qkv(q, k, v=None, values: bool = True) -> None:
     check_same("k", k.shape[-1], "q's last axis (d_head)", q.shape[-1], "last-axis size")
     if v is not None:
         check_same("v", v.shape[-2], "k's sequence axis (T_k)", k.shape[-2], "sequence length")
+
+
+def _check_bias(bias, expected_shape) -> None:
+    """An additive score bias: floating point, finite (-inf belongs in the bool mask, which keeps
+    fully masked rows at zero), broadcastable to (..., T_q, T_k)."""
+    check_float("bias", bias)
+    check_broadcastable("bias", bias, expected_shape, "(an additive score bias)")
+    check_finite("bias", np.isfinite(bias).all())
 
 
 def pairwise_similarities(q: np.ndarray, k: np.ndarray) -> np.ndarray:
@@ -189,8 +198,13 @@ def scaled_dot_product_attention(
     mask: np.ndarray | None = None,
     scale: float | None = None,
     kernel: str = "steps",
+    bias: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """softmax(Q K^T * scale, masked) V.
+    """softmax(Q K^T * scale + bias, masked) V.
+
+    bias (optional) is an additive score bias, ALiBi's per-head distance penalty for instance
+    (masks.alibi_bias). It is added after scaling, where torch SDPA adds a float attn_mask, and it
+    carries no gradient: the backward below is unchanged because `weights` already include it.
 
     kernel="steps" runs the four steps above in order. kernel="fast" runs flash.fast_attention: the
     same numbers (tested equal in parity_tests/test_flash.py) in cache-sized blocks on every core.
@@ -198,17 +212,24 @@ def scaled_dot_product_attention(
     (shared keys, say) or mixed dtypes, kernel="fast" runs the steps, whose matmuls broadcast.
 
     Shapes: q (..., T_q, D), k (..., T_k, D), v (..., T_k, D_v), mask broadcastable to
-            (..., T_q, T_k) -> out (..., T_q, D_v), weights (..., T_q, T_k)
+            (..., T_q, T_k), bias broadcastable to (..., T_q, T_k)
+            -> out (..., T_q, D_v), weights (..., T_q, T_k)
     """
     check_choice("kernel", kernel, KERNELS)
     _check_qkv(q, k, v, values=False)  # NaN/inf: read once, by whichever kernel runs below
+    if bias is not None:
+        _check_bias(bias, q.shape[:-1] + (k.shape[-2],))
     if scale is None:
         # A Python float, not np.float64: NumPy 2 would promote float32 inputs to float64.
         scale = 1.0 / math.sqrt(q.shape[-1])
-    if kernel == "fast" and q.shape[:-2] == k.shape[:-2] == v.shape[:-2] and q.dtype == k.dtype == v.dtype:
+    # flash.fast_attention has no bias input: a biased call runs the steps whatever the kernel.
+    if kernel == "fast" and bias is None and q.shape[:-2] == k.shape[:-2] == v.shape[:-2] and q.dtype == k.dtype == v.dtype:
         return fast_attention(q, k, v, mask, scale, need_weights=True)
     _check_qkv(q, k, v)
     scores = attn_scaled(pairwise_similarities(q, k), scale)
+    if bias is not None:
+        # In the scores' dtype, as torch SDPA demands of a float attn_mask (float32 stays float32).
+        scores = scores + bias.astype(scores.dtype, copy=False)
     weights = attn_softmax(scores, mask)
     return compute_outputs(weights, v), weights
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from common.checks import InputError, check_choice, check_finite, check_float, check_mask, check_min_ndim, check_nonempty, check_same
+from common.checks import InputError, check_broadcastable, check_choice, check_finite, check_float, check_mask, check_min_ndim, check_nonempty, check_same
 from torch_ref._checks import all_finite
 
 __all__ = [
@@ -73,17 +73,27 @@ def compute_outputs(weights: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return torch.matmul(weights, v)
 
 
-def scaled_dot_product_attention(q, k, v, mask=None, scale: float | None = None, kernel: str = "steps"):
+def scaled_dot_product_attention(q, k, v, mask=None, scale: float | None = None, kernel: str = "steps", bias=None):
     """F.scaled_dot_product_attention whichever `kernel` is asked for: torch's own fused kernel is
     the referee for both of ours (the argument exists so one call runs in all three backends).
 
+    An additive `bias` goes in as SDPA's float attn_mask; SDPA takes one attn_mask, so a bool mask
+    joins it as -inf where it forbids (torch's math path then still gives zeros on empty rows).
+
     Shapes: q (..., T_q, D), k (..., T_k, D), v (..., T_k, D_v), mask broadcastable to
-            (..., T_q, T_k) -> out (..., T_q, D_v), weights (..., T_q, T_k)
+            (..., T_q, T_k), bias broadcastable to (..., T_q, T_k)
+            -> out (..., T_q, D_v), weights (..., T_q, T_k)
     """
     check_choice("kernel", kernel, ("steps", "fast"))
     _check_qkv(q, k, v)
     if mask is not None:
         check_mask("mask", mask, tuple(q.shape[:-1]) + (k.shape[-2],))
+    if bias is not None:
+        check_float("bias", bias)
+        check_broadcastable("bias", bias, tuple(q.shape[:-1]) + (k.shape[-2],), "(an additive score bias)")
+        check_finite("bias", all_finite(bias))
+        bias = bias.to(q.dtype)
+        mask = bias if mask is None else torch.where(mask, bias, float("-inf"))
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
     t_k = k.shape[-2]
     eye = torch.eye(t_k, dtype=v.dtype, device=v.device).expand(*k.shape[:-2], t_k, t_k)

@@ -1,0 +1,46 @@
+"""Grouped-query attention in JAX: numpy_impl/gqa.py name for name (read it for the maths).
+
+repeat_kv is jitted with n_rep static; the attention itself is jax_impl.attention's jitted kernel.
+"""
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+
+from common.checks import InputError, check_ndim, check_positive_int, check_same
+from jax_impl.attention import scaled_dot_product_attention
+
+__all__ = ["repeat_kv", "grouped_query_attention"]
+
+
+@partial(jax.jit, static_argnames="n_rep")
+def _repeat(x, n_rep):
+    return jnp.repeat(x, n_rep, axis=1)  # copies of head g side by side, as HF's repeat_kv
+
+
+def repeat_kv(x, n_rep: int):
+    """Shapes: (B, H_kv, T, D) -> (B, H_kv * n_rep, T, D); head g -> heads g*n_rep .. g*n_rep + n_rep - 1"""
+    check_ndim("x", x, 4, "(B, H_kv, T, D)")
+    check_positive_int("n_rep", n_rep)
+    return _repeat(x, n_rep)
+
+
+def _check_groups(q, k, v) -> int:
+    check_ndim("q", q, 4, "(B, H, T_q, D)")
+    check_ndim("k", k, 4, "(B, H_kv, T_k, D)")
+    check_ndim("v", v, 4, "(B, H_kv, T_k, D_v)")
+    check_same("k", k.shape[0], "q's batch axis (B)", q.shape[0], "batch size")
+    check_same("v", v.shape[1], "k's head axis (H_kv)", k.shape[1], "head count")
+    n_heads, n_kv = q.shape[1], k.shape[1]
+    if n_kv == 0 or n_heads % n_kv != 0:
+        raise InputError(f"k: expected a number of KV heads dividing q's {n_heads} heads, got {n_kv}")
+    return n_heads // n_kv
+
+
+def grouped_query_attention(q, k, v, mask=None, scale: float | None = None, kernel: str = "steps", bias=None):
+    """Shapes: q (B, H, T_q, D), k (B, H_kv, T_k, D), v (B, H_kv, T_k, D_v), mask (bool) and bias
+    broadcastable to (B, H, T_q, T_k) -> out (B, H, T_q, D_v), weights (B, H, T_q, T_k)"""
+    n_rep = _check_groups(q, k, v)
+    return scaled_dot_product_attention(q, _repeat(k, n_rep), _repeat(v, n_rep), mask, scale, kernel, bias)
