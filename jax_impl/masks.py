@@ -1,6 +1,10 @@
-"""Attention masks in JAX (bool, True = may attend); mirrors numpy_impl/masks.py name for name."""
+"""Attention masks in JAX (bool, True = may attend); mirrors numpy_impl/masks.py name for name,
+including its position convention (query i at position i + offset) and the ALiBi bias."""
 from __future__ import annotations
 
+from functools import partial
+
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -13,6 +17,9 @@ __all__ = [
     "combine_masks",
     "to_torch_mha_mask",
     "from_torch_mha_mask",
+    "make_sliding_window_mask",
+    "alibi_slopes",
+    "alibi_bias",
 ]
 
 
@@ -24,9 +31,13 @@ def make_causal_mask(t_q: int, t_k: int | None = None, offset: int = 0):
     check_positive_int("t_q", t_q)
     t_k = t_q if t_k is None else t_k
     check_positive_int("t_k", t_k)
+    _check_offset(offset)
+    return jnp.tril(jnp.ones((t_q, t_k), dtype=bool), k=offset)
+
+
+def _check_offset(offset) -> None:
     if isinstance(offset, bool) or not isinstance(offset, (int, np.integer)):
         raise InputError(f"offset: expected an integer, got {offset!r}")
-    return jnp.tril(jnp.ones((t_q, t_k), dtype=bool), k=offset)
 
 
 def make_key_padding_mask(lengths, t_k: int):
@@ -83,3 +94,63 @@ def from_torch_mha_mask(mask):
     if mask.dtype != jnp.bool_:
         raise InputError(f"mask: expected dtype bool (True = blocked), got dtype {mask.dtype}")
     return ~mask
+
+
+@partial(jax.jit, static_argnames=("t_q", "t_k", "window"))
+def _sliding_window(t_q, t_k, window, offset):
+    p = jnp.arange(t_q)[:, None] + offset  # traced offset: decoding steps reuse one compilation
+    j = jnp.arange(t_k)[None, :]
+    return (j <= p) & (j > p - window)
+
+
+def make_sliding_window_mask(t_q: int, window: int, t_k: int | None = None, offset: int = 0):
+    """Query at position p = i + offset may attend to key j when p - window < j <= p (Mistral).
+
+    Shapes: -> (T_q, T_k) bool
+    """
+    check_positive_int("t_q", t_q)
+    check_positive_int("window", window)
+    t_k = t_q if t_k is None else t_k
+    check_positive_int("t_k", t_k)
+    _check_offset(offset)
+    return _sliding_window(t_q, t_k, window, offset)
+
+
+def _slope_exponents(n_heads: int) -> np.ndarray:
+    """-8k/p for the p = largest power of two <= n heads, then -8k/2p for odd k (numpy_impl explains)."""
+    p = 1 << (n_heads.bit_length() - 1)
+    return np.concatenate([-8.0 * np.arange(1, p + 1) / p, -8.0 * np.arange(1, 2 * (n_heads - p) + 1, 2) / (2 * p)])
+
+
+@partial(jax.jit, static_argnames=("n_heads", "dtype"))
+def _slopes(n_heads, dtype):
+    return (2.0 ** jnp.asarray(_slope_exponents(n_heads), dtype=jnp.float64)).astype(dtype)
+
+
+def alibi_slopes(n_heads: int, dtype=jnp.float64):
+    """ALiBi's per-head slopes 2^(-8k/n), with the interleaved extras for n not a power of two.
+
+    Shapes: -> (H,)
+    """
+    check_positive_int("n_heads", n_heads)
+    return _slopes(n_heads, jnp.dtype(dtype))
+
+
+@partial(jax.jit, static_argnames=("n_heads", "t_q", "t_k", "dtype"))
+def _alibi(n_heads, t_q, t_k, offset, dtype):
+    distance = jnp.arange(t_k)[None, :] - (jnp.arange(t_q)[:, None] + offset)  # j - p
+    return (_slopes(n_heads, jnp.float64)[:, None, None] * distance).astype(dtype)
+
+
+def alibi_bias(n_heads: int, t_q: int, t_k: int | None = None, offset: int = 0, dtype=jnp.float64):
+    """Head h adds -m_h * (p - j) to query position p = i + offset's score with key j (numpy_impl
+    explains why Bloom's m_h * j gives the same weights).
+
+    Shapes: -> (H, T_q, T_k)
+    """
+    check_positive_int("n_heads", n_heads)
+    check_positive_int("t_q", t_q)
+    t_k = t_q if t_k is None else t_k
+    check_positive_int("t_k", t_k)
+    _check_offset(offset)
+    return _alibi(n_heads, t_q, t_k, offset, jnp.dtype(dtype))

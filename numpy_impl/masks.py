@@ -2,6 +2,13 @@
 
 torch's nn.MultiheadAttention uses the opposite (True = blocked); to_torch_mha_mask and
 from_torch_mha_mask convert at the boundary. F.scaled_dot_product_attention uses ours.
+
+Positions: query i of T_q sits at absolute position i + offset, key j at position j. offset = 0
+aligns the first query with the first key (torch's is_causal); a KV cache's new queries sit after
+the cached keys, offset = t_k - t_q. The causal, sliding-window and ALiBi builders all read it so.
+
+ALiBi is not a mask but an additive score bias (float, per head), for attention's `bias=` argument;
+it lives here because, like the masks, it depends only on positions.
 """
 from __future__ import annotations
 
@@ -16,6 +23,9 @@ __all__ = [
     "combine_masks",
     "to_torch_mha_mask",
     "from_torch_mha_mask",
+    "make_sliding_window_mask",
+    "alibi_slopes",
+    "alibi_bias",
 ]
 
 
@@ -31,11 +41,15 @@ def make_causal_mask(t_q: int, t_k: int | None = None, offset: int = 0) -> np.nd
     check_positive_int("t_q", t_q)
     t_k = t_q if t_k is None else t_k
     check_positive_int("t_k", t_k)
-    if isinstance(offset, bool) or not isinstance(offset, (int, np.integer)):
-        raise InputError(f"offset: expected an integer, got {offset!r}")
+    _check_offset(offset)
     i = np.arange(t_q)[:, None]
     j = np.arange(t_k)[None, :]
     return j <= i + offset
+
+
+def _check_offset(offset) -> None:
+    if isinstance(offset, bool) or not isinstance(offset, (int, np.integer)):
+        raise InputError(f"offset: expected an integer, got {offset!r}")
 
 
 def make_key_padding_mask(lengths, t_k: int) -> np.ndarray:
@@ -94,3 +108,54 @@ def from_torch_mha_mask(mask: np.ndarray) -> np.ndarray:
     if mask.dtype != np.bool_:
         raise InputError(f"mask: expected dtype bool (True = blocked), got dtype {mask.dtype}")
     return ~mask
+
+
+def make_sliding_window_mask(t_q: int, window: int, t_k: int | None = None, offset: int = 0) -> np.ndarray:
+    """Causal attention over the last `window` keys only (Mistral): query i, at position p = i + offset,
+    may attend to key j when p - window < j <= p, so at most `window` keys, itself included.
+    window >= t_k gives back make_causal_mask.
+
+    Shapes: -> (T_q, T_k) bool
+    """
+    check_positive_int("t_q", t_q)
+    check_positive_int("window", window)
+    t_k = t_q if t_k is None else t_k
+    check_positive_int("t_k", t_k)
+    _check_offset(offset)
+    p = np.arange(t_q)[:, None] + offset  # the queries' absolute positions
+    j = np.arange(t_k)[None, :]
+    return (j <= p) & (j > p - window)
+
+
+def alibi_slopes(n_heads: int, dtype=np.float64) -> np.ndarray:
+    """ALiBi's per-head slopes (Press et al. 2022, section 3). For n heads, n a power of two, the
+    geometric sequence m_k = 2^(-8k/n), k = 1..n (8 heads: 1/2, 1/4, ..., 1/256). Otherwise, with p
+    the largest power of two below n: the p slopes of p heads, then every other slope of 2p heads
+    (2^(-8k/2p) for k = 1, 3, 5, ...) until there are n, which the authors found to work as well.
+
+    Shapes: -> (H,)
+    """
+    check_positive_int("n_heads", n_heads)
+    p = 1 << (n_heads.bit_length() - 1)  # largest power of two <= n_heads, exact (no float log2)
+    slopes = 2.0 ** (-8.0 * np.arange(1, p + 1) / p)
+    extra = 2.0 ** (-8.0 * np.arange(1, 2 * (n_heads - p) + 1, 2) / (2 * p))  # odd k of 2p heads
+    return np.concatenate([slopes, extra]).astype(dtype)
+
+
+def alibi_bias(n_heads: int, t_q: int, t_k: int | None = None, offset: int = 0, dtype=np.float64) -> np.ndarray:
+    """The ALiBi score bias: head h adds -m_h * (p - j) to the score of query position p = i + offset
+    with key j, a penalty growing linearly with distance. Use it with a causal mask; the same line
+    continues (positive) for j > p, where the mask hides it.
+
+    Hugging Face Bloom adds m_h * j instead: that differs by -m_h * p, a constant along each query's
+    row, and softmax ignores such a constant, so the attention weights are the same.
+
+    Shapes: -> (H, T_q, T_k), broadcasting over batch as attention's `bias`
+    """
+    check_positive_int("n_heads", n_heads)
+    check_positive_int("t_q", t_q)
+    t_k = t_q if t_k is None else t_k
+    check_positive_int("t_k", t_k)
+    _check_offset(offset)
+    distance = np.arange(t_k)[None, :] - (np.arange(t_q)[:, None] + offset)  # j - p, <= 0 where causal
+    return (alibi_slopes(n_heads, np.float64)[:, None, None] * distance).astype(dtype)
