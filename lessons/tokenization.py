@@ -15,6 +15,9 @@
    own masking code: masked positions keep the original id as label, every other position -100.
 5. Tokenizer and model from different checkpoints: ids from one vocabulary are meaningless (or out of
    range) in another.
+6. Byte-level BPE, as in GPT-2, Llama 3 and SmolLM2 (bpe/walkthrough.py, our bpe package): UTF-8
+   bytes, GPT-2's pre-tokenizer pieces, the first merges with their counts beside the `tokenizers`
+   library's byte-level trainer, and a special token kept whole.
 """
 from __future__ import annotations
 
@@ -221,7 +224,13 @@ def compute() -> dict:
     wordpiece_words = [{"word": w, "minilm": bert.tokenize(w), "austen_bpe": other.encode(w).tokens}
                        for w in ("Netherfield", "Bingley", "acknowledged", "neighbourhood", "Longbourn")]
 
+    # 6. Byte-level BPE with our bpe package, on the same chapter.
+    from bpe.walkthrough import walkthrough
+
+    byte_level = walkthrough(chapter)
+
     return {
+        "byte_level": byte_level,
         "corpus": {"title": "Pride & Prejudice, chapter 1", "chars": len(chapter), "words": sum(word_counts(chapter).values()),
                    "distinct_words": len(word_counts(chapter))},
         "bpe": {"alphabet": mine["alphabet"], "steps": mine["steps"], "merges": [list(m) for m in mine["merges"]],
@@ -247,8 +256,11 @@ def compute() -> dict:
 
 
 def passed(result: dict) -> bool:
-    """Our BPE equals the library's, and our masking equals transformers' collator."""
-    return result["bpe"]["merges_equal"] and result["mlm"]["agree"]
+    """Our BPEs equal the library's (word-level, and byte-level under its tie rule), our masking equals
+    transformers' collator, and the special token survives the byte-level round trip."""
+    bl = result["byte_level"]
+    return (result["bpe"]["merges_equal"] and result["mlm"]["agree"] and bl["training"]["library_rule_equal"]
+            and bl["special"]["round_trip"])
 
 
 def to_json(result: dict) -> dict:
@@ -335,4 +347,39 @@ def render(result: dict, console) -> None:
                "outside the table (a crash, the lucky case) or land on unrelated rows (silent garbage). Train a "
                "new tokenizer when the text's words shatter into many pieces (a new domain or language), and "
                "then the model's embeddings must be trained for it too."),
+    ))
+
+    render_byte_level(result["byte_level"], console)
+
+
+def render_byte_level(bl: dict, console) -> None:
+    from rich.text import Text
+
+    from lessons import _render as R
+
+    b, p, t, sp = bl["bytes"], bl["pieces"], bl["training"], bl["special"]
+    rows = [(str(i), f"{m['left']} + {m['right']} -> {m['new']}", str(m["count"]),
+             " + ".join(m["library"]) if m["library"] else "-",
+             Text("=", style="green") if m["library"] == [m["left"], m["right"]] else Text("differs", style="yellow"))
+            for i, m in enumerate(t["merges"], 1)]
+    diff = t["first_difference_from_library"]
+    console.print(R.panel(
+        "F.6 Byte-level BPE (GPT-2, Llama 3, SmolLM2): bytes, pieces, merges, special tokens (bpe/)",
+        f"1. bytes: {b['text']!r} is {b['characters']} characters but {len(b['utf8'])} UTF-8 bytes: "
+        + "  ".join(f"{c!r}={h}" for c, h in b["per_character"]),
+        f"2. GPT-2's pre-tokenizer cuts {p['text']!r} into {len(p['pieces'])} pieces: "
+        + " ".join(repr(x) for x in p["pieces"]),
+        f"3. training on the chapter ({t['chars']:,} characters, {t['pretokens']:,} pieces, "
+        f"{t['distinct_pretokens']:,} distinct), {t['vocab_size']} tokens = 1 special + 256 bytes + merges:",
+        R.table(["#", "merge (most frequent pair of adjacent tokens)", "count", "tokenizers library", ""], rows),
+        R.note("Merges never cross a piece, so ' the' (space first) is learned, never 'e t'. Ties for the top "
+               "count go to the lexicographically greater pair of byte strings; the library takes the pair "
+               "with the smallest ids instead (bytes numbered by their printable stand-ins, bpe/formats.py)"
+               + (f", so the two first part at merge {diff + 1}" if diff is not None else "")
+               + ". With that rule (tie_break='library') our merges "
+               + ("equal the library's, all of them." if t["library_rule_equal"] else "DIFFER from the library's.")),
+        f"4. {sp['text']!r} -> {len(sp['ids'])} tokens: " + " ".join(sp["tokens"]),
+        f"   {sp['tokens'][sp['ids'].index(sp['special_id'])]} is one id ({sp['special_id']}), found "
+        "before pre-tokenizing; without the special-token rule the same text reads: " + " ".join(sp["without_rule"]),
+        R.note("decode(encode(text)) gives the text back: " + ("yes." if sp["round_trip"] else "NO.")),
     ))
