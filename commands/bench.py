@@ -5,6 +5,8 @@ bench attention     times softmax(Q K^T / sqrt(d)) V in NumPy, JAX and torch in 
 bench long-context  one layer of attention at exercises.md G.2's size (16,384 tokens, 48 heads,
                     head size 128, one sequence), computed exactly with tiled attention; the peak
                     resident memory is MEASURED in a fresh subprocess per backend.
+bench tokenizer     our byte-level BPE vs the `tokenizers` library: training time and encoding MB/s
+                    (all of it in bpe/bench.py).
 
 FLOP counts are the useful matmul work, the convention of the FlashAttention papers:
 forward 4*B*H*T_q*T_k*d (Q K^T and P V), forward+backward 3x that (dV, dP, dQ, dK add four more
@@ -74,6 +76,9 @@ def register(sub) -> None:
     lc.add_argument("--backends", default="numpy,jax", help="comma-separated subset of numpy,jax")
     lc.add_argument("--out", default="runs/bench", help="folder for long_context.json")
     lc.set_defaults(func=run_long_context)
+
+    from bpe.bench import register as register_tokenizer  # `bench tokenizer`: all of it lives in bpe/bench.py
+    register_tokenizer(bsub)
 
 
 # ------------------------------------------------------------------------------------------------
