@@ -31,6 +31,8 @@ LESSONS: dict[str, tuple[str, str]] = {
                  "E: read v_a out of (v_a + v_b)/2 with a projector; orthonormal keys and an averaging query"),
     "tokenizers": ("lessons.tokenization",
                    "F: BPE step by step on Austen vs the tokenizers library; BERT pairs, MLM labels, mismatches"),
+    "modern-block": ("lessons.modern_block",
+                     "a Llama-style block step by step (RMSNorm, RoPE, GQA, SwiGLU) vs HF; the two RoPE layouts"),
     "mlm-toy": ("lessons.mlm_toy",
                 "G.1: softmax and cross-entropy of the masked-LM toy, step by step, NumPy / JAX / torch"),
 }
