@@ -61,9 +61,14 @@ def test_special_token_kept_whole(bl):
     assert sp["round_trip"]
 
 
-def test_lesson_prints_the_walkthrough(capsys):
-    import cli
+def test_lesson_renders_the_walkthrough(bl):
+    # The rest of the lesson runs in tests/test_lessons_tokenizers.py (`lesson tokenizers --json`).
+    from rich.console import Console
 
-    assert cli.main(["lesson", "tokenizers"]) == 0
-    out = capsys.readouterr().out
-    assert "F.6 Byte-level BPE" in out and "<|endoftext|>' is one id" in out
+    from lessons.tokenization import render_byte_level
+
+    console = Console(record=True, width=1000)  # wide enough that no sentence wraps
+    render_byte_level(bl, console)
+    out = console.export_text()
+    assert "F.6 Byte-level BPE" in out and "'<|endoftext|>' is one id (0)" in out
+    assert "our merges equal the library's, all of them" in out

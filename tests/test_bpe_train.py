@@ -166,9 +166,11 @@ def test_austen_10k_library_rule_equals_tokenizers(austen):
 
 
 def test_austen_default_rule_differs_only_at_ties(austen):
-    """Where the default rule first parts from the library, both pairs have the top count: a tie."""
-    ours = train_on_texts(austen, 2_000, [EOT])
-    lib, _ = library_train(austen, 2_000)
+    """Where the default rule first parts from the library, both pairs have the top count: a tie.
+    (One novel, to keep the test short; `bench tokenizer` reports the same for all six: merge 248.)"""
+    austen = austen[1:2]  # Pride and Prejudice
+    ours = train_on_texts(austen, 1_000, [EOT])
+    lib, _ = library_train(austen, 1_000)
     i = next(k for k, (a, b) in enumerate(zip(ours.merges, lib)) if a != b)
     assert ours.merges[:i] == lib[:i]
     # The corpus after the i shared merges, recounted from scratch. Applying merges 0..i-1 in order equals
