@@ -48,7 +48,8 @@ class Exercise:
     checks: str  # one sentence for `exercise show`: what is compared with what
     # Sent to the child (crosscheck.sandbox.worker.call_target): {"name", "args", "kwargs"} for a
     # function; {"kind": "class", "name", "init", "weights": {framework: [(attr path, input key)]},
-    # "args"} for a class; {"kind": "value", "name"} for a module-level number.
+    # "args"} for a class; {"kind": "value", "name"} for a module-level number; {"kind": "answer",
+    # "name", "args", "with"?} for a value the user assigns or a function of args returning it.
     target: dict
     reference: Callable[[dict, dict], Any]  # (backend modules, inputs) -> output(s), as in crosscheck.cases
     cases: tuple[Case, ...]

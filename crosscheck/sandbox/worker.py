@@ -51,16 +51,46 @@ def read_source(path: str) -> tuple[str, list[tuple[int, int]]]:
     return "\n".join(lines) + "\n", cells
 
 
-def _simple_constant(node: ast.AST) -> bool:
-    """Literals and arithmetic on literals (`N_HEADS = 2`, `DEVICE = "cpu"`, `GB = 2 * 10**9`)."""
+# Framework calls that only build an array from their arguments (np.array([...]), torch.tensor(...,
+# dtype=torch.float64), jnp.zeros(3)): kept in definitions-only mode when their arguments are constants.
+_ARRAY_MAKERS = frozenset({"array", "asarray", "tensor", "zeros", "ones", "eye", "full", "arange", "linspace"})
+# Pure builtins, and any math.* function, may appear in a constant too (`G1_CE_LOSS = -math.log(p)`).
+_PURE_BUILTINS = frozenset({"abs", "round", "min", "max", "float", "int", "sum", "pow"})
+
+
+def _root(node: ast.AST) -> str | None:
+    while isinstance(node, ast.Attribute):
+        node = node.value
+    return node.id if isinstance(node, ast.Name) else None
+
+
+def _simple_constant(node: ast.AST, known: frozenset = frozenset()) -> bool:
+    """Literals and arithmetic on literals (`N_HEADS = 2`, `DEVICE = "cpu"`, `GB = 2 * 10**9`), and, over
+    names already kept (`known`: imports and earlier constants), indexing, dotted names (torch.float64),
+    array constructors, math.* and a few pure builtins (`K = np.array([...])`, `q = 20 * K[0]`)."""
+    def simple(n):
+        return _simple_constant(n, known)
     if isinstance(node, ast.Constant):
         return True
+    if isinstance(node, ast.Name):
+        return node.id in known
+    if isinstance(node, ast.Attribute):
+        return _root(node) in known
     if isinstance(node, (ast.Tuple, ast.List)):
-        return all(_simple_constant(e) for e in node.elts)
+        return all(simple(e) for e in node.elts)
     if isinstance(node, ast.UnaryOp):
-        return _simple_constant(node.operand)
+        return simple(node.operand)
     if isinstance(node, ast.BinOp):
-        return _simple_constant(node.left) and _simple_constant(node.right)
+        return simple(node.left) and simple(node.right)
+    if isinstance(node, ast.Subscript):
+        return simple(node.value) and simple(node.slice)
+    if isinstance(node, ast.Slice):
+        return all(part is None or simple(part) for part in (node.lower, node.upper, node.step))
+    if isinstance(node, ast.Call):
+        f = node.func
+        pure = ((isinstance(f, ast.Attribute) and _root(f) in known and (f.attr in _ARRAY_MAKERS or _root(f) == "math"))
+                or (isinstance(f, ast.Name) and f.id in _PURE_BUILTINS))
+        return pure and all(simple(a) for a in node.args) and all(simple(k.value) for k in node.keywords)
     return False
 
 
@@ -68,14 +98,34 @@ def definitions_only(source: str, path: str) -> ast.Module:
     """Keep imports, function and class definitions and simple constant assignments: what is left
     of a notebook export once its prints, test calls and names from other cells are dropped."""
     tree = ast.parse(source, filename=path)
-    keep = []
+    keep, known = [], set()
     for node in tree.body:
-        if isinstance(node, (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
             keep.append(node)
-        elif isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None and _simple_constant(node.value):
+            known.update((a.asname or a.name).split(".")[0] for a in node.names)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             keep.append(node)
+        elif (isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None
+              and _simple_constant(node.value, frozenset(known))):
+            keep.append(node)
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            known.update(t.id for t in targets if isinstance(t, ast.Name))
     tree.body = keep
     return tree
+
+
+def _exec_definitions(tree: ast.Module, path: str, namespace: dict) -> None:
+    """Run the kept statements one by one; an assignment that still fails (np.array of ragged
+    lists, an index out of range) is left out rather than losing the whole file."""
+    for node in tree.body:
+        code = compile(ast.Module(body=[node], type_ignores=[]), path, "exec")
+        if isinstance(node, (ast.Assign, ast.AnnAssign)):
+            try:
+                exec(code, namespace)
+            except Exception:  # noqa: BLE001 - that one name is then missing, which is its verdict
+                pass
+        else:
+            exec(code, namespace)
 
 
 def load_module(path: str, mode: str = "full") -> types.ModuleType:
@@ -88,8 +138,10 @@ def load_module(path: str, mode: str = "full") -> types.ModuleType:
     module = types.ModuleType(MODULE_NAME)
     module.__file__ = path
     sys.modules[MODULE_NAME] = module
-    code = compile(definitions_only(source, path) if mode == "definitions" else source, path, "exec")
-    exec(code, module.__dict__)
+    if mode == "definitions":
+        _exec_definitions(definitions_only(source, path), path, module.__dict__)
+    else:
+        exec(compile(source, path, "exec"), module.__dict__)
     return module
 
 
@@ -171,9 +223,13 @@ class Missing(Exception):
     """The file does not define what the exercise calls."""
 
 
+_ABSENT = object()
+
+
 def _lookup(module, name: str):
-    obj = getattr(module, name, None) if module is not None else None
-    if obj is None:
+    # A sentinel, not None: `G1_P_MAT = None  # TODO` (a value skeleton) is defined, just unanswered.
+    obj = getattr(module, name, _ABSENT) if module is not None else _ABSENT
+    if obj is _ABSENT:
         raise Missing(name)
     return obj
 
@@ -204,15 +260,34 @@ def _set_weight(obj, path: str, value, framework: str) -> None:
         setattr(obj, last, value)
 
 
+def _plain_numbers(value):
+    """A list or tuple of numbers (`q = [1.5, -2.0, 0.3]`) as one float64 array, so an answer written
+    as a list is one answer, not a tuple of 0-d outputs; anything else is returned as it is."""
+    if isinstance(value, (list, tuple)):
+        try:
+            arr = np.asarray(value, dtype=np.float64)
+        except (TypeError, ValueError):
+            return value
+        return arr if arr.ndim > 0 else value
+    return value
+
+
 def call_target(module, target: dict, live: dict, framework: str):
     """Run what the exercise names, on inputs already in the user's framework (`live`): a
-    function, a class (built, weights loaded, then called), or a module-level value."""
+    function, a class (built, weights loaded, then called), a module-level value, or an "answer":
+    a value the user assigns OR a function of the inputs returning it (exercise C's queries:
+    `query_v0 = np.array([...])` or `def query_v0(K, V): ...`). An answer's "with" names other
+    answers returned beside it (C.5 keeps the user's own query of C.4)."""
     kind = target.get("kind", "function")
     obj = _lookup(module, target["name"])
     if kind == "value":
         return obj
     args = [_argument(a, live, module) for a in target.get("args", [])]
     kwargs = {k: _argument(k, live, module) for k in target.get("kwargs", [])}
+    if kind == "answer":
+        answers = [obj] + [_lookup(module, name) for name in target.get("with", [])]
+        got = [_plain_numbers(a(*args, **kwargs) if callable(a) else a) for a in answers]
+        return tuple(got) if target.get("with") else got[0]
     if kind == "function":
         return obj(*args, **kwargs)
     instance = obj(*[live[a] for a in target.get("init", [])])
