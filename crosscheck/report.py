@@ -104,7 +104,8 @@ def print_file_report(console, report: FileReport) -> None:
     n_ok = sum(r["ok"] for r in report.rows)
     colour = "green" if report.ok else "red"
     console.print(f"[{colour}]{escape(report.path)}: {n_ok}/{len(report.rows)} cases pass[/] "
-                  f"(|yours - torch| <= atol + rtol*|torch|, common/tolerances.py)")
+                  "(|yours - reference| <= each row's tolerance, common/tolerances.py; `exercise show NAME` "
+                  "says what the reference is)")
 
 
 def print_folder_summary(console, reports: list[FileReport]) -> None:
