@@ -52,7 +52,8 @@ def _positive(text: str) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("bench", help="time attention in NumPy, JAX and torch; long-context memory")
+    p = sub.add_parser("bench", help="time attention in NumPy, JAX and torch; long-context memory; "
+                                     "our BPE tokenizer vs the tokenizers library")
     bsub = p.add_subparsers(dest="bench_command", metavar="BENCH", parser_class=type(p))
     bsub.required = True
 
