@@ -18,17 +18,9 @@ from __future__ import annotations
 import argparse
 import time
 
+from common.console import positive_int as _positive
+
 SPECIAL = "<|endoftext|>"
-
-
-def _positive(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        n = 0
-    if n <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return n
 
 
 def register(bsub) -> None:

@@ -23,6 +23,8 @@ import subprocess
 import sys
 import time
 
+from common.console import positive_int as _positive
+
 ORDER = 80
 
 SHAPES = [(8, 8, 512, 64), (1, 12, 2048, 64)]
@@ -39,16 +41,6 @@ def _shape(text: str) -> tuple[int, int, int, int]:
     if len(dims) != 4 or min(dims) <= 0:
         raise argparse.ArgumentTypeError(f"expected B,H,T,D (four positive integers), got {text!r}")
     return dims
-
-
-def _positive(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        n = 0
-    if n <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return n
 
 
 def register(sub) -> None:

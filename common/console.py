@@ -141,6 +141,17 @@ class _RecordTo(argparse.Action):
         console.start_recording()
 
 
+def positive_int(text: str) -> int:
+    """argparse type for counts (--repeats, --tokens, --vocab-size): a positive integer, or the one-line error."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return n
+
+
 def add_report_flags(parser: argparse.ArgumentParser) -> None:
     """Add --html FILE and --svg FILE to a command's parser (call save_reports(args) at its end)."""
     parser.add_argument("--html", metavar="FILE", action=_RecordTo,
