@@ -1,6 +1,6 @@
 """`python cli.py gpt ...`: the tiny GPT trained on Jane Austen, three ways.
 
-    gpt train --backend numpy|jax|torch [model/optimizer flags] [--resume]
+    gpt train --backend numpy|jax|torch [--arch gpt|llama] [model/optimizer flags] [--resume]
     gpt sample --ckpt runs/gpt/torch/ckpt.npz --prompt "It is a truth"
     gpt experiment NAME|all [--report]      the course's attention experiments (exercises.md I)
     gpt bench                               one training step of the default config, three backends
@@ -27,10 +27,20 @@ def _model_flags(p, defaults: bool = True) -> None:
     g.add_argument("--post-softmax-mask", action="store_true", help="the wrong masking (future leaks)")
     g.add_argument("--qkv-mlp", action="store_true", help="q, k, v from small MLPs")
     g.add_argument("--attention", choices=ATTENTIONS, default=d.attention)
+    from common.llama_config import ROPE_LAYOUTS, LlamaConfig
+    ld = LlamaConfig()
+    g = p.add_argument_group("--arch llama (LlamaConfig; --block-size, --n-layer, --n-head, --n-embd above apply too)")
+    g.add_argument("--n-kv-heads", type=int, default=None, help="key/value heads for grouped-query attention "
+                   "(default: --n-head, plain multi-head attention)")
+    g.add_argument("--d-ff", type=int, default=None, help="SwiGLU hidden size (default: 8/3 n_embd, rounded up to 8)")
+    g.add_argument("--rope-base", type=float, default=ld.rope_base)
+    g.add_argument("--rope-layout", choices=ROPE_LAYOUTS, default=ld.rope_layout)
+    g.add_argument("--norm-eps", type=float, default=ld.norm_eps)
+    g.add_argument("--untied", action="store_true", help="a separate output head (lm_head) instead of the embedding")
 
 
 def register(sub) -> None:
-    from gptlab.backends import BACKENDS
+    from gptlab.backends import ARCHS, BACKENDS
     from gptlab.trainer import TrainArgs
     t = TrainArgs()
     p = sub.add_parser("gpt", help="tiny GPT on Jane Austen: train, sample, attention experiments, bench")
@@ -39,6 +49,8 @@ def register(sub) -> None:
 
     s = gsub.add_parser("train", help="train (or --resume) a character-level GPT; checkpoints + loss.png under --out")
     s.add_argument("--backend", choices=BACKENDS, default=t.backend)
+    s.add_argument("--arch", choices=ARCHS, default="gpt",
+                   help="gpt: the GPT-2 block; llama: RMSNorm, RoPE, grouped-query attention, SwiGLU")
     s.add_argument("--dtype", choices=("float32", "float64"), default=t.dtype)
     s.add_argument("--steps", type=int, default=None, help=f"total optimizer steps (default {t.steps})")
     s.add_argument("--batch-size", type=int, default=t.batch_size)
@@ -100,8 +112,30 @@ def register(sub) -> None:
     s.set_defaults(func=run_bench)
 
 
+# GPT-only flags and their defaults: with --arch llama a changed one is an error, not silently ignored
+_GPT_ONLY = {"dropout": 0.0, "positions": "learned", "similarity": "dot", "share_qkv": "none",
+             "post_softmax_mask": False, "qkv_mlp": False, "attention": "softmax"}
+_LLAMA_ONLY = {"n_kv_heads": None, "d_ff": None, "rope_base": 10000.0, "rope_layout": "half", "norm_eps": 1e-5,
+               "untied": False}  # the flags' defaults (LlamaConfig's, or None: derived from the GPT flags)
+
+
 def _config_from(args, vocab_size: int):
+    from common.checks import InputError
     from common.gpt_config import GPTConfig
+    from common.llama_config import LlamaConfig
+    if getattr(args, "arch", "gpt") == "llama":
+        changed = [k for k, v in _GPT_ONLY.items() if getattr(args, k) != v]
+        if changed:
+            raise InputError(f"--{changed[0].replace('_', '-')}: a GPT-only option; --arch llama has no "
+                             f"dropout, learned positions or attention experiments")
+        d_ff = args.d_ff or -(-8 * args.n_embd // 3 // 8) * 8  # Llama's 8/3 d, rounded up to a multiple of 8
+        return LlamaConfig(vocab_size=vocab_size, block_size=args.block_size, d_model=args.n_embd,
+                           n_layers=args.n_layer, n_heads=args.n_head, n_kv_heads=args.n_kv_heads or args.n_head,
+                           d_ff=d_ff, rope_base=args.rope_base, rope_layout=args.rope_layout, norm_eps=args.norm_eps,
+                           tie_embeddings=not args.untied)
+    changed = [k for k, v in _LLAMA_ONLY.items() if getattr(args, k, v) != v]
+    if changed:
+        raise InputError(f"--{changed[0].replace('_', '-')}: an --arch llama option; add --arch llama")
     return GPTConfig(vocab_size=vocab_size, block_size=args.block_size, n_layer=args.n_layer, n_head=args.n_head,
                      n_embd=args.n_embd, dropout=args.dropout, positions=args.positions, similarity=args.similarity,
                      share_qkv=args.share_qkv, post_softmax_mask=args.post_softmax_mask, qkv_mlp=args.qkv_mlp,
@@ -116,7 +150,7 @@ def run_train(args) -> int:
     from gptlab.data import load_char_data
     from gptlab.trainer import TrainArgs, train
 
-    out = Path(args.out or f"runs/gpt/{args.backend}")
+    out = Path(args.out or (f"runs/gpt/{args.backend}" if args.arch == "gpt" else f"runs/gpt/llama-{args.backend}"))
     if args.resume:  # the run's own arguments, except where the command line says otherwise
         _, _, meta = load_checkpoint(out / "ckpt.npz")
         targs = TrainArgs(**meta["args"])
@@ -148,7 +182,20 @@ def run_train(args) -> int:
 
 
 def logits_fn_for(backend: str, params: dict, config):
-    """idx (1, T) -> logits, by the chosen implementation (used by sampling)."""
+    """idx (1, T) -> logits, by the chosen implementation (used by sampling); the GPT or, for a
+    LlamaConfig, the Llama-style model."""
+    from gptlab.backends import arch_of, model_ops
+    if arch_of(config) == "llama":
+        _, _, forward = model_ops(backend, config)
+        if backend == "torch":
+            import torch
+
+            def run_llama(idx):
+                with torch.no_grad():
+                    return forward(params, torch.from_numpy(idx), config).numpy()
+            return run_llama
+        import numpy as np
+        return lambda idx: np.asarray(forward(params, idx, config))
     if backend == "numpy":
         from numpy_impl.gpt import gpt_forward
         return lambda idx: gpt_forward(params, idx, config)

@@ -2,7 +2,8 @@
 
     param/<key>      the weight dict (common.gpt_config layout)
     adam_m/<key>     AdamW first moments     adam_v/<key>  second moments
-    meta             JSON: config, optimizer step, data/run seed, the training arguments,
+    meta             JSON: arch ("gpt" or "llama"; older files have none: gpt), config,
+                     optimizer step, data/run seed, the training arguments,
                      the tokenizer's characters and the loss history so far
 
 Batches and dropout masks are functions of (seed, step) (gptlab.data.get_batch), so the step IS the
@@ -17,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from common.checks import InputError
-from common.gpt_config import GPTConfig
 from common.io import atomic_save
+from gptlab.backends import config_from_dict
 
 FORMAT = "triptych-gpt-checkpoint/1"
 
@@ -38,7 +39,8 @@ def save_checkpoint(path, params: dict, opt_state: dict, meta: dict) -> None:
 
 
 def load_checkpoint(path) -> tuple[dict, dict, dict]:
-    """-> (params, opt_state {"step", "m", "v"}, meta); meta["config"] is a GPTConfig."""
+    """-> (params, opt_state {"step", "m", "v"}, meta); meta["config"] is a GPTConfig or, for
+    meta["arch"] == "llama", a LlamaConfig."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"checkpoint: expected an existing .npz file, got {str(path)!r} (train one with `gpt train`)")
@@ -52,5 +54,6 @@ def load_checkpoint(path) -> tuple[dict, dict, dict]:
         raise InputError(f"checkpoint: expected a file written by `gpt train`, got {str(path)!r} ({e})") from None
     if meta.get("format") != FORMAT:
         raise InputError(f"checkpoint: expected format {FORMAT}, got {meta.get('format')!r}")
-    meta["config"] = GPTConfig.from_dict(meta["config"])
+    meta["arch"] = meta.get("arch", "gpt")  # written before the Llama-style model existed
+    meta["config"] = config_from_dict(meta["arch"], meta["config"])
     return params, {"step": meta["opt_step"], "m": m, "v": v}, meta

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from common.checks import InputError
-from common.gpt_config import GPTConfig, init_gpt_params
-from gptlab.backends import BACKENDS, OptimConfig, make_backend
+from common.gpt_config import GPTConfig
+from gptlab.backends import BACKENDS, OptimConfig, arch_of, init_params, make_backend
 from gptlab.checkpoint import load_checkpoint, save_checkpoint
 from gptlab.data import CharData, get_batch
 
@@ -106,11 +106,12 @@ def _ctrl_c_stops_between_steps():
         signal.signal(signal.SIGINT, previous)
 
 
-def train(args: TrainArgs, config: GPTConfig, data: CharData, out: str | Path | None = None,
+def train(args: TrainArgs, config, data: CharData, out: str | Path | None = None,
           resume: bool = False, progress: bool = True, interrupt_at: int | None = None,
           on_eval=None) -> tuple[TrainResult, object]:
-    """Train (or resume training) and return (TrainResult, backend). With `out`, checkpoints go to
-    out/ckpt.npz and the loss curve to out/loss.png."""
+    """Train (or resume training) and return (TrainResult, backend). config: a GPTConfig or a
+    LlamaConfig (the Llama-style model). With `out`, checkpoints go to out/ckpt.npz and the loss
+    curve to out/loss.png."""
     args.check()
     ckpt_path = Path(out) / "ckpt.npz" if out is not None else None
     history = {"train": [], "val": []}
@@ -125,14 +126,14 @@ def train(args: TrainArgs, config: GPTConfig, data: CharData, out: str | Path | 
     else:
         if config.vocab_size != data.tokenizer.vocab_size:
             raise InputError(f"vocab_size: expected the corpus' {data.tokenizer.vocab_size} characters, got {config.vocab_size}")
-        params, opt_state = init_gpt_params(config, args.seed, np.dtype(args.dtype)), None
+        params, opt_state = init_params(config, args.seed, np.dtype(args.dtype)), None
     hp = OptimConfig(weight_decay=args.weight_decay, grad_clip=args.grad_clip)
     backend = make_backend(args.backend, config, params, opt_state, args.dtype, hp, args.seed)
 
     def checkpoint(step):
         if ckpt_path is not None:
             save_checkpoint(ckpt_path, backend.params(), backend.opt_state(),
-                            {"config": config.to_dict(), "step": step, "seed": args.seed, "args": asdict(args),
+                            {"arch": arch_of(config), "config": config.to_dict(), "step": step, "seed": args.seed, "args": asdict(args),
                              "chars": data.tokenizer.chars, "history": history, "seconds": elapsed + time.perf_counter() - t0})
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn

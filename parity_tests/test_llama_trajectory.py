@@ -1,0 +1,59 @@
+"""`gpt train --arch llama`: same init, same batches, the three backends follow the same loss
+trajectory for 20 AdamW steps, as the GPT does (parity_tests/test_gpt_trajectory.py): NumPy
+(hand-written backward of numpy_impl.llama + NumPy AdamW), JAX (jax.grad + jitted AdamW, one
+compiled step) and torch (autograd + torch.optim.AdamW + clip_grad_norm_); float64 within 1e-8
+relative per step, float32 within 1e-3 (the trajectory rows of the table)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from common.llama_config import LlamaConfig
+from common.tolerances import assert_close
+from gptlab.backends import OptimConfig, init_params, make_backend
+from gptlab.data import get_batch, load_char_data
+from gptlab.trainer import TrainArgs, lr_at
+
+STEPS = 20
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_char_data(limit_chars=50_000)
+
+
+def _config(data):
+    # GQA (4 query heads over 2 KV heads) and an untied head: every kind of weight trains
+    return LlamaConfig(vocab_size=data.tokenizer.vocab_size, block_size=32, d_model=32, n_layers=2, n_heads=4,
+                       n_kv_heads=2, d_ff=88, tie_embeddings=False)
+
+
+def _trajectory(backend, config, data, dtype):
+    args = TrainArgs(lr=3e-3, warmup=5, steps=STEPS, min_lr=3e-4)
+    # clip at 0.5 so clipping is active in the early steps (its norm and scaling are compared too)
+    b = make_backend(backend, config, init_params(config, seed=3, dtype=np.dtype(dtype)), None, dtype,
+                     OptimConfig(grad_clip=0.5, weight_decay=0.1))
+    losses = [b.train_step(*get_batch(data.train, 4, config.block_size, 11, s), lr_at(s, args), s) for s in range(STEPS)]
+    return np.array(losses), b.params()
+
+
+def test_three_backends_follow_the_same_trajectory_float64(data):
+    cfg = _config(data)
+    ref, ref_params = _trajectory("torch", cfg, data, "float64")
+    assert ref[-1] < ref[0] - 0.5  # it is learning, so the comparison is not between constants
+    for name in ("numpy", "jax"):
+        losses, params = _trajectory(name, cfg, data, "float64")
+        assert_close(losses, ref, "float64", kind="trajectory", what=f"{name} vs torch losses")
+        for k in ref_params:  # and the weights after 20 updates
+            assert_close(params[k], ref_params[k], "float64", kind="grad", what=f"{name} {k} after {STEPS} steps")
+
+
+def test_three_backends_follow_the_same_trajectory_float32(data):
+    cfg = _config(data)
+    ref, _ = _trajectory("torch", cfg, data, "float32")
+    for name in ("numpy", "jax"):
+        losses, params = _trajectory(name, cfg, data, "float32")
+        assert all(p.dtype == np.float32 for p in params.values())
+        assert_close(losses, ref, "float32", kind="trajectory", what=f"{name} vs torch float32 losses")
