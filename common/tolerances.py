@@ -52,6 +52,12 @@ TOLERANCES: dict[tuple[str, str], Tol] = {
     # operation) separates a right answer; 1e-9 relative leaves room for a different order of the
     # same arithmetic but not for a value rounded by hand to a few digits.
     ("count", "float64"): Tol(atol=0.0, rtol=1e-9),
+    # A BERT encoder's hidden states at PADDING positions vs Hugging Face (tests/test_pretrained_minilm.py).
+    # Those queries attend only the real keys and nothing reads them (pooling and the key mask skip
+    # them), but they are ill-conditioned in float32: after 6 layers ours and HF's each sit ~2e-5
+    # from the float64 value there, against ~3e-6 at real tokens (which keep the "value" row). 1e-4
+    # is 4x the worst seen (2.5e-5 at |x| ~ 0.3); float64 keeps the "value" row everywhere.
+    ("padded_hidden", "float32"): Tol(atol=1e-4, rtol=1e-5),
 }
 
 
