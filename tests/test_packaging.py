@@ -27,7 +27,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 TOP_LEVEL = {"accounting", "bpe", "commands", "common", "corpora", "crosscheck", "gptlab", "jax_impl", "lessons",
-             "numpy_impl", "torch_ref"}
+             "numpy_impl", "pretrained", "torch_ref"}
 
 
 def _name(requirement: str) -> str:
