@@ -53,7 +53,7 @@ def run(args) -> int:
 
             path = Path(args.out) / f"{args.name}.png"
             lesson.plot(result, path)
-            console.print(f"plot saved: {path}")
+            console.print(f"plot saved: {path}", soft_wrap=True)
     save_reports(args)
     # A lesson whose numbers disagree with their reference (torch, the library it teaches) says so.
     return 0 if lesson.passed(result) else 1

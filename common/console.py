@@ -177,5 +177,5 @@ def save_reports(args: argparse.Namespace) -> list[str]:
         atomic_write_text(svg, recorder.export_svg(title=title, clear=False))
         written.append(svg)
     for path in written:
-        err_console.print(f"saved: {path}", highlight=False)
+        err_console.print(f"saved: {path}", highlight=False, soft_wrap=True)  # a path must stay one copyable line
     return written

@@ -117,6 +117,7 @@ REQUIRED_KEYS = {
     "decomposed-attention": {"cases", "masking", "ok"},
     "tokenizers": {"bpe", "pair", "mlm", "mismatch"},
     "mlm-toy": {"probs", "p_target", "loss", "backends", "grad"},
+    "modern-block": {"hf_block_err", "hf_ok", "layouts", "layouts_ok", "ok"},
 }
 
 
