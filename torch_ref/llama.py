@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from common.checks import InputError, check_ndim
-from common.llama_config import LlamaConfig, check_llama_params, llama_param_shapes
+from common.llama_config import LlamaConfig, check_llama_params, hf_key, llama_param_shapes
 from torch_ref.kvcache import cached_attention
 from torch_ref.losses import cross_entropy
 from torch_ref.norms import rms_norm
@@ -44,29 +44,6 @@ __all__ = ["llama_forward", "llama_loss", "llama_loss_and_grads", "llama_forward
            "hf_config", "hf_model", "to_hf_state_dict", "from_hf_state_dict", "hf_loss_and_grads"]
 # Hugging Face lives on the torch side only (style.md: torch_ref is its one home).
 __backend_only__ = ["hf_config", "hf_model", "to_hf_state_dict", "from_hf_state_dict", "hf_loss_and_grads"]
-
-# our key (after "layers.{i}.") -> HF key (after "model.layers.{i}.")
-_LAYER_NAMES = {
-    "attn_norm.weight": "input_layernorm.weight",
-    "attn.w_q": "self_attn.q_proj.weight",
-    "attn.w_k": "self_attn.k_proj.weight",
-    "attn.w_v": "self_attn.v_proj.weight",
-    "attn.w_o": "self_attn.o_proj.weight",
-    "mlp_norm.weight": "post_attention_layernorm.weight",
-    "mlp.w_gate": "mlp.gate_proj.weight",
-    "mlp.w_up": "mlp.up_proj.weight",
-    "mlp.w_down": "mlp.down_proj.weight",
-}
-_TOP_NAMES = {"embed.weight": "model.embed_tokens.weight", "norm.weight": "model.norm.weight",
-              "lm_head.weight": "lm_head.weight"}
-
-
-def _hf_key(key: str) -> str:
-    if key in _TOP_NAMES:
-        return _TOP_NAMES[key]
-    _, i, rest = key.split(".", 2)  # layers.{i}.rest
-    return f"model.layers.{i}.{_LAYER_NAMES[rest]}"
-
 
 def _tensor(x) -> torch.Tensor:
     return x if isinstance(x, torch.Tensor) else torch.from_numpy(np.array(x))  # copy: JAX arrays are read-only
@@ -87,7 +64,7 @@ def to_hf_state_dict(params: dict, config: LlamaConfig) -> dict[str, torch.Tenso
         heads = _rope_rows(k, config) if k.startswith("layers.") else None
         if heads is not None and config.rope_layout == "interleaved":
             t = rope_interleaved_to_half(t, heads)  # HF rotates halves: GGUF/Meta -> HF row order
-        sd[_hf_key(k)] = t
+        sd[hf_key(k)] = t
     if config.tie_embeddings:
         sd["lm_head.weight"] = sd["model.embed_tokens.weight"]
     return sd
@@ -100,7 +77,7 @@ def from_hf_state_dict(sd: dict, config: LlamaConfig) -> dict[str, np.ndarray]:
     carries gradients back."""
     out = {}
     for k, shape in llama_param_shapes(config).items():
-        hk = _hf_key(k)
+        hk = hf_key(k)
         if hk not in sd:
             raise InputError(f"sd: expected key {hk!r} (for our {k!r}), missing; got {len(sd)} keys")
         t = sd[hk].detach().cpu()
