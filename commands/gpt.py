@@ -2,7 +2,7 @@
 
     gpt train --backend numpy|jax|torch [--arch gpt|llama] [model/optimizer flags] [--resume]
     gpt sample --ckpt runs/gpt/torch/ckpt.npz --prompt "It is a truth"
-    gpt experiment NAME|all [--report]      the course's attention experiments (exercises.md I)
+    gpt experiment NAME|all [--report] [--resume]  the course's attention experiments (exercises.md I)
     gpt bench                               one training step of the default config, three backends
 """
 from __future__ import annotations
@@ -98,6 +98,8 @@ def register(sub) -> None:
     s.add_argument("--threads", type=int, default=1, help="torch threads (tiny models run best on 1; 0: torch's default)")
     s.add_argument("--out", default="runs/gpt_experiments")
     s.add_argument("--report", action="store_true", help="write report.md (table + plots) in --out")
+    s.add_argument("--resume", action="store_true",
+                   help="continue an interrupted study in --out: finished variants are read back, the rest resume from their checkpoints")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=run_experiment)
 

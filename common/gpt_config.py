@@ -5,13 +5,24 @@ runs in numpy_impl.gpt, jax_impl.gpt and torch_ref.gpt and converts 1:1 to a tor
 Linear weights are (d_out, d_in) and applied as x @ W.T + b. The LM head is tied to `wte.weight`.
 
     wte.weight                 (V, C)       token embedding (and, transposed, the output head)
-    wpe.weight                 (block, C)   learned positions; absent for sinusoidal / rope
+    wpe.weight                 (block, C)   learned positions; absent for sinusoidal / rope / alibi / none
     h.{i}.ln_1.weight|bias     (C,)
     h.{i}.attn.w_q|w_k|w_v|w_o (C, C)       same keys as the multi-head attention params dict
     h.{i}.attn.b_q|b_k|b_v|b_o (C,)
     h.{i}.ln_2.weight|bias     (C,)
     h.{i}.mlp.w_fc (4C, C), h.{i}.mlp.b_fc (4C,), h.{i}.mlp.w_proj (C, 4C), h.{i}.mlp.b_proj (C,)
     ln_f.weight|bias           (C,)
+
+Positions: "learned" (a wpe table, block_size rows), "sinusoidal" (the fixed table added to the token
+embeddings), "rope" (queries and keys rotated), "alibi" (Press et al. 2022: a constant per-head penalty
+-m_h * distance added to the attention scores, masks.alibi_bias) or "none" (no position signal at all:
+a causal decoder can still infer position from the mask, e.g. by counting how many keys it averages).
+Only learned positions are bounded by block_size; the others run on any length.
+
+scale_embeddings (default False) multiplies the token embeddings by sqrt(n_embd) before the positions
+are added, as Vaswani et al. 2017 (section 3.4) do: with GPT-2's N(0, 0.02) init a token row has norm
+~0.02 sqrt(C) while a sinusoidal row has norm sqrt(C / 2), so without it the fixed table drowns the
+tokens. The tied output head reads the unscaled wte.
 
 The course's attention experiments (exercises.md section I) are further fields; their defaults are
 the standard model above, so a config that does not mention them builds exactly those weights:
@@ -38,7 +49,7 @@ import numpy as np
 
 from common.checks import InputError, check_heads, check_positive_int
 
-POSITIONS = ("learned", "sinusoidal", "rope")
+POSITIONS = ("learned", "sinusoidal", "rope", "alibi", "none")
 SIMILARITIES = ("dot", "neg_sq_dist", "cosine")
 SHARES = ("none", "qk", "kv", "qkv")
 ATTENTIONS = ("softmax", "aft_simple")
@@ -53,6 +64,7 @@ class GPTConfig:
     n_embd: int = 128
     dropout: float = 0.0
     positions: str = "learned"  # one of POSITIONS
+    scale_embeddings: bool = False  # token embeddings * sqrt(n_embd) (module docstring)
     # the attention experiments (module docstring); the defaults are standard attention
     similarity: str = "dot"  # one of SIMILARITIES
     share_qkv: str = "none"  # one of SHARES
@@ -71,7 +83,10 @@ class GPTConfig:
         for name, allowed in (("similarity", SIMILARITIES), ("share_qkv", SHARES), ("attention", ATTENTIONS)):
             if getattr(self, name) not in allowed:
                 raise InputError(f"{name}: expected one of {', '.join(allowed)}, got {getattr(self, name)!r}")
-        for name in ("post_softmax_mask", "qkv_mlp"):
+        if self.positions == "alibi" and self.attention == "aft_simple":
+            # ALiBi biases attention scores; AFT-simple has none, so the positions would silently vanish
+            raise InputError("positions: 'alibi' biases attention scores, which attention='aft_simple' does not have")
+        for name in ("post_softmax_mask", "qkv_mlp", "scale_embeddings"):
             if not isinstance(getattr(self, name), bool):
                 raise InputError(f"{name}: expected True or False, got {getattr(self, name)!r}")
 

@@ -39,3 +39,33 @@ def plot_loss_curves(runs: dict[str, dict], path, title: str = "tiny GPT on Jane
     fig.tight_layout()
     atomic_save(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
     plt.close(fig)
+
+
+def plot_length_curves(runs: dict[str, dict[str, list]], path, block_size: int,
+                       title: str = "train short, test long") -> None:
+    """runs: method -> {panel title: [(eval length, loss or None), ...]}: one panel per key (the whole
+    window; the positions past the training block only), one line per method, loss against the eval
+    length on a log2 axis. None (learned positions past their table) leaves a gap."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = list(dict.fromkeys(k for curves in runs.values() for k in curves))
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        for i, (label, curves) in enumerate(runs.items()):
+            pts = [(L, y) for L, y in curves.get(panel, []) if y is not None]
+            if pts:
+                xs, ys = zip(*pts)
+                ax.plot(xs, ys, "o-", color=f"C{i % 10}", lw=1.5, ms=5, label=label)
+        ax.axvline(block_size, color="0.6", ls=":", lw=1)  # the training length
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("eval length (characters, log scale)")
+        ax.set_ylabel("held-out cross-entropy (nats/char)")
+        ax.set_title(panel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    atomic_save(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    plt.close(fig)

@@ -2,8 +2,8 @@
 jax.value_and_grad and compiled by jax.jit (the config is a static argument, so each configuration
 compiles once per input shape).
 
-    x = wte[idx] (+ wpe[:T] | + sinusoidal[:T])
-    n_layer times:  x = x + attn(ln_1(x));  x = x + mlp(ln_2(x))
+    x = wte[idx] (* sqrt(C)) (+ wpe[:T] | + sinusoidal[:T])
+    n_layer times:  x = x + attn(ln_1(x));  x = x + mlp(ln_2(x))     (RoPE on q, k or ALiBi on the scores)
     logits = ln_f(x) wte^T                                tied head
 
 The course's attention experiments (GPTConfig.similarity, share_qkv, post_softmax_mask, qkv_mlp,
@@ -11,12 +11,15 @@ attention) are written from their definitions, as in torch_ref.gpt. Dropout take
 """
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from common.checks import InputError, check_ndim
 from common.gpt_config import GPTConfig, qkv_sources
+from jax_impl.masks import alibi_bias
 from jax_impl.positional import rope_cos_sin, sinusoidal_encoding
 
 __all__ = ["gpt_forward", "gpt_loss", "gpt_loss_and_grads"]
@@ -71,7 +74,7 @@ def _attention(h, p, pre: str, config: GPTConfig, key):
     q, k, v = (t.reshape(B, T, H, D).transpose(0, 2, 1, 3) for t in (q, k, v))  # (B, H, T, D)
     if config.positions == "rope":
         q, k = _rotate(q), _rotate(k)
-    scale = 1.0 / np.sqrt(D)
+    scale = 1.0 / math.sqrt(D)  # a Python float is weakly typed: float32 inputs stay float32 (np.float64 would not)
     if config.similarity == "dot":
         scores = (q * scale) @ k.swapaxes(-1, -2)
     elif config.similarity == "neg_sq_dist":
@@ -80,6 +83,8 @@ def _attention(h, p, pre: str, config: GPTConfig, key):
         qn = q / jnp.maximum(jnp.linalg.norm(q, axis=-1, keepdims=True), 1e-12)
         kn = k / jnp.maximum(jnp.linalg.norm(k, axis=-1, keepdims=True), 1e-12)
         scores = jnp.exp(p[pre + "log_temp"])[:, None, None] * (qn @ kn.swapaxes(-1, -2))
+    if config.positions == "alibi":  # a constant (H, T, T) penalty on distance, after the scale
+        scores = scores + alibi_bias(H, T, dtype=scores.dtype)
     causal = jnp.tril(jnp.ones((T, T), dtype=bool))
     if config.post_softmax_mask:  # the wrong way: the future takes part in the normaliser
         weights = jax.nn.softmax(scores, axis=-1) * causal
@@ -93,6 +98,8 @@ def _attention(h, p, pre: str, config: GPTConfig, key):
 def _logits(params, idx, config: GPTConfig, key=None):
     p, (_, T), C = params, idx.shape, config.n_embd
     x = p["wte.weight"][idx]
+    if config.scale_embeddings:
+        x = x * math.sqrt(C)
     if config.positions == "learned":
         x = x + p["wpe.weight"][:T]
     elif config.positions == "sinusoidal":

@@ -1,8 +1,9 @@
 """A minGPT-style decoder in plain NumPy, trained with hand-written gradients (no autograd).
 
-    x = wte[idx] (+ wpe[:T] | + sinusoidal[:T])         token (+ position) embedding, dropout
+    x = wte[idx] (* sqrt(C)) (+ wpe[:T] | + sinusoidal[:T])   token (+ position) embedding, dropout
     n_layer times:
-        x = x + dropout(attn(ln_1(x)))                   causal multi-head attention (RoPE on q, k)
+        x = x + dropout(attn(ln_1(x)))                   causal multi-head attention (RoPE on q, k,
+                                                         or ALiBi's bias on the scores)
         x = x + dropout(mlp(ln_2(x)))                    C -> 4C -> GELU -> C
     logits = ln_f(x) wte^T                               the head is tied to the token embedding
 
@@ -46,7 +47,7 @@ from numpy_impl.layers import (
     mlp_forward,
 )
 from numpy_impl.losses import cross_entropy_backward, cross_entropy_forward
-from numpy_impl.masks import make_causal_mask
+from numpy_impl.masks import alibi_bias, make_causal_mask
 from numpy_impl.multihead import linear, linear_backward, merge_heads, merge_heads_backward, split_heads, split_heads_backward
 from numpy_impl.positional import apply_rope, apply_rope_backward, learned_positional_encoding_backward, sinusoidal_encoding
 
@@ -58,6 +59,13 @@ def _sinusoidal(T: int, C: int, dtype_name: str) -> np.ndarray:
     table = sinusoidal_encoding(T, C, dtype=np.dtype(dtype_name))
     table.flags.writeable = False  # shared between calls
     return table
+
+
+@lru_cache(maxsize=16)
+def _alibi(H: int, T: int, dtype_name: str) -> np.ndarray:
+    bias = alibi_bias(H, T, dtype=np.dtype(dtype_name))  # (H, T, T)
+    bias.flags.writeable = False  # shared between calls
+    return bias
 
 
 def _check_idx(name: str, idx, config: GPTConfig) -> np.ndarray:
@@ -228,7 +236,7 @@ def project_qkv_backward(dq, dk, dv, cache, config: GPTConfig):
 
 
 def attention_forward(h, p: dict, config: GPTConfig, mask, rng):
-    """Causal self-attention with the GPT's options: RoPE, dropout on the weights, and the course's
+    """Causal self-attention with the GPT's options: RoPE or ALiBi, dropout on the weights, and the course's
     experiments (similarity function, shared or MLP projections, naive post-softmax masking,
     AFT-simple). p: this layer's `attn.` params without the prefix (w_q, b_q, ..., w_o, b_o, ...).
 
@@ -251,6 +259,9 @@ def attention_forward(h, p: dict, config: GPTConfig, mask, rng):
         scores, sim = neg_sq_distance_forward(q, k, scale), None
     else:  # cosine, one learned temperature per head, stored as its log so it stays positive
         scores, sim = cosine_similarity_forward(q, k, np.exp(p["log_temp"])[:, None, None])
+    if config.positions == "alibi":
+        # A constant per-head penalty on distance, added after the scale as torch SDPA adds a float mask.
+        scores = scores + _alibi(H, scores.shape[-1], scores.dtype.name)  # (B, H, T, T) + (H, T, T)
     if config.post_softmax_mask:  # the wrong way, for the experiment: future keys still normalise
         weights = wrong_zero_after_softmax(scores, mask)
     else:
@@ -278,6 +289,7 @@ def attention_backward(dout, cache, config: GPTConfig):
             dscores = wrong_zero_after_softmax_backward(dweights, scores, mask)  # weights = softmax(scores) * mask
         else:
             dscores = attn_softmax_backward(dweights, weights)  # weights = softmax(masked scores)
+        # scores = similarity + alibi_bias: the bias is a constant, so dscores is also d similarity
         if config.similarity == "dot":
             dq, dk = pairwise_similarities_backward(dscores, q, k)  # scores = (q * scale) k^T
             dq *= scale  # q * scale
@@ -338,6 +350,8 @@ def block_backward(dout, cache, i: int, config: GPTConfig, grads: dict):
 def _forward(params: dict, idx, config: GPTConfig, rng):
     B, T = idx.shape
     x, emb = embedding_forward(idx, params["wte.weight"])  # (B, T, C)
+    if config.scale_embeddings:
+        x = x * math.sqrt(config.n_embd)  # a Python float keeps float32 float32
     if config.positions == "learned":
         x = x + params["wpe.weight"][:T]
     elif config.positions == "sinusoidal":
@@ -389,6 +403,8 @@ def gpt_loss_and_grads(params: dict, idx, targets, config: GPTConfig,
     dx = dropout_backward(dx, drop)  # x = dropout(embeddings)
     if config.positions == "learned":
         dx, grads["wpe.weight"] = learned_positional_encoding_backward(dx, params["wpe.weight"])  # x = tok + wpe[:T]
+    if config.scale_embeddings:
+        dx = dx * math.sqrt(config.n_embd)  # tok = wte[idx] * sqrt(C)
     # The tied matrix is used twice (lookup and head), so its gradient is the sum of both uses.
     grads["wte.weight"] = embedding_backward(dx, emb) + dwte_head  # tok = wte[idx]
     # A parameter the configuration never reads (say w_k while K shares Q's projection) does not

@@ -12,6 +12,7 @@ from common.checks import InputError
 from common.gpt_config import GPTConfig, init_gpt_params
 from common.tolerances import assert_close
 from jax_impl import gpt as jgpt
+from numpy_impl import gpt as ngpt
 from jax_impl import optim as joptim
 from torch_ref import gpt as tgpt
 from torch_ref import optim as toptim
@@ -23,6 +24,9 @@ VARIANTS = {
     "post_softmax_mask": dict(post_softmax_mask=True), "qkv_mlp": dict(qkv_mlp=True),
     "aft_simple": dict(attention="aft_simple"),
     "mlp+Q=K+cosine+rope": dict(qkv_mlp=True, share_qkv="qk", similarity="cosine", positions="rope"),
+    "alibi": dict(positions="alibi"), "none": dict(positions="none"),
+    "sinusoidal*sqrt(C)": dict(positions="sinusoidal", scale_embeddings=True),
+    "alibi+neg_sq_dist": dict(positions="alibi", similarity="neg_sq_dist"),
 }
 
 
@@ -30,7 +34,7 @@ pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def _setup(kw, seed=0, n_layer=2):
-    cfg = GPTConfig(vocab_size=13, block_size=8, n_layer=n_layer, n_head=2, n_embd=8, **kw)
+    cfg = GPTConfig(**{**dict(vocab_size=13, block_size=8, n_layer=n_layer, n_head=2, n_embd=8), **kw})
     rng = np.random.default_rng(seed)
     # perturb the init so LayerNorm gains, biases and temperatures are not at special values
     p = {k: v + rng.standard_normal(v.shape) * 0.1 for k, v in init_gpt_params(cfg, seed, np.float64).items()}
@@ -55,6 +59,25 @@ def test_jax_grad_equals_torch_autograd(name):
         assert_close(logits, tgpt.gpt_forward(tgpt.params_to_torch(p), torch.tensor(idx), cfg), "float64")
 
 
+NEW_POSITIONS = {"alibi": dict(positions="alibi"), "none": dict(positions="none"),
+                 "sinusoidal*sqrt(C)": dict(positions="sinusoidal", scale_embeddings=True)}
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("name", list(NEW_POSITIONS))
+def test_three_backends_logits_agree_for_the_new_positions(name, dtype):
+    """NumPy, JAX and torch logits on a window longer than block_size (these positions have no table),
+    torch's SDPA with ALiBi as a float attn_mask being the referee."""
+    cfg, p, _, _ = _setup({**NEW_POSITIONS[name], "n_head": 4}, n_layer=2)
+    p = {k: v.astype(dtype) for k, v in p.items()}
+    idx = np.random.default_rng(2).integers(0, 13, (2, 2 * cfg.block_size))
+    ref = tgpt.gpt_forward(tgpt.params_to_torch(p), torch.tensor(idx), cfg).detach().numpy()
+    assert ref.dtype == dtype
+    for label, got in (("numpy", ngpt.gpt_forward(p, idx, cfg)), ("jax", np.asarray(jgpt.gpt_forward(p, idx, cfg)))):
+        assert got.dtype == dtype, label
+        assert_close(got, ref, dtype, what=f"{name} {label} vs torch logits ({dtype})")
+
+
 def test_weight_keys_follow_the_config():
     def attn_keys(**kw):
         return {k[len("h.0.attn."):] for k in init_gpt_params(GPTConfig(n_layer=1, **kw)) if k.startswith("h.0.attn.")}
@@ -65,6 +88,8 @@ def test_weight_keys_follow_the_config():
     assert "log_temp" in attn_keys(similarity="cosine")
     mlp = attn_keys(qkv_mlp=True)
     assert "w_q" not in mlp and {"mlp_q.w_fc", "mlp_k.b_proj", "mlp_v.w_proj"} <= mlp
+    for positions in ("sinusoidal", "rope", "alibi", "none"):  # only learned positions own weights
+        assert not any(k.startswith("wpe") for k in init_gpt_params(GPTConfig(n_layer=1, positions=positions)))
     base = init_gpt_params(GPTConfig(), 0)  # the experiment fields' defaults leave the base model alone
     same = init_gpt_params(GPTConfig(similarity="dot", share_qkv="none", attention="softmax"), 0)
     assert all(np.array_equal(base[k], same[k]) for k in base)

@@ -152,7 +152,11 @@ def test_every_experiment_runs_in_numpy_and_reports_torch_checked_losses(data):
         ref = gpt_loss(params_to_torch(backend.params()), torch.tensor(x), torch.tensor(y), cfg)
         assert_close(res.val_loss, float(ref), "float32", what=str(cfg))
     pos = run_experiment("positions", budget, data, progress=False, cache=cache)
-    assert pos[0].extra["val@128"] is None and pos[2].extra["val@256"] is not None  # learned cannot extrapolate
+    assert [r.variant for r in pos] == ["learned", "sinusoidal x sqrt(C)", "rope", "alibi", "none"]
+    assert pos[0].extra["val@16"] is not None and pos[0].extra["val@32"] is None  # learned cannot extrapolate
+    for r in pos[1:]:  # the others are scored at 1x, 2x, 4x, 8x the training block
+        assert all(math.isfinite(r.extra[f"val@{L}"]) for L in (16, 32, 64, 128))
+        assert all(math.isfinite(r.extra[f"beyond@{L}"]) for L in (32, 64, 128))
 
 
 def _cli(*argv):
@@ -164,3 +168,66 @@ def test_cli_errors_are_one_line_exit_2(tmp_path):
     assert r.returncode == 2 and "checkpoint" in r.stderr and "Traceback" not in r.stderr
     r = _cli("gpt", "train", "--n-embd", "30", "--n-head", "4", "--out", str(tmp_path / "x"), "--steps", "1")
     assert r.returncode == 2 and "Traceback" not in r.stderr
+
+
+def _positions_budget():
+    from gptlab.experiments import Budget
+    return Budget(backend="numpy", steps=3, batch_size=2, block_size=8, n_layer=1, n_head=2, n_embd=16, eval_batches=1)
+
+
+def test_long_window_losses_score_the_same_characters_as_torch_cross_entropy(data):
+    """Every length scores the same characters (one draw at 8x, cut into shorter windows): torch's
+    F.cross_entropy on those windows gives the whole-window loss, and with the first block's targets
+    ignored (-100) the loss past the training block."""
+    import torch.nn.functional as F
+
+    from gptlab.backends import make_backend
+    from gptlab.data import get_batch
+    from gptlab.experiments import EVAL_TOKENS_PER_BATCH, long_window_losses
+    from gptlab.trainer import VAL_SEED
+    from common.gpt_config import init_gpt_params
+    from torch_ref.gpt import gpt_forward
+
+    budget = _positions_budget()
+    cfg = GPTConfig(vocab_size=data.tokenizer.vocab_size, block_size=8, n_layer=1, n_head=2, n_embd=16, positions="alibi")
+    params = init_gpt_params(cfg, 1, np.float64)
+    got = long_window_losses(make_backend("numpy", cfg, params, dtype="float64"), data.val, budget, [8, 16, 64])
+    draws = [get_batch(data.val, 1, 64, VAL_SEED, i) for i in range(budget.eval_batches * EVAL_TOKENS_PER_BATCH)]
+    tp = params_to_torch(params)
+    for L in (8, 16, 64):
+        x = torch.tensor(np.concatenate([d[0].reshape(-1, L) for d in draws]))
+        y = torch.tensor(np.concatenate([d[1].reshape(-1, L) for d in draws]))
+        logits = gpt_forward(tp, x, cfg).reshape(-1, cfg.vocab_size)
+        assert_close(got[L][0], float(F.cross_entropy(logits, y.reshape(-1))), "float64", what=f"loss at {L}")
+        if L == 8:
+            assert got[L][1] is None
+        else:
+            y_beyond = y.clone()
+            y_beyond[:, :8] = -100
+            assert_close(got[L][1], float(F.cross_entropy(logits, y_beyond.reshape(-1), ignore_index=-100)), "float64",
+                         what=f"loss past the block at {L}")
+
+
+def test_positions_study_resumes_and_writes_table_plot_and_report(tmp_path, data, monkeypatch):
+    import gptlab.experiments as ex
+    from gptlab.experiments import Budget, run_experiment, save_plot, write_report
+
+    budget = _positions_budget()
+    rows = run_experiment("positions", budget, data, progress=False, out=tmp_path)
+    assert all((tmp_path / "runs" / "positions" / ex._slug(r.variant) / "row.json").is_file() for r in rows)
+
+    def no_training(*a, **k):
+        raise AssertionError("resume retrained a finished variant")
+    monkeypatch.setattr(ex, "train", no_training)
+    again = run_experiment("positions", budget, data, progress=False, out=tmp_path, resume=True)
+    assert [(r.variant, r.extra) for r in again] == [(r.variant, r.extra) for r in rows]  # read back, not retrained
+    with pytest.raises(InputError, match="resume: the run in"):  # another budget does not reuse these runs
+        run_experiment("positions", Budget(**{**budget.__dict__, "lr": 1e-3}), data, progress=False, out=tmp_path,
+                       resume=True)
+    monkeypatch.undo()
+
+    png = save_plot("positions", rows, tmp_path, budget.block_size)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = write_report(rows, budget, tmp_path, {"positions": png}).read_text()
+    assert "| method | 8 (1x) | 16 (2x) | 32 (4x) | 64 (8x) | 64 - 8 |" in report
+    assert "| learned | " in report and "n/a" in report and "positions.png" in report

@@ -30,6 +30,8 @@ def torch_gpt_logits(p: dict, idx: torch.Tensor, cfg: GPTConfig, head: torch.Ten
     src = {"q": "q", "k": "q" if share in ("qk", "qkv") else "k", "v": {"kv": "k", "qkv": "q"}.get(share, "v")}
     causal = torch.ones(T, T, dtype=torch.bool).tril()
     x = F.embedding(idx, p["wte.weight"])
+    if cfg.scale_embeddings:
+        x = x * math.sqrt(C)
     pos = torch.arange(T, dtype=torch.float64)
     if cfg.positions == "learned":
         x = x + p["wpe.weight"][:T]
@@ -38,6 +40,10 @@ def torch_gpt_logits(p: dict, idx: torch.Tensor, cfg: GPTConfig, head: torch.Ten
         x = x + torch.stack([angles.sin(), angles.cos()], dim=-1).reshape(T, C).to(x.dtype)
     angles = pos[:, None] * 10000.0 ** (-torch.arange(0, D, 2, dtype=torch.float64) / D)
     cos, sin = torch.cat([angles, angles], -1).cos().to(x.dtype), torch.cat([angles, angles], -1).sin().to(x.dtype)
+    # ALiBi from the paper's definition (H a power of two here): slope m_h = 2^(-8h/H), h = 1..H, and
+    # query i's score with key j gets -m_h (i - j). Written out again, not through our masks module.
+    slopes = 2.0 ** (-8.0 * torch.arange(1, H + 1, dtype=torch.float64) / H)
+    alibi = (-slopes[:, None, None] * (pos[:, None] - pos[None, :])).to(x.dtype)  # (H, T, T)
     for i in range(cfg.n_layer):
         def g(name):
             return p[f"h.{i}.{name}"]
@@ -65,6 +71,8 @@ def torch_gpt_logits(p: dict, idx: torch.Tensor, cfg: GPTConfig, head: torch.Ten
                 s = -torch.cdist(q, k) ** 2 / math.sqrt(D)
             else:
                 s = g("attn.log_temp").exp()[:, None, None] * (F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-1, -2))
+            if cfg.positions == "alibi":
+                s = s + alibi
             if cfg.post_softmax_mask:
                 w = torch.softmax(s, dim=-1) * causal
             else:
@@ -79,7 +87,9 @@ def torch_gpt_logits(p: dict, idx: torch.Tensor, cfg: GPTConfig, head: torch.Ten
 
 
 def _setup(positions, dtype=np.float64, seed=0, T=8, B=3, **cfg_kw):
-    cfg = GPTConfig(**{**dict(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=8, positions=positions), **cfg_kw})
+    # 4 heads with ALiBi so the slopes differ by more than one factor (1/4, 1/16, 1/64, 1/256)
+    heads = 4 if positions == "alibi" else 2
+    cfg = GPTConfig(**{**dict(vocab_size=11, block_size=8, n_layer=2, n_head=heads, n_embd=8, positions=positions), **cfg_kw})
     rng = np.random.default_rng(seed)
     # Perturb the GPT-2 init (zero biases, unit gains) so every parameter's gradient path is exercised.
     params = {k: (v + rng.standard_normal(v.shape) * 0.1).astype(dtype) for k, v in init_gpt_params(cfg, seed, dtype).items()}
@@ -97,9 +107,10 @@ def _torch_loss_and_grads(params, idx, targets, cfg):
     return logits.detach().numpy(), loss.item(), {k: t.grad.numpy() for k, t in tp.items()}
 
 
-@pytest.mark.parametrize("positions", ["learned", "sinusoidal", "rope"])
+@pytest.mark.parametrize("positions", ["learned", "sinusoidal", "rope", "alibi", "none", "sinusoidal*sqrt(C)"])
 def test_gpt_grads_match_torch_autograd_float64(positions):
-    cfg, params, idx, targets = _setup(positions)
+    kw = {"scale_embeddings": True} if positions.endswith("*sqrt(C)") else {}
+    cfg, params, idx, targets = _setup(positions.removesuffix("*sqrt(C)"), **kw)
     ref_logits, ref_loss, ref_grads = _torch_loss_and_grads(params, idx, targets, cfg)
     assert_close(gpt_forward(params, idx, cfg), ref_logits, np.float64, "value", what="logits")
     loss, grads = gpt_loss_and_grads(params, idx, targets, cfg)
@@ -111,8 +122,9 @@ def test_gpt_grads_match_torch_autograd_float64(positions):
         assert_close(grads[k], ref_grads[k], np.float64, "grad", what=f"d loss / d {k}")
 
 
-def test_gpt_grads_float32_stay_float32_and_match_torch():
-    cfg, params, idx, targets = _setup("learned", dtype=np.float32)
+@pytest.mark.parametrize("positions", ["learned", "alibi"])
+def test_gpt_grads_float32_stay_float32_and_match_torch(positions):
+    cfg, params, idx, targets = _setup(positions, dtype=np.float32)
     loss, grads = gpt_loss_and_grads(params, idx, targets, cfg)
     _, ref_loss, ref_grads = _torch_loss_and_grads(params, idx, targets, cfg)
     assert isinstance(loss, float)
@@ -137,9 +149,9 @@ def _fd_check(params, loss_fn, grads, n_per_param=3, h=1e-6, seed=0):
                          what=f"d loss / d {k}[{j}] vs finite differences")
 
 
-@pytest.mark.parametrize("positions", ["learned", "rope"])
+@pytest.mark.parametrize("positions", ["learned", "rope", "alibi", "none"])
 def test_gpt_grads_match_finite_differences(positions):
-    cfg, params, idx, targets = _setup(positions, T=5, B=2)
+    cfg, params, idx, targets = _setup(positions, T=5, B=2, scale_embeddings=positions == "none")
     _, grads = gpt_loss_and_grads(params, idx, targets, cfg)
     _fd_check(params, lambda: gpt_loss(params, idx, targets, cfg), grads)
 
@@ -175,8 +187,8 @@ def test_all_ignored_targets_give_zero_loss_and_zero_grads():
     assert loss == 0.0 and all(np.all(g == 0) for g in grads.values())
 
 
-def test_sinusoidal_and_rope_run_beyond_block_size_but_learned_refuses():
-    for positions in ("sinusoidal", "rope"):
+def test_sinusoidal_rope_alibi_none_run_beyond_block_size_but_learned_refuses():
+    for positions in ("sinusoidal", "rope", "alibi", "none"):
         cfg, params, _, _ = _setup(positions)
         idx = np.random.default_rng(1).integers(0, cfg.vocab_size, (1, 3 * cfg.block_size))
         logits = gpt_forward(params, idx, cfg)
@@ -266,6 +278,9 @@ VARIANTS = {
     "qkv_mlp": dict(qkv_mlp=True),
     "aft_simple": dict(attention="aft_simple"),
     "cosine+rope+share_qk": dict(similarity="cosine", positions="rope", share_qkv="qk"),
+    "cosine+alibi": dict(similarity="cosine", positions="alibi"),
+    "neg_sq_dist+alibi": dict(similarity="neg_sq_dist", positions="alibi"),
+    "post_softmax_mask+alibi": dict(post_softmax_mask=True, positions="alibi"),
 }
 
 
@@ -333,13 +348,17 @@ def _jax_gpt_loss(p, idx, targets, cfg):
         ang = jnp.arange(T)[:, None] * 10000.0 ** (-jnp.arange(0, C, 2) / C)
         x = x + jnp.stack([jnp.sin(ang), jnp.cos(ang)], -1).reshape(T, C)
     causal = jnp.tril(jnp.ones((T, T), dtype=bool))
+    # ALiBi as Bloom writes it, +m_h * j: it differs from the paper's -m_h (i - j) by a per-row constant,
+    # which the softmax ignores, so this reference also checks that our bias may be shifted per row.
+    m = 2.0 ** (-8.0 * jnp.arange(1, H + 1) / H)
+    alibi = m[:, None, None] * jnp.arange(T)[None, None, :] if cfg.positions == "alibi" else 0.0
     for i in range(cfg.n_layer):
         g = {k[len(f"h.{i}."):]: v for k, v in p.items() if k.startswith(f"h.{i}.")}
         h = ln(x, g["ln_1.weight"], g["ln_1.bias"])
         q, k, v = ((h @ g[f"attn.w_{n}"].T + g[f"attn.b_{n}"]).reshape(B, T, H, D).transpose(0, 2, 1, 3) for n in "qkv")
         if cfg.positions == "rope":
             q, k = rope(q), rope(k)
-        w = jax.nn.softmax(jnp.where(causal, q @ k.transpose(0, 1, 3, 2) / jnp.sqrt(D), -jnp.inf), axis=-1)
+        w = jax.nn.softmax(jnp.where(causal, q @ k.transpose(0, 1, 3, 2) / jnp.sqrt(D) + alibi, -jnp.inf), axis=-1)
         x = x + (w @ v).transpose(0, 2, 1, 3).reshape(B, T, C) @ g["attn.w_o"].T + g["attn.b_o"]
         h = ln(x, g["ln_2.weight"], g["ln_2.bias"])
         x = x + jax.nn.gelu(h @ g["mlp.w_fc"].T + g["mlp.b_fc"], approximate=True) @ g["mlp.w_proj"].T + g["mlp.b_proj"]
@@ -350,7 +369,7 @@ def _jax_gpt_loss(p, idx, targets, cfg):
     return jnp.sum(nll * keep) / keep.sum()
 
 
-@pytest.mark.parametrize("positions", ["learned", "sinusoidal", "rope"])
+@pytest.mark.parametrize("positions", ["learned", "sinusoidal", "rope", "alibi", "none"])
 def test_gpt_grads_match_jax_grad_float64(positions):
     import jax
 
@@ -362,3 +381,40 @@ def test_gpt_grads_match_jax_grad_float64(positions):
     assert_close(loss, np.asarray(ref_loss), np.float64, "value", what="loss")
     for k in params:
         assert_close(grads[k], np.asarray(ref_grads[k]), np.float64, "grad", what=f"d loss / d {k} vs jax.grad")
+
+
+# ------------------------------------------------------------------------------------------------
+# positions without parameters: ALiBi and none
+
+
+def test_alibi_is_not_a_no_op_and_none_ignores_token_order():
+    """Without positions a one-layer model's last output is a function of the SET of earlier tokens:
+    attention averages them with weights that do not know where each sits, so permuting the prefix
+    leaves it unchanged (up to rounding). ALiBi, and learned positions, break that symmetry."""
+    idx = np.array([[1, 2, 3, 4, 5, 6]])
+    swapped = np.array([[3, 5, 1, 4, 2, 6]])  # the first five permuted, the last token kept
+    for positions, invariant in (("none", True), ("alibi", False), ("learned", False)):
+        cfg, params, _, _ = _setup(positions, n_layer=1)
+        a, b = gpt_forward(params, idx, cfg)[0, -1], gpt_forward(params, swapped, cfg)[0, -1]
+        if invariant:
+            assert_close(a, b, np.float64, "value", what=f"{positions}: last logits after permuting the prefix")
+        else:
+            assert np.abs(a - b).max() > 1e-4, positions
+    cfg, params, idx, _ = _setup("alibi")
+    none = GPTConfig(**{**cfg.to_dict(), "positions": "none"})
+    assert np.abs(gpt_forward(params, idx, cfg) - gpt_forward(params, idx, none)).max() > 1e-3
+
+
+def test_scale_embeddings_multiplies_the_token_rows_by_sqrt_n_embd():
+    """With positions "none" and one token, the model's input is wte[idx] * sqrt(C): the same model
+    without the option fed wte * sqrt(C) for the lookup (the head keeps the unscaled wte) agrees."""
+    cfg, params, idx, _ = _setup("none", scale_embeddings=True)
+    plain = GPTConfig(**{**cfg.to_dict(), "scale_embeddings": False})
+    ref = torch_gpt_logits({k: torch.tensor(v) for k, v in {**params, "wte.weight": params["wte.weight"] * math.sqrt(8)}.items()},
+                           torch.from_numpy(idx), plain, head=torch.tensor(params["wte.weight"]))
+    assert_close(gpt_forward(params, idx, cfg), ref.numpy(), np.float64, "value")
+    assert np.abs(gpt_forward(params, idx, cfg) - gpt_forward(params, idx, plain)).max() > 1e-3
+    with pytest.raises(InputError, match="scale_embeddings"):
+        GPTConfig(scale_embeddings=1)
+    with pytest.raises(InputError, match="aft_simple"):
+        GPTConfig(positions="alibi", attention="aft_simple")

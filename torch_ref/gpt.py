@@ -1,8 +1,9 @@
 """The tiny GPT in PyTorch, the referee: torch's own kernels and autograd, over the shared weight dict.
 
-    x = wte[idx] (+ wpe[:T] | + sinusoidal[:T])          F.embedding, dropout
+    x = wte[idx] (* sqrt(C)) (+ wpe[:T] | + sinusoidal[:T])   F.embedding, dropout
     n_layer times:
-        x = x + dropout(attn(F.layer_norm(x)))            F.scaled_dot_product_attention(is_causal=True)
+        x = x + dropout(attn(F.layer_norm(x)))            F.scaled_dot_product_attention(is_causal=True;
+                                                          ALiBi: attn_mask = bias, -inf above the diagonal)
         x = x + dropout(mlp(F.layer_norm(x)))             F.linear, F.gelu(approximate="tanh")
     logits = F.layer_norm(x) wte^T                        tied head; F.cross_entropy(ignore_index=-100)
 
@@ -23,6 +24,7 @@ import torch.nn.functional as F
 
 from common.checks import InputError, check_ndim
 from common.gpt_config import GPTConfig, qkv_sources
+from torch_ref.masks import alibi_bias
 from torch_ref.positional import rope_cos_sin, sinusoidal_encoding
 
 __all__ = ["gpt_forward", "gpt_loss", "gpt_loss_and_grads", "params_to_torch", "params_from_torch",
@@ -59,6 +61,15 @@ def _sinusoidal(T: int, C: int, dtype: torch.dtype) -> torch.Tensor:
 @lru_cache(maxsize=32)
 def _rope(T: int, D: int, dtype: torch.dtype):
     return rope_cos_sin(np.arange(T), D, dtype=dtype)
+
+
+@lru_cache(maxsize=32)
+def _alibi(H: int, T: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """ALiBi's (H, T, T) score bias, and the same with -inf above the diagonal: SDPA takes a float
+    attn_mask OR is_causal, so the causal mask travels inside the bias."""
+    bias = alibi_bias(H, T, dtype=dtype)
+    causal = torch.ones(T, T, dtype=torch.bool).tril()
+    return bias, bias.masked_fill(~causal, float("-inf"))
 
 
 def _rotate(x: torch.Tensor) -> torch.Tensor:
@@ -109,8 +120,12 @@ def _attention(h: torch.Tensor, p, i: int, config: GPTConfig, rng) -> torch.Tens
     if config.positions == "rope":
         q, k = _rotate(q), _rotate(k)
     dropout_on = rng is not None and config.dropout > 0
+    alibi = _alibi(H, T, q.dtype) if config.positions == "alibi" else None
     if config.similarity == "dot" and not config.post_softmax_mask and not dropout_on:
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        if alibi is None:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=alibi[1].to(h.device))
     else:
         scale = 1.0 / math.sqrt(C // H)
         if config.similarity == "dot":
@@ -123,6 +138,8 @@ def _attention(h: torch.Tensor, p, i: int, config: GPTConfig, rng) -> torch.Tens
         else:  # cosine with a learned temperature per head
             temp = p[pre + "log_temp"].exp()[:, None, None]
             scores = temp * (F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-1, -2))
+        if alibi is not None:
+            scores = scores + alibi[0].to(h.device)
         causal = torch.ones(T, T, dtype=torch.bool, device=h.device).tril()
         if config.post_softmax_mask:  # the wrong way: the future takes part in the normaliser
             weights = torch.softmax(scores, dim=-1) * causal
@@ -154,6 +171,8 @@ def gpt_forward(params: dict, idx, config: GPTConfig, rng: torch.Generator | Non
     p = params
     T, C = idx.shape[1], config.n_embd
     x = F.embedding(idx, p["wte.weight"])
+    if config.scale_embeddings:
+        x = x * math.sqrt(C)
     if config.positions == "learned":
         x = x + p["wpe.weight"][:T]
     elif config.positions == "sinusoidal":
