@@ -52,6 +52,14 @@ TOLERANCES: dict[tuple[str, str], Tol] = {
     # operation) separates a right answer; 1e-9 relative leaves room for a different order of the
     # same arithmetic but not for a value rounded by hand to a few digits.
     ("count", "float64"): Tol(atol=0.0, rtol=1e-9),
+    # A real pretrained model (SmolLM2-135M) in float32 through our engines vs Hugging Face: 30 layers
+    # of float32 accumulation over a residual stream that reaches 2.3e4 in a few channels (the
+    # "massive activations" of trained LLMs), so errors scale with the stream, not with O(1) data.
+    # Measured on a 46-token prompt: max |err| / (|ref| + 1) = 1.3e-4 (layer 29), logits 6.6e-5 of
+    # 31.8. A real bug (a wrong scale, layout, mask) moves values by O(1) relative. float64 keeps the
+    # value row's numbers (measured 1.8e-12 on the hidden states, 2.5e-13 on the logits).
+    ("real_model", "float32"): Tol(atol=5e-4, rtol=5e-4),
+    ("real_model", "float64"): Tol(atol=1e-10, rtol=1e-10),
     # A BERT encoder's hidden states at PADDING positions vs Hugging Face (tests/test_pretrained_minilm.py).
     # Those queries attend only the real keys and nothing reads them (pooling and the key mask skip
     # them), but they are ill-conditioned in float32: after 6 layers ours and HF's each sit ~2e-5

@@ -29,7 +29,7 @@ from jax_impl.norms import rms_norm
 from jax_impl.positional import apply_rope
 from jax_impl.swiglu import swiglu_mlp
 
-__all__ = ["llama_forward", "llama_loss", "llama_loss_and_grads", "llama_forward_cached",
+__all__ = ["llama_forward", "llama_hidden_states", "llama_loss", "llama_loss_and_grads", "llama_forward_cached",
            "llama_decode_incrementally", "llama_generate"]
 
 
@@ -51,10 +51,11 @@ def _qkv(h, p, config: LlamaConfig, positions):
     return apply_rope(q, **rope), apply_rope(k, **rope), v
 
 
-def _logits(params, idx, config: LlamaConfig):
+def _hidden(params, idx, config: LlamaConfig):
     T = idx.shape[1]
     positions, mask = np.arange(T), make_causal_mask(T)
     x = params["embed.weight"][idx]  # (B, T, C)
+    states = [x]
     for i in range(config.n_layers):  # layers, not positions: unrolled once per depth
         pre = f"layers.{i}."
         q, k, v = _qkv(rms_norm(x, params[pre + "attn_norm.weight"], config.norm_eps), _layer(params, i, "attn"),
@@ -62,6 +63,12 @@ def _logits(params, idx, config: LlamaConfig):
         a, _ = grouped_query_attention(q, k, v, mask)
         x = x + merge_heads(a) @ params[pre + "attn.w_o"].T
         x = x + swiglu_mlp(rms_norm(x, params[pre + "mlp_norm.weight"], config.norm_eps), _layer(params, i, "mlp"))
+        states.append(x)
+    return states
+
+
+def _logits(params, idx, config: LlamaConfig):
+    x = _hidden(params, idx, config)[-1]
     return rms_norm(x, params["norm.weight"], config.norm_eps) @ _head(params, config).T
 
 
@@ -70,6 +77,7 @@ def _loss(params, idx, targets, config: LlamaConfig):
 
 
 _jit_logits = jax.jit(_logits, static_argnums=2)
+_jit_hidden = jax.jit(_hidden, static_argnums=2)
 _jit_loss = jax.jit(_loss, static_argnums=3)
 _jit_loss_and_grads = jax.jit(jax.value_and_grad(_loss), static_argnums=3)
 
@@ -120,6 +128,14 @@ def _checked(params, idx, config: LlamaConfig):
 def llama_forward(params: dict, idx, config: LlamaConfig):
     """Shapes: idx (B, T) ints -> logits (B, T, vocab_size)"""
     return _jit_logits(params, _checked(params, idx, config), config)
+
+
+def llama_hidden_states(params: dict, idx, config: LlamaConfig):
+    """The embeddings, then every layer's output (before the final norm), as numpy_impl.llama's.
+
+    Shapes: idx (B, T) ints -> n_layers + 1 arrays (B, T, C)
+    """
+    return _jit_hidden(params, _checked(params, idx, config), config)
 
 
 def llama_loss(params: dict, idx, targets, config: LlamaConfig):

@@ -36,7 +36,7 @@ from numpy_impl.norms import rms_norm_backward, rms_norm_forward
 from numpy_impl.positional import apply_rope, apply_rope_backward
 from numpy_impl.swiglu import swiglu_mlp_backward, swiglu_mlp_forward
 
-__all__ = ["llama_forward", "llama_loss", "llama_loss_and_grads", "llama_forward_cached",
+__all__ = ["llama_forward", "llama_hidden_states", "llama_loss", "llama_loss_and_grads", "llama_forward_cached",
            "llama_decode_incrementally", "llama_generate"]
 
 
@@ -156,6 +156,24 @@ def llama_forward(params: dict, idx, config: LlamaConfig) -> np.ndarray:
     """
     check_llama_params(params, config)
     return _forward(params, _check_idx("idx", idx), config)[0]
+
+
+def llama_hidden_states(params: dict, idx, config: LlamaConfig) -> list[np.ndarray]:
+    """The residual stream: the embeddings, then the output of every layer (before the final norm),
+    so a comparison names the layer where two models part. Hugging Face's output_hidden_states lists
+    the same except its last entry, which it gives after the final norm.
+
+    Shapes: idx (B, T) ints -> n_layers + 1 arrays (B, T, C)
+    """
+    check_llama_params(params, config)
+    idx = _check_idx("idx", idx)
+    x = embedding_forward(idx, params["embed.weight"])[0]
+    positions, mask = np.arange(idx.shape[1]), make_causal_mask(idx.shape[1])
+    states = [x]
+    for i in range(config.n_layers):
+        x = block_forward(x, params, i, config, positions, mask)[0]
+        states.append(x)
+    return states
 
 
 def llama_loss(params: dict, idx, targets, config: LlamaConfig) -> float:

@@ -39,7 +39,7 @@ from torch_ref.norms import rms_norm
 from torch_ref.positional import apply_rope, rope_cos_sin, rope_half_to_interleaved, rope_interleaved_to_half
 from torch_ref.swiglu import swiglu_mlp
 
-__all__ = ["llama_forward", "llama_loss", "llama_loss_and_grads", "llama_forward_cached",
+__all__ = ["llama_forward", "llama_hidden_states", "llama_loss", "llama_loss_and_grads", "llama_forward_cached",
            "llama_decode_incrementally", "llama_generate",
            "hf_config", "hf_model", "to_hf_state_dict", "from_hf_state_dict", "hf_loss_and_grads"]
 # Hugging Face lives on the torch side only (style.md: torch_ref is its one home).
@@ -196,15 +196,18 @@ def _positions(t_past: int, t_new: int) -> np.ndarray:
     return np.arange(t_past, t_past + t_new)
 
 
-def _run(p: dict, idx: torch.Tensor, config: LlamaConfig, caches=None, use_cache: bool = False):
+def _run(p: dict, idx: torch.Tensor, config: LlamaConfig, caches=None, use_cache: bool = False,
+         states: list | None = None):
     """Shared by the full forward (use_cache False: causal SDPA, nothing kept) and cached decoding
-    (caches: one per layer, or None for empty ones)."""
+    (caches: one per layer, or None for empty ones). `states` collects the residual stream."""
     t_past = 0 if caches is None else int(caches[0]["k"].shape[2])
     caches = [None] * config.n_layers if caches is None else caches
     positions = _positions(t_past, idx.shape[1])
     rope = dict(positions=positions, base=float(config.rope_base), layout=config.rope_layout)
     x = F.embedding(idx, p["embed.weight"])
     new_caches = []
+    if states is not None:
+        states.append(x)
     for i in range(config.n_layers):
         pre = f"layers.{i}."
         h = rms_norm(x, p[pre + "attn_norm.weight"], config.norm_eps)
@@ -219,6 +222,8 @@ def _run(p: dict, idx: torch.Tensor, config: LlamaConfig, caches=None, use_cache
         x = x + F.linear(a.transpose(1, 2).flatten(2), p[pre + "attn.w_o"])
         mlp = {n: p[pre + "mlp." + n] for n in ("w_gate", "w_up", "w_down")}
         x = x + swiglu_mlp(rms_norm(x, p[pre + "mlp_norm.weight"], config.norm_eps), mlp)
+        if states is not None:
+            states.append(x)
     head = p["embed.weight"] if config.tie_embeddings else p["lm_head.weight"]
     return F.linear(rms_norm(x, p["norm.weight"], config.norm_eps), head), new_caches
 
@@ -229,6 +234,16 @@ def llama_forward(params: dict, idx, config: LlamaConfig) -> torch.Tensor:
     Shapes: idx (B, T) ints -> logits (B, T, vocab_size)
     """
     return _run(_as_torch(params, config), _check_idx(idx, config), config)[0]
+
+
+def llama_hidden_states(params: dict, idx, config: LlamaConfig) -> list[torch.Tensor]:
+    """The embeddings, then every layer's output (before the final norm), as numpy_impl.llama's.
+
+    Shapes: idx (B, T) ints -> n_layers + 1 tensors (B, T, C)
+    """
+    states = []
+    _run(_as_torch(params, config), _check_idx(idx, config), config, states=states)
+    return states
 
 
 def llama_loss(params: dict, idx, targets, config: LlamaConfig) -> torch.Tensor:
