@@ -145,11 +145,11 @@ def bench_tokenizer(vocab_size: int = 10_000, tie_break: str = "bytes", max_byte
         from tokenizers import Tokenizer as LibTokenizer
 
         from bpe.smollm2 import tokenizer_json
-        from corpora import DataMissingError
+        from common.checks import InputError
 
         try:
             path = tokenizer_json()
-        except DataMissingError as e:
+        except InputError as e:  # the model package or the data folder is missing: say which, go on
             smollm2_note = str(e)
         else:
             encode_rows("SmolLM2-135M, 49,152 tokens", lambda: Tokenizer.from_tokenizer_json(path),

