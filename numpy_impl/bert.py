@@ -23,6 +23,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
+# NumPy has no erf; SciPy's is vectorised C, accurate to double precision (pinned in requirements.txt).
+from scipy.special import erf as _erf
 
 from common.checks import InputError, check_ndim, check_shape
 from numpy_impl.layers import embedding, layer_norm
@@ -44,10 +46,6 @@ __all__ = [
 # BERT's LayerNorm epsilon (HF BertConfig.layer_norm_eps); far below GPT-2's 1e-5.
 BERT_EPS = 1e-12
 
-try:  # NumPy has no erf. SciPy's is vectorised C; it is installed with jax, which requires it.
-    from scipy.special import erf as _erf
-except ImportError:  # math.erf is as exact (double precision), 50x slower element by element
-    _erf = np.vectorize(math.erf, otypes=[np.float64])
 
 
 def gelu_erf(x: np.ndarray) -> np.ndarray:
