@@ -4,6 +4,8 @@
     model embed "s1" "s2" ...    all-MiniLM-L6-v2 sentence embeddings by our NumPy / JAX / torch encoder:
                                  the cosine-similarity matrix, ours beside Hugging Face's, and the largest
                                  difference checked against the tolerance table (exit 1 beyond it)
+    model inspect "text"         SmolLM2 / MiniLM step by step (every layer's sub-steps), NumPy | JAX | HF, first divergence named
+    model attention "text" --layer L --head H   one head's attention probabilities, ours vs HF: table and PNG heatmap
 
 --json prints the same numbers as a JSON object.
 """
@@ -27,6 +29,7 @@ def register(sub) -> None:
     s.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     s.add_argument("--json", action="store_true", help="print a JSON object instead of tables")
     s.set_defaults(func=run_embed)
+    __import__("commands.model_inspect").model_inspect.register(msub)  # inspect, attention
 
 
 def _status(name: str) -> dict:
