@@ -1,0 +1,1 @@
+"""Text generation from the Llama-style model: decoding engines (engines.py) and the sampling loop."""

@@ -1,0 +1,162 @@
+"""Decoding engines: one object per backend that holds a model and its KV cache, so a sampling loop
+can say "here is the prompt" and then "here is the next token" without knowing the backend.
+
+    engine = make_engine("numpy" | "jax" | "torch", params, config)
+    logits = engine.prefill(ids)       # (1, T) prompt -> (V,) logits at its last position
+    logits = engine.step(token)        # one more token -> (V,) logits after it
+    engine.reset()                     # forget the cache; the next call must be prefill
+
+numpy   numpy_impl.llama.llama_forward_cached: per-layer {"k", "v"} caches, concatenated every step.
+jax     (next: a fixed-size cache, so one compiled step serves every position).
+torch   Hugging Face's LlamaForCausalLM with its own DynamicCache, under torch.inference_mode: the
+        reference the other two are measured against (`bench decode`).
+
+The torch engine computes the head (SmolLM2's 49152 x 576 matrix) at the last position only, as
+Hugging Face's generate does (logits_to_keep=1): the other positions' logits are never read.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from common.checks import InputError, check_choice
+from common.llama_config import LlamaConfig
+
+__all__ = ["BACKENDS", "Engine", "make_engine"]
+
+BACKENDS = ("numpy", "jax", "torch")
+
+
+class Engine:
+    """What every backend shares: the checks on prompts and tokens and the count of cached positions.
+    Subclasses implement _prefill(ids) and _step(token) and _clear()."""
+
+    name = "engine"
+
+    def __init__(self, config: LlamaConfig, max_len: int):
+        self.config, self.max_len = config, max_len
+        self.length = None  # cached positions; None: no prompt yet
+
+    def prefill(self, ids) -> np.ndarray:
+        """Shapes: ids (1, T) ints -> logits (V,) at position T - 1. Starts a new sequence."""
+        ids = np.asarray(ids)
+        if ids.ndim != 2 or ids.shape[0] != 1 or ids.shape[1] == 0 or not np.issubdtype(ids.dtype, np.integer):
+            raise InputError(f"ids: expected a (1, T) array of integer token ids with T >= 1, "
+                             f"got shape {ids.shape} dtype {ids.dtype}")
+        self._check_ids("ids", ids)
+        self._check_room("ids", ids.shape[1], 0)
+        self.reset()
+        out = self._prefill(ids.astype(np.int64))
+        self.length = ids.shape[1]
+        return out
+
+    def step(self, token) -> np.ndarray:
+        """Shapes: token (an int) -> logits (V,) at the next position."""
+        if self.length is None:
+            raise InputError("token: expected prefill(ids) before step(token), got step on an empty cache")
+        if isinstance(token, (bool, np.bool_)) or not isinstance(token, (int, np.integer)):
+            raise InputError(f"token: expected one integer token id, got {token!r}")
+        self._check_ids("token", np.array([token]))
+        self._check_room("token", 1, self.length)
+        out = self._step(int(token))
+        self.length += 1
+        return out
+
+    def reset(self) -> None:
+        self.length = None
+        self._clear()
+
+    def _check_ids(self, name: str, ids) -> None:
+        lo, hi = int(ids.min()), int(ids.max())
+        if lo < 0 or hi >= self.config.vocab_size:
+            raise InputError(f"{name}: expected token ids in [0, {self.config.vocab_size}), got values in [{lo}, {hi}]")
+
+    def _check_room(self, name: str, t_new: int, t_past: int) -> None:
+        if t_past + t_new > self.max_len:
+            raise InputError(f"{name}: expected at most max_len={self.max_len} positions in the cache, got "
+                             f"{t_past} cached + {t_new} new = {t_past + t_new}")
+
+
+class TorchEngine(Engine):
+    """Hugging Face LlamaForCausalLM and its DynamicCache (the reference)."""
+
+    def __init__(self, config, max_len, model):
+        super().__init__(config, max_len)
+        self.model, self.cache = model, None
+        self.name = f"torch ({model.config._attn_implementation})"
+
+    def _run(self, ids):
+        import torch
+
+        with torch.inference_mode():
+            out = self.model(input_ids=torch.from_numpy(ids), past_key_values=self.cache, use_cache=True,
+                             logits_to_keep=1)
+        self.cache = out.past_key_values
+        return out.logits[0, -1].numpy()
+
+    def _prefill(self, ids):
+        return self._run(ids)
+
+    def _step(self, token):
+        return self._run(np.array([[token]], dtype=np.int64))
+
+    def _clear(self):
+        self.cache = None
+
+
+class NumpyConcatEngine(Engine):
+    """numpy_impl.llama.llama_forward_cached: the cache as per-layer dicts, concatenated every step."""
+
+    name = "numpy"
+
+    def __init__(self, config, max_len, params):
+        super().__init__(config, max_len)
+        self.params, self.caches = params, None
+
+    def _run(self, ids):
+        from numpy_impl.llama import llama_forward_cached
+
+        logits, self.caches = llama_forward_cached(self.params, ids, self.config, self.caches)
+        return logits[0, -1]
+
+    def _prefill(self, ids):
+        return self._run(ids)
+
+    def _step(self, token):
+        return self._run(np.array([[token]], dtype=np.int64))
+
+    def _clear(self):
+        self.caches = None
+
+
+def _cast(params: dict, dtype) -> dict:
+    dtype = np.dtype(dtype)
+    return {k: v if v.dtype == dtype else v.astype(dtype) for k, v in params.items()}
+
+
+def make_engine(backend: str, params: dict, config: LlamaConfig, hf=None, dtype="float32",
+                max_len: int | None = None, attn_implementation: str = "eager") -> Engine:
+    """A decoding engine for `backend` (numpy | jax | torch). hf: a ready LlamaForCausalLM for torch
+    (else torch_ref.llama.hf_model builds one, ~2 s); max_len: the most positions a sequence may
+    reach (default config.block_size; the jax engine allocates its cache at this length)."""
+    from common.llama_config import check_llama_params
+
+    check_choice("backend", backend, BACKENDS)
+    check_llama_params(params, config)
+    max_len = config.block_size if max_len is None else max_len
+    if isinstance(max_len, bool) or not isinstance(max_len, (int, np.integer)) or max_len < 1:
+        raise InputError(f"max_len: expected a positive integer, got {max_len!r}")
+    np_dtype = np.dtype(dtype)
+    if np_dtype not in (np.float32, np.float64):
+        raise InputError(f"dtype: expected float32 or float64, got {dtype!r}")
+    if backend == "torch":
+        if hf is None:
+            import torch
+
+            from torch_ref.llama import hf_model
+
+            hf = hf_model(params, config, getattr(torch, np_dtype.name), attn_implementation,
+                          exact_float64=np_dtype == np.float64)
+        return TorchEngine(config, int(max_len), hf)
+    if backend == "numpy":
+        return NumpyConcatEngine(config, int(max_len), _cast(params, np_dtype))
+    raise InputError("backend: the jax engine is not written yet, got 'jax'")
