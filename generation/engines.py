@@ -6,8 +6,11 @@ can say "here is the prompt" and then "here is the next token" without knowing t
     logits = engine.step(token)        # one more token -> (V,) logits after it
     engine.reset()                     # forget the cache; the next call must be prefill
 
-numpy   numpy_impl.llama.llama_forward_cached: per-layer {"k", "v"} caches, concatenated every step.
-jax     (next: a fixed-size cache, so one compiled step serves every position).
+numpy   numpy_impl.llama_decode: the cache preallocated and written in place, the head on the last
+        position only (NumpyConcatEngine keeps numpy_impl.llama.llama_forward_cached, the teaching
+        version that concatenates, for comparison: `bench decode --backends numpy-concat`).
+jax     jax_impl.llama_decode: a fixed-size cache (max_len slots), so one compiled step serves every
+        position; the prompt compiles once per padded length (its docstring says what that costs).
 torch   Hugging Face's LlamaForCausalLM with its own DynamicCache, under torch.inference_mode: the
         reference the other two are measured against (`bench decode`).
 
@@ -23,7 +26,7 @@ from common.llama_config import LlamaConfig
 
 __all__ = ["BACKENDS", "Engine", "make_engine"]
 
-BACKENDS = ("numpy", "jax", "torch")
+BACKENDS = ("numpy", "jax", "torch", "numpy-concat")
 
 
 class Engine:
@@ -103,10 +106,33 @@ class TorchEngine(Engine):
         self.cache = None
 
 
+class NumpyEngine(Engine):
+    """numpy_impl.llama_decode: the cache preallocated at max_len and written in place."""
+
+    name = "numpy"
+
+    def __init__(self, config, max_len, params, dtype):
+        from numpy_impl import llama_decode
+
+        super().__init__(config, max_len)
+        self._ld = llama_decode
+        self.stacked = llama_decode.stack_params(params, config)
+        self.cache = llama_decode.init_cache(config, max_len, dtype=dtype)
+
+    def _prefill(self, ids):
+        return self._ld.decode_prefill(self.stacked, ids, self.cache, self.config)[0][0]
+
+    def _step(self, token):
+        return self._ld.decode_step(self.stacked, np.array([[token]]), self.cache, self.length, self.config)[0][0]
+
+    def _clear(self):
+        pass  # the next prefill rewrites the cache from slot 0; later slots are never read
+
+
 class NumpyConcatEngine(Engine):
     """numpy_impl.llama.llama_forward_cached: the cache as per-layer dicts, concatenated every step."""
 
-    name = "numpy"
+    name = "numpy-concat"
 
     def __init__(self, config, max_len, params):
         super().__init__(config, max_len)
@@ -126,6 +152,32 @@ class NumpyConcatEngine(Engine):
 
     def _clear(self):
         self.caches = None
+
+
+class JaxEngine(Engine):
+    """jax_impl.llama_decode: the cache preallocated at max_len, one compiled step for every position."""
+
+    name = "jax"
+
+    def __init__(self, config, max_len, params, dtype):
+        from jax_impl import llama_decode
+
+        super().__init__(config, max_len)
+        self._ld, self.dtype = llama_decode, dtype
+        self.stacked = llama_decode.stack_params(params, config)
+        self.cache = llama_decode.init_cache(config, max_len, dtype=dtype)
+
+    def _prefill(self, ids):
+        logits, self.cache = self._ld.decode_prefill(self.stacked, ids, self.cache, self.config)
+        return np.asarray(logits[0])
+
+    def _step(self, token):
+        logits, self.cache = self._ld.decode_step(self.stacked, np.array([[token]], dtype=np.int32), self.cache,
+                                                  self.length, self.config)
+        return np.asarray(logits[0])
+
+    def _clear(self):
+        pass  # the fixed cache is rewritten from slot 0 by the next prefill; stale slots are masked
 
 
 def _cast(params: dict, dtype) -> dict:
@@ -157,6 +209,10 @@ def make_engine(backend: str, params: dict, config: LlamaConfig, hf=None, dtype=
             hf = hf_model(params, config, getattr(torch, np_dtype.name), attn_implementation,
                           exact_float64=np_dtype == np.float64)
         return TorchEngine(config, int(max_len), hf)
-    if backend == "numpy":
+    if backend == "numpy-concat":
         return NumpyConcatEngine(config, int(max_len), _cast(params, np_dtype))
-    raise InputError("backend: the jax engine is not written yet, got 'jax'")
+    if backend == "numpy":
+        return NumpyEngine(config, int(max_len), _cast(params, np_dtype), np_dtype.name)
+    import jax_impl  # noqa: F401  (float64 switched on before the first JAX array)
+
+    return JaxEngine(config, int(max_len), _cast(params, np_dtype), np_dtype.name)
