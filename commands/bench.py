@@ -7,6 +7,8 @@ bench long-context  one layer of attention at exercises.md G.2's size (16,384 to
                     resident memory is MEASURED in a fresh subprocess per backend.
 bench tokenizer     our byte-level BPE vs the `tokenizers` library: training time and encoding MB/s
                     (all of it in bpe/bench.py).
+bench decode        SmolLM2-135M prefill and KV-cache decode tokens/s, numpy and jax vs HF eager,
+                    beside the bandwidth and matmul bounds (all of it in generation/bench.py).
 
 FLOP counts are the useful matmul work, the convention of the FlashAttention papers:
 forward 4*B*H*T_q*T_k*d (Q K^T and P V), forward+backward 3x that (dV, dP, dQ, dK add four more
@@ -72,6 +74,8 @@ def register(sub) -> None:
 
     from bpe.bench import register as register_tokenizer  # `bench tokenizer`: all of it lives in bpe/bench.py
     register_tokenizer(bsub)
+    from generation.bench import register as register_decode  # `bench decode`: all of it in generation/bench.py
+    register_decode(bsub)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -186,10 +186,12 @@ def _cast(params: dict, dtype) -> dict:
 
 
 def make_engine(backend: str, params: dict, config: LlamaConfig, hf=None, dtype="float32",
-                max_len: int | None = None, attn_implementation: str = "eager") -> Engine:
+                max_len: int | None = None, attn_implementation: str | None = None) -> Engine:
     """A decoding engine for `backend` (numpy | jax | torch). hf: a ready LlamaForCausalLM for torch
     (else torch_ref.llama.hf_model builds one, ~2 s); max_len: the most positions a sequence may
-    reach (default config.block_size; the jax engine allocates its cache at this length)."""
+    reach (default config.block_size; numpy and jax allocate their caches at this length);
+    attn_implementation: HF's, default "eager" in float32 (the bench's reference) and "sdpa" in
+    float64 (eager computes its softmax in float32; sdpa with exact_float64 matches to 1e-14)."""
     from common.llama_config import check_llama_params
 
     check_choice("backend", backend, BACKENDS)
@@ -206,8 +208,9 @@ def make_engine(backend: str, params: dict, config: LlamaConfig, hf=None, dtype=
 
             from torch_ref.llama import hf_model
 
-            hf = hf_model(params, config, getattr(torch, np_dtype.name), attn_implementation,
-                          exact_float64=np_dtype == np.float64)
+            exact = np_dtype == np.float64
+            attn = attn_implementation or ("sdpa" if exact else "eager")
+            hf = hf_model(params, config, getattr(torch, np_dtype.name), attn, exact_float64=exact)
         return TorchEngine(config, int(max_len), hf)
     if backend == "numpy-concat":
         return NumpyConcatEngine(config, int(max_len), _cast(params, np_dtype))
