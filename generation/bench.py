@@ -28,10 +28,14 @@ What we found (profiles on 2 cores, SmolLM2, 512-token prompt), and what was cha
     and a fifth in the head over all 512 positions; now flash.fast_attention, x / (1 + exp(-x)) and
     the head at the last position. What is left is OpenBLAS's GEMMs, about as fast as torch's here.
   - jax: the growing cache of jax_impl/llama.py retraced and recompiled every step; the fixed cache
-    compiles once. What remains is XLA:CPU's matrix-vector products, slower than OpenBLAS's and
-    torch's on this machine (the head alone: ~6-7 ms against NumPy's 5.8 ms, the copy bound ~6.6 ms).
-    Unrolling the 30 layers instead of lax.scan was slower (6.8 against 12-13 tokens/s): the cache
-    writes per layer became copies.
+    compiles once (tests/test_engines.py counts the traces). What bounds it now is XLA:CPU's
+    matrix-vector products: the 30 layers' seven matvecs alone, in the same lax.scan, take 43 ms per
+    token against 27 ms for OpenBLAS on the same weights, and the head 6-7 ms against NumPy's 5.8
+    (measured 2026-12, shared 2 cores); a step is ~80 ms. Unrolling the layers instead of lax.scan
+    was slower (6.8 against 12-13 tokens/s: the per-layer cache writes became copies); einsum in
+    place of x @ W.T changed nothing. The goal of 1.5x HF eager (~26 tokens/s, 39 ms) would need
+    about 90% of the copy-bandwidth bound (~29 tokens/s here), so it is out of reach on XLA:CPU; the
+    prefill (0.9x) is bound by XLA's GEMMs, slower than torch's here, as `bench attention` found.
 Measurements only: nothing here passes or fails. commands/bench.py registers the subcommand.
 """
 from __future__ import annotations
