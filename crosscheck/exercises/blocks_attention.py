@@ -13,6 +13,9 @@ import math
 import numpy as np
 
 from crosscheck.exercises._grad import autodiff, on_numpy
+from crosscheck.exercises._positions import (  # sinusoidal and rotary: inputs, references, variants
+    _sinusoidal, _rope, _other, _rope_inputs, _ropeb_ref, _ropeb_cos_only,
+)
 from crosscheck.spec import Case, Exercise, Variant
 
 GROUP = "blocks-attention"
@@ -167,64 +170,6 @@ def _mhab(i, rowsum=True, scale_by="d_head", dw_transposed=False):
     dkv_k, g["w_k"], g["b_k"] = lin_back(merge(np.swapaxes(ds, -1, -2) @ q), kv, p["w_k"])
     dkv_v, g["w_v"], g["b_v"] = lin_back(merge(dv), kv, p["w_v"])
     return (dx, dkv_k + dkv_v) + tuple(g[n] for n in _MHA_KEYS)
-
-
-# ---------------------------------------------------------------- positions
-
-def _sinusoidal(i, how="right"):
-    n, d, base = i["max_len"], i["d_model"], i["base"]
-    pos = np.arange(1, n + 1.0) if how == "from_1" else np.arange(n, dtype=np.float64)
-    two_i = np.arange(d // 2) if how == "i_not_2i" else np.arange(0, d, 2)
-    ang = pos[:, None] * base ** (-two_i / d)
-    if how == "concat":
-        return np.concatenate([np.sin(ang), np.cos(ang)], axis=-1)
-    pe = np.empty((n, d))
-    pe[:, 0::2], pe[:, 1::2] = (np.cos(ang), np.sin(ang)) if how == "swapped" else (np.sin(ang), np.cos(ang))
-    return pe
-
-
-def _rope(x, positions, base, layout, sign=1.0, i_not_2i=False):
-    """Each channel pair rotated by sign * pos * theta_i, theta_i = base^(-2i/D)."""
-    T, D = x.shape[-2:]
-    pos = np.arange(T, dtype=np.float64) if positions is None else np.asarray(positions, np.float64)
-    two_i = np.arange(D // 2) if i_not_2i else np.arange(0, D, 2)
-    ang = sign * pos[..., None] * base ** (-two_i / D)  # (T, D/2) or (B, T, D/2)
-    if pos.ndim == 2:
-        ang = ang.reshape((x.shape[0],) + (1,) * (x.ndim - 3) + ang.shape[1:])
-    cos, sin = np.cos(ang), np.sin(ang)
-    if layout == "half":
-        a, b = x[..., : D // 2], x[..., D // 2:]
-        return np.concatenate([a * cos - b * sin, b * cos + a * sin], -1).astype(x.dtype)
-    a, b = x[..., 0::2], x[..., 1::2]
-    return np.stack([a * cos - b * sin, b * cos + a * sin], -1).reshape(x.shape).astype(x.dtype)
-
-
-def _other(layout):
-    return "interleaved" if layout == "half" else "half"
-
-
-def _rope_inputs(shape, positions=None, layout="half", base=10000.0, grads=False):
-    def make(rng, dt):
-        i = {"x": rng.standard_normal(shape).astype(dt), "positions": positions, "base": base, "layout": layout}
-        if isinstance(positions, str):  # "per-sequence": (B, T) offsets, as a KV cache holds them
-            i["positions"] = np.arange(shape[-2])[None, :] + rng.integers(0, 50, size=(shape[0], 1))
-        if grads:
-            i["dout"] = rng.standard_normal(shape).astype(dt)
-        return i
-    return make
-
-
-def _ropeb_ref(m, i):
-    if on_numpy(i, "x"):
-        return m["positional"].apply_rope_backward(i["dout"], i["positions"], i["base"], i["layout"])
-    return autodiff(m, i, lambda m, j: m["positional"].apply_rope(j["x"], j["positions"], j["base"], j["layout"]),
-                    ("x",), "dout")[0]
-
-
-def _ropeb_cos_only(i):
-    """dout * cos: rotating by +angle and by -angle and averaging cancels the sin terms exactly."""
-    d, p, base, lay = i["dout"], i["positions"], i["base"], i["layout"]
-    return 0.5 * (_rope(d, p, base, lay) + _rope(d, p, base, lay, sign=-1.0))
 
 
 # ---------------------------------------------------------------- the catalogue
