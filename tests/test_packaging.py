@@ -26,8 +26,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-TOP_LEVEL = {"accounting", "bpe", "commands", "common", "corpora", "crosscheck", "gptlab", "jax_impl", "lessons",
-             "numpy_impl", "pretrained", "torch_ref"}
+TOP_LEVEL = {"accounting", "bpe", "commands", "common", "corpora", "crosscheck", "generation", "gptlab", "jax_impl",
+             "lessons", "numpy_impl", "pretrained", "torch_ref"}
+NOT_SHIPPED = {"tests", "parity_tests", "docs"}
 
 
 def _name(requirement: str) -> str:
@@ -44,6 +45,17 @@ def test_pyproject_dependencies_agree_with_requirements_txt():
     for requirement in declared:
         assert pinned.get(_name(requirement)) == requirement.replace(" ", ""), requirement
     assert "torch==2.13.0" in project["dependencies"]
+
+
+def test_every_program_package_is_in_the_wheel():
+    # A new top-level package that pyproject's include misses installs a `triptych` that dies on
+    # import (it happened with generation/): every folder of ours with Python in it is listed.
+    include = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    listed = {pattern.rstrip("*") for pattern in include["include"]}
+    tracked = subprocess.run(["git", "ls-files", "*.py"], cwd=ROOT, capture_output=True, text=True, check=True)
+    folders = {Path(f).parts[0] for f in tracked.stdout.split() if len(Path(f).parts) > 1}
+    assert folders - NOT_SHIPPED == TOP_LEVEL
+    assert listed == TOP_LEVEL
 
 
 @dataclass
