@@ -104,3 +104,17 @@ def check_broadcastable(name: str, x, expected_shape: Sequence[int], meaning: st
     if len(got) > len(exp) or any(g not in (1, e) for g, e in zip(reversed(got), reversed(exp))):
         extra = f" {meaning}" if meaning else ""
         raise InputError(f"{name}: expected a shape broadcastable to {_shape_str(exp)}{extra}, got {_shape_str(got)}")
+
+
+def check_sampling(temperature, top_k, top_p) -> None:
+    """The settings of numpy_impl/jax_impl/torch_ref sampling_probs (the same words in all three):
+    temperature > 0 (0 is greedy decoding, which is an argmax, not a distribution), top_k a positive
+    integer or None, top_p in (0, 1] or None."""
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0 \
+            or temperature == float("inf"):
+        raise InputError(f"temperature: expected a finite number > 0 (greedy decoding takes the argmax instead), "
+                         f"got {temperature!r}")
+    if top_k is not None:
+        check_positive_int("top_k", top_k)
+    if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0 < top_p <= 1):
+        raise InputError(f"top_p: expected a number in (0, 1], got {top_p!r}")
