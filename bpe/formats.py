@@ -19,7 +19,7 @@ from pathlib import Path
 
 from common.checks import InputError
 
-__all__ = ["bytes_to_unicode", "token_to_text", "text_to_token", "load_vocab_merges", "save_vocab_merges",
+__all__ = ["bytes_to_unicode", "gguf_chat_template", "token_to_text", "text_to_token", "load_vocab_merges", "save_vocab_merges",
            "load_tokenizer_json", "load_gguf"]
 
 
@@ -146,6 +146,16 @@ def load_tokenizer_json(path):
 # tokenizer.ggml.pre values whose pre-tokenizer is GPT-2's regex (llama.cpp's llama-vocab.cpp, and HF's
 # GGUF conversion, which gives these a plain ByteLevel pre-tokenizer).
 GGUF_GPT2_PRE = ("gpt2", "smollm")
+
+
+def gguf_chat_template(path) -> str:
+    """The chat template (a Jinja string) stored in a GGUF's tokenizer.chat_template field."""
+    import gguf
+
+    fields = gguf.GGUFReader(Path(path)).fields
+    if "tokenizer.chat_template" not in fields:
+        raise InputError(f"path: expected a GGUF with a tokenizer.chat_template field, got {str(path)!r} without one")
+    return fields["tokenizer.chat_template"].contents()
 
 
 def load_gguf(path, any_pre: bool = False):

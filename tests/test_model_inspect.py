@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import cli
-from commands.model_inspect import parse_layers
+from commands._model_inspect import parse_layers
 from common.checks import InputError
 from common.tolerances import assert_close, tolerance
 from pretrained import ModelMissingError, trace

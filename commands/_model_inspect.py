@@ -24,11 +24,9 @@ from common.console import CLIError, add_report_flags
 LAYERS_HELP = "--layers N: the first N layers; --layers 0,1,29 (or 7, for one): those layers"
 
 
-def register(msub) -> None:
-    """Adds `inspect` and `attention` under `model`: commands/model.py calls this with its subparsers.
-    cli.py calls every commands/ module's register with the top-level ones too; that call adds nothing."""
-    if getattr(msub, "dest", None) != "model_command":
-        return
+def register_actions(msub) -> None:
+    """Adds `inspect` and `attention` under `model`: commands/model.py calls this with its subparsers
+    (the leading underscore keeps cli.py from registering this module as a command of its own)."""
     s = msub.add_parser("inspect", help="a real model step by step: NumPy | JAX | HF per layer and step, first divergence")
     s.add_argument("text", help="the input text (quote it)")
     s.add_argument("--model", choices=["smollm2", "minilm"], default="smollm2")
