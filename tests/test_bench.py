@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from commands.bench import attention_flops, long_context_worker, naive_score_bytes
+from benchmarks.attention import attention_flops
+from benchmarks.long_context import long_context_worker, naive_score_bytes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -62,7 +63,7 @@ def test_jax_matmuls_only_bound_is_the_two_matmuls():
     import jax.numpy as jnp
     import numpy as np
 
-    from commands.bench import _jax_matmuls_only
+    from benchmarks.attention import _jax_matmuls_only
     from common.tolerances import assert_close
 
     import jax_impl  # noqa: F401  (float64 on)

@@ -118,7 +118,7 @@ def _imports(path: Path) -> set[str]:
 
 def test_nothing_below_commands_imports_commands():
     below = ["accounting", "common", "corpora", "crosscheck", "gptlab", "jax_impl", "lessons", "numpy_impl",
-             "torch_ref", "bpe", "pretrained", "generation"]
+             "torch_ref", "bpe", "pretrained", "generation", "benchmarks"]
     offenders = [f"{path.relative_to(ROOT)}: {name}"
                  for pkg in below for path in sorted((ROOT / pkg).rglob("*.py"))
                  for name in _imports(path) if name == "commands" or name.startswith("commands.")]

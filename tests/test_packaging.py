@@ -26,8 +26,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-TOP_LEVEL = {"accounting", "bpe", "commands", "common", "corpora", "crosscheck", "generation", "gptlab", "jax_impl",
-             "lessons", "numpy_impl", "pretrained", "torch_ref"}
+TOP_LEVEL = {"accounting", "benchmarks", "bpe", "commands", "common", "corpora", "crosscheck", "generation",
+             "gptlab", "jax_impl", "lessons", "numpy_impl", "pretrained", "torch_ref"}
 NOT_SHIPPED = {"tests", "parity_tests", "docs"}
 
 
