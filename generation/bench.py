@@ -28,14 +28,17 @@ What we found (profiles on 2 cores, SmolLM2, 512-token prompt), and what was cha
     and a fifth in the head over all 512 positions; now flash.fast_attention, x / (1 + exp(-x)) and
     the head at the last position. What is left is OpenBLAS's GEMMs, about as fast as torch's here.
   - jax: the growing cache of jax_impl/llama.py retraced and recompiled every step; the fixed cache
-    compiles once (tests/test_engines.py counts the traces). What bounds it now is XLA:CPU's
-    matrix-vector products: the 30 layers' seven matvecs alone, in the same lax.scan, take 43 ms per
-    token against 27 ms for OpenBLAS on the same weights, and the head 6-7 ms against NumPy's 5.8
-    (measured 2026-12, shared 2 cores); a step is ~80 ms. Unrolling the layers instead of lax.scan
+    compiles once (tests/test_engines.py counts the traces). Unrolling the layers instead of lax.scan
     was slower (6.8 against 12-13 tokens/s: the per-layer cache writes became copies); einsum in
-    place of x @ W.T changed nothing. The goal of 1.5x HF eager (~26 tokens/s, 39 ms) would need
-    about 90% of the copy-bandwidth bound (~29 tokens/s here), so it is out of reach on XLA:CPU; the
-    prefill (0.9x) is bound by XLA's GEMMs, slower than torch's here, as `bench attention` found.
+    place of x @ W.T changed nothing; fusing q/k/v and gate/up into one matrix each changed nothing
+    either (the 210 matvecs of 30 layers in lax.scan: 14.0 against 14.4 ms, quiet machine).
+  - The machine matters more than the code. On 2026-12-03, with another job on the 2 cores (copy
+    bandwidth measured 15 GB/s), jax decoded at 12.5 tokens/s (0.72x HF) and numpy at 20.2 (1.17x).
+    On 2026-12-04, quiet (24.9-27.7 GB/s), two runs: jax 25.6 / 31.8 tokens/s (1.93x / 1.80x),
+    numpy 30.5 / 29.7 (2.29x / 1.69x), HF eager 13.3 / 17.6, bound 46-51; prefill jax 601 / 641
+    (1.27x / 1.10x), numpy 484 / 517 (1.02x / 0.89x), HF 475 / 582. JAX lost most to the busy neighbour
+    (likely because XLA's threads must meet at every layer), so read the ratios beside the bandwidth that
+    the same run measured.
 Measurements only: nothing here passes or fails. commands/bench.py registers the subcommand.
 """
 from __future__ import annotations

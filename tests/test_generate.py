@@ -237,6 +237,21 @@ def test_cli_chat_streams_and_both_tokenizers_agree():
     assert "new tokens" in streamed.stdout and "decode" in streamed.stdout
 
 
+def test_numpy_backend_with_our_tokenizer_runs_no_hugging_face_or_torch_code():
+    # The bpe issue's promise: the GGUF read by `gguf`, our tokenizer, our NumPy engine, our sampler.
+    # A fresh process, since this one has imported torch and transformers for the references.
+    code = ("import sys\nfrom cli import main\n"
+            "rc = main(['model', 'generate', 'The capital of France is', '--max-new-tokens', '4', '--json'])\n"
+            "used = {m.split('.')[0] for m in sys.modules}\n"
+            "print('MODULES', sorted(used & {'torch', 'transformers', 'tokenizers', 'huggingface_hub', 'jax'}))\n"
+            "sys.exit(rc)")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                       env=dict(os.environ, COLUMNS="120"))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines()[-1] == "MODULES []"
+    assert json.loads(r.stdout[:r.stdout.rindex("MODULES")])["ids"]  # it did generate
+
+
 @pytest.mark.parametrize("args,message", [
     (("",), "expected a non-empty prompt"),
     (("hi", "--max-new-tokens", "0"), "--max-new-tokens: expected a positive integer, got 0"),
