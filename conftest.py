@@ -22,3 +22,15 @@ def torch_one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def smollm2_two_layers():
+    """SmolLM2-135M's real weights cut to its first 2 layers, float64: (params, config). The only
+    skip allowed is the model package being absent, and `make setup` installs it."""
+    from pretrained import ModelMissingError, smollm2
+
+    try:
+        return smollm2.load_llama(n_layers=2, dtype="float64")
+    except ModelMissingError as e:
+        pytest.skip(str(e))

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
-from common.checks import InputError, check_choice, check_positive_int
+from common.checks import InputError, check_choice, check_ndim, check_positive_int
 
 ROPE_LAYOUTS = ("half", "interleaved")
 
@@ -155,3 +155,30 @@ def init_llama_params(config: LlamaConfig, seed: int = 0, dtype=np.float32, std:
         else:
             out[k] = (std * rng.standard_normal(shape)).astype(dtype)
     return out
+
+
+def check_decode_inputs(idx, cache_shape: tuple, t_past, config: LlamaConfig) -> np.ndarray:
+    """The checks of llama_decode.decode_forward, one function so that numpy_impl and jax_impl refuse
+    the same inputs in the same words. Returns idx as a NumPy integer array.
+
+    Shapes: idx (B, T_new) ints, cache_shape (n_layers, B, H_kv, T_max, D); t_past + T_new <= T_max
+    """
+    idx = np.asarray(idx)
+    check_ndim("idx", idx, 2, "(B, T_new) token ids")
+    if not np.issubdtype(idx.dtype, np.integer) or idx.shape[1] == 0:
+        raise InputError(f"idx: expected integer token ids with T_new >= 1, got shape {idx.shape} dtype {idx.dtype}")
+    lo, hi = int(idx.min()), int(idx.max())
+    if lo < 0 or hi >= config.vocab_size:  # JAX would clamp an out-of-range index silently
+        raise InputError(f"idx: expected token ids in [0, {config.vocab_size}), got values in [{lo}, {hi}]")
+    want = (config.n_layers, idx.shape[0], config.n_kv_heads, None, config.d_head)
+    shape = tuple(cache_shape)
+    if len(shape) != 5 or any(w is not None and w != s for w, s in zip(want, shape)):
+        raise InputError(f"cache: expected k, v of shape (n_layers, B, H_kv, T_max, D) = "
+                         f"{want[:3] + ('T_max',) + want[4:]}, got {shape}")
+    if isinstance(t_past, bool) or not isinstance(t_past, (int, np.integer)) or t_past < 0:
+        raise InputError(f"t_past: expected a non-negative integer, got {t_past!r}")
+    # Writing past T_max would clamp (JAX's dynamic_update_slice) or fail half-way: refuse first.
+    if t_past + idx.shape[1] > shape[3]:
+        raise InputError(f"idx: expected at most T_max={shape[3]} positions in the cache, got t_past={t_past} "
+                         f"+ {idx.shape[1]} new = {t_past + idx.shape[1]}")
+    return idx

@@ -40,8 +40,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from common.checks import InputError, check_ndim
-from common.llama_config import LlamaConfig, check_llama_params
+from common.checks import InputError
+from common.llama_config import LlamaConfig, check_decode_inputs, check_llama_params
 from jax_impl.multihead import merge_heads, split_heads
 from jax_impl.norms import rms_norm
 from jax_impl.positional import apply_rope
@@ -139,29 +139,6 @@ def _forward(stacked, idx, cache, t_past, last, config: LlamaConfig):
     return logits, {"k": k, "v": v}
 
 
-def _check(stacked, idx, cache, t_past: int, config: LlamaConfig):
-    idx = np.asarray(idx)
-    check_ndim("idx", idx, 2, "(B, T_new) token ids")
-    if not np.issubdtype(idx.dtype, np.integer) or idx.shape[1] == 0:
-        raise InputError(f"idx: expected integer token ids with T_new >= 1, got shape {idx.shape} dtype {idx.dtype}")
-    lo, hi = int(idx.min()), int(idx.max())
-    if lo < 0 or hi >= config.vocab_size:  # JAX clamps an out-of-range index silently
-        raise InputError(f"idx: expected token ids in [0, {config.vocab_size}), got values in [{lo}, {hi}]")
-    want = (config.n_layers, idx.shape[0], config.n_kv_heads, None, config.d_head)
-    shape = tuple(cache["k"].shape)
-    if len(shape) != 5 or any(w is not None and w != s for w, s in zip(want, shape)):
-        raise InputError(f"cache: expected k, v of shape (n_layers, B, H_kv, T_max, D) = "
-                         f"{want[:3] + ('T_max',) + want[4:]}, got {shape}")
-    if isinstance(t_past, bool) or not isinstance(t_past, (int, np.integer)) or t_past < 0:
-        raise InputError(f"t_past: expected a non-negative integer, got {t_past!r}")
-    t_max = shape[3]
-    # dynamic_update_slice would clamp the start and silently overwrite earlier slots: refuse instead
-    if t_past + idx.shape[1] > t_max:
-        raise InputError(f"idx: expected at most T_max={t_max} positions in the cache, got t_past={t_past} "
-                         f"+ {idx.shape[1]} new = {t_past + idx.shape[1]}")
-    return idx.astype(np.int32), t_max
-
-
 def decode_forward(stacked: dict, idx, cache: dict, t_past: int, config: LlamaConfig, last: int | None = None):
     """T_new tokens at positions t_past .. t_past + T_new - 1 against the cache (donated: use the
     returned one). Compiles once per (B, T_new, T_max).
@@ -169,7 +146,7 @@ def decode_forward(stacked: dict, idx, cache: dict, t_past: int, config: LlamaCo
     Shapes: idx (B, T_new) ints, cache {"k", "v"}: (n_layers, B, H_kv, T_max, D)
             -> logits (B, V) at new position `last` (default T_new - 1), the updated cache
     """
-    idx, _ = _check(stacked, idx, cache, t_past, config)
+    idx = check_decode_inputs(idx, cache["k"].shape, t_past, config).astype(np.int32)
     last = idx.shape[1] - 1 if last is None else last
     return _forward(stacked, idx, cache, jnp.int32(t_past), jnp.int32(last), config)
 
@@ -184,7 +161,8 @@ def decode_prefill(stacked: dict, idx, cache: dict, config: LlamaConfig):
 
     Shapes: idx (B, T) ints -> logits (B, V) at position T - 1, the cache filled up to T
     """
-    idx, t_max = _check(stacked, idx, cache, 0, config)
+    idx = check_decode_inputs(idx, cache["k"].shape, 0, config)
+    t_max = cache["k"].shape[3]
     T = idx.shape[1]
     padded = np.zeros((idx.shape[0], prefill_bucket(T, t_max)), dtype=np.int32)
     padded[:, :T] = idx

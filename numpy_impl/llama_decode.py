@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from common.checks import InputError, check_ndim
-from common.llama_config import LlamaConfig, check_llama_params
+from common.checks import InputError
+from common.llama_config import LlamaConfig, check_decode_inputs, check_llama_params
 from numpy_impl.flash import fast_attention
 from numpy_impl.kvcache import cache_mask
 from numpy_impl.norms import rms_norm_forward
@@ -127,27 +127,6 @@ def _layer(x, p: dict, k_cache, v_cache, t_past: int, cos, sin, config: LlamaCon
     return x + gated @ p["mlp.w_down"].T
 
 
-def _check(idx, cache: dict, t_past, config: LlamaConfig):
-    idx = np.asarray(idx)
-    check_ndim("idx", idx, 2, "(B, T_new) token ids")
-    if not np.issubdtype(idx.dtype, np.integer) or idx.shape[1] == 0:
-        raise InputError(f"idx: expected integer token ids with T_new >= 1, got shape {idx.shape} dtype {idx.dtype}")
-    lo, hi = int(idx.min()), int(idx.max())
-    if lo < 0 or hi >= config.vocab_size:
-        raise InputError(f"idx: expected token ids in [0, {config.vocab_size}), got values in [{lo}, {hi}]")
-    want = (config.n_layers, idx.shape[0], config.n_kv_heads, None, config.d_head)
-    shape = tuple(cache["k"].shape)
-    if len(shape) != 5 or any(w is not None and w != s for w, s in zip(want, shape)):
-        raise InputError(f"cache: expected k, v of shape (n_layers, B, H_kv, T_max, D) = "
-                         f"{want[:3] + ('T_max',) + want[4:]}, got {shape}")
-    if isinstance(t_past, bool) or not isinstance(t_past, (int, np.integer)) or t_past < 0:
-        raise InputError(f"t_past: expected a non-negative integer, got {t_past!r}")
-    if t_past + idx.shape[1] > shape[3]:
-        raise InputError(f"idx: expected at most T_max={shape[3]} positions in the cache, got t_past={t_past} "
-                         f"+ {idx.shape[1]} new = {t_past + idx.shape[1]}")
-    return idx
-
-
 def decode_forward(stacked: dict, idx, cache: dict, t_past: int, config: LlamaConfig, last: int | None = None):
     """T_new tokens at positions t_past .. t_past + T_new - 1 against the cache, which is written in
     place and returned (the same dict, as jax_impl's twin returns its updated one).
@@ -155,7 +134,7 @@ def decode_forward(stacked: dict, idx, cache: dict, t_past: int, config: LlamaCo
     Shapes: idx (B, T_new) ints, cache {"k", "v"}: (n_layers, B, H_kv, T_max, D)
             -> logits (B, V) at new position `last` (default T_new - 1), the cache
     """
-    idx = _check(idx, cache, t_past, config)
+    idx = check_decode_inputs(idx, cache["k"].shape, t_past, config)
     T = idx.shape[1]
     last = T - 1 if last is None else last
     x = stacked["embed"][idx]  # (B, T, C)

@@ -121,13 +121,8 @@ def test_engine_input_errors_name_the_argument():
 
 
 @pytest.fixture(scope="module")
-def smollm2_2():
-    from pretrained import ModelMissingError, smollm2
-
-    try:
-        params, config = smollm2.load_llama(n_layers=2, dtype="float64")
-    except ModelMissingError as e:  # the only allowed skip: make setup installs the package
-        pytest.skip(str(e))
+def smollm2_2(smollm2_two_layers):
+    params, config = smollm2_two_layers
     from tokenizers import Tokenizer
 
     from bpe.smollm2 import tokenizer_json

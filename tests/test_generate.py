@@ -49,13 +49,8 @@ def test_sampling_settings_are_checked_by_name():
 
 # ---------------------------------------------------------------- SmolLM2 cut to 2 layers
 @pytest.fixture(scope="module")
-def smollm2_2():
-    from pretrained import ModelMissingError, smollm2
-
-    try:
-        params, config = smollm2.load_llama(n_layers=2, dtype="float64")
-    except ModelMissingError as e:  # the only allowed skip: make setup installs the package
-        pytest.skip(str(e))
+def smollm2_2(smollm2_two_layers):
+    params, config = smollm2_two_layers
     from bpe.smollm2 import gguf_path
     from bpe.tokenizer import Tokenizer
 
