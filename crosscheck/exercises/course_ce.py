@@ -20,7 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from common.tolerances import tolerance
-from crosscheck.grade import compare, l2
+from crosscheck.grade import l2
+from crosscheck.exercises._subspace import READER_VARIANTS, grade_reader, orthonormal, subspaces
 from crosscheck.spec import Case, Exercise, Variant
 from lessons.craft_queries import K as C_KEYS
 from lessons.craft_queries import V as C_VALUES
@@ -296,70 +297,9 @@ ARGMAX_VARIANTS = (
 
 # ---------------------------------------------------------------- E: M, and the averaging query
 
-def _orthonormal(rng, d, k):
-    q, r = np.linalg.qr(rng.standard_normal((d, k)))
-    return q * np.sign(np.diag(r))
-
-
-def _subspaces(d, m, p, lesson=False):
-    def make(rng, dt):
-        if lesson:
-            from lessons.subspace import setup
-            s = setup()
-            a, b = s["A"], s["B"]
-        else:
-            basis = _orthonormal(rng, d, m + p)
-            a, b = basis[:, :m], basis[:, m:]
-        n = 5  # random v_a, v_b pairs the reader is tried on
-        return {"A": a.astype(dt), "B": b.astype(dt), "ca": rng.standard_normal((a.shape[1], n)).astype(dt),
-                "cb": rng.standard_normal((b.shape[1], n)).astype(dt)}
-    return make
-
-
-def _reader_action(i, m):
-    """(M (v_a + v_b)/2, v_a) for the case's random pairs: what any right M must map."""
-    va, vb = i["A"] @ i["ca"], i["B"] @ i["cb"]
-    return m @ ((va + vb) / 2), va
-
-
-_SUB = ("lessons.subspace", "compute", "M = 2.0 * P")
-READER_VARIANTS = (
-    Variant("reader_no_factor_2", "a projector onto span(a) without the factor 2 (it returns v_a / 2)",
-            "the average holds v_a / 2: projecting keeps the half, so M = 2 A A^T (2 on span(a), 0 on span(b))",
-            lambda i: i["A"] @ i["A"].T, _SUB),
-    Variant("reader_wrong_subspace", "2 B B^T: the reader of v_b, not of v_a",
-            "M must keep span(a) = the columns of A and remove span(b)", lambda i: 2 * i["B"] @ i["B"].T, _SUB),
-    Variant("reader_keeps_b", "2 I: the average doubled, v_b kept",
-            "M must send span(b) to 0 (A^T B = 0 makes 2 A A^T do that)", lambda i: 2 * np.eye(len(i["A"])), _SUB),
-)
-
-
-def _grade_reader(case, inputs, got, refs):
-    m = np.asarray(got[0], dtype=np.float64)
-    d = inputs["A"].shape[0]
-    if m.shape != (d, d):
-        return None  # the default comparison reports the shape
-    tol = tolerance(case.dtype, "value")
-    mine, want = _reader_action(inputs, m)
-    ok, err = compare(mine, want, tol)
-    fields = dict(max_abs_err=err, tolerance=tol.atol + tol.rtol * float(np.abs(want).max()))
-    if ok:
-        two_aat = np.allclose(m, 2 * inputs["A"] @ inputs["A"].T, atol=1e-8)
-        return dict(ok=True, verdict="pass", **fields, message="M (v_a + v_b)/2 = v_a" + (
-            " (your M is 2 A A^T)" if two_aat else " (your M differs from 2 A A^T off span(a) + span(b): also right)"))
-    for v in READER_VARIANTS:
-        wrong, _ = _reader_action(inputs, np.asarray(v.compute(inputs), dtype=np.float64))
-        same, dist = compare(mine, wrong, tol)
-        if same:
-            return dict(verdict="FAIL", **fields, message=f"max |M (v_a + v_b)/2 - v_a| {err:.2e}",
-                        diagnosis=f"your M acts as {v.says}, max |err| {dist:.1e}", explanation=v.why,
-                        fix_at=_locate(v), mistake=v.name)
-    return dict(verdict="FAIL", **fields, message=f"max |M (v_a + v_b)/2 - v_a| {err:.2e}, tolerance {fields['tolerance']:.1e}")
-
-
 def _avg_inputs(n, d, s):
     def make(rng, dt):
-        return {"K": _orthonormal(rng, d, n).T.astype(dt), "V": rng.standard_normal((n, d)).astype(dt), "S": s}
+        return {"K": orthonormal(rng, d, n).T.astype(dt), "V": rng.standard_normal((n, d)).astype(dt), "S": s}
     return make
 
 
@@ -424,10 +364,10 @@ EXERCISES = [
         "2 A A^T)",
         target={"name": "subspace_reader", "args": ["A", "B"]},
         reference=lambda m, i: 2 * i["A"] @ i["A"].T,
-        cases=(Case("the lesson's bases: d 8, m 3, p 2", _subspaces(8, 3, 2, lesson=True)),
-               Case("d 12, m 4, p 5", _subspaces(12, 4, 5), seed=1),
-               Case("d 6 = m 2 + p 4 (the two spans fill R^d)", _subspaces(6, 2, 4), seed=2)),
-        variants=READER_VARIANTS, grade=_grade_reader,
+        cases=(Case("the lesson's bases: d 8, m 3, p 2", subspaces(8, 3, 2, lesson=True)),
+               Case("d 12, m 4, p 5", subspaces(12, 4, 5), seed=1),
+               Case("d 6 = m 2 + p 4 (the two spans fill R^d)", subspaces(6, 2, 4), seed=2)),
+        variants=READER_VARIANTS, grade=grade_reader,
     ),
     AVERAGING,
 ]
