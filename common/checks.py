@@ -7,6 +7,7 @@ check takes the backend's own `all(isfinite(x))` result so no backend converts t
 from __future__ import annotations
 
 from collections.abc import Sequence
+from numbers import Integral
 
 
 class InputError(ValueError):
@@ -74,7 +75,8 @@ def check_heads(d_model: int, n_heads: int) -> None:
 
 
 def check_positive_int(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+    # Integral takes NumPy's integer scalars too (a shape entry, a loop counter); bool is refused.
+    if isinstance(value, bool) or not isinstance(value, Integral) or value <= 0:
         raise InputError(f"{name}: expected a positive integer, got {value!r}")
 
 

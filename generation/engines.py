@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from common.checks import InputError, check_choice
+from common.checks import InputError, check_choice, check_positive_int
 from common.llama_config import LlamaConfig
 
 __all__ = ["BACKENDS", "Engine", "make_engine"]
@@ -197,8 +197,7 @@ def make_engine(backend: str, params: dict, config: LlamaConfig, hf=None, dtype=
     check_choice("backend", backend, BACKENDS)
     check_llama_params(params, config)
     max_len = config.block_size if max_len is None else max_len
-    if isinstance(max_len, bool) or not isinstance(max_len, (int, np.integer)) or max_len < 1:
-        raise InputError(f"max_len: expected a positive integer, got {max_len!r}")
+    check_positive_int("max_len", max_len)
     np_dtype = np.dtype(dtype)
     if np_dtype not in (np.float32, np.float64):
         raise InputError(f"dtype: expected float32 or float64, got {dtype!r}")

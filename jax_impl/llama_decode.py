@@ -40,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from common.checks import InputError
+from common.checks import check_positive_int
 from common.llama_config import LlamaConfig, check_decode_inputs, check_llama_params
 from jax_impl.multihead import merge_heads, split_heads
 from jax_impl.norms import rms_norm
@@ -83,9 +83,8 @@ def stack_params(params: dict, config: LlamaConfig) -> dict:
 
 def init_cache(config: LlamaConfig, t_max: int, batch: int = 1, dtype="float32") -> dict:
     """Shapes: -> {"k": (n_layers, B, H_kv, T_max, D) zeros, "v": the same}"""
-    for name, v in (("t_max", t_max), ("batch", batch)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-            raise InputError(f"{name}: expected a positive integer, got {v!r}")
+    check_positive_int("t_max", t_max)
+    check_positive_int("batch", batch)
     shape = (config.n_layers, batch, config.n_kv_heads, int(t_max), config.d_head)
     return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
 
