@@ -27,6 +27,11 @@ class Variant:
     compute: Callable[[dict], Any]
     # Where numpy_impl does it right: (module, function or Class.method, text on the line).
     fix_at: tuple[str, str, str] | None = None
+    # "mistake": a match is a FAIL that names it. "convention": a different but legitimate answer
+    # (AdamW's decay after the Adam step, a -1e9 mask fill): a match passes, and the row says which
+    # convention. "precision": the right maths computed in a lower precision somewhere (RoPE tables
+    # built in float32 on float64 input): a match passes, and the row says where precision was lost.
+    kind: str = "mistake"
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,9 @@ class Exercise:
     # The stub `exercise new` writes, per framework; by default generated from the signature.
     skeleton: dict[str, str] = field(default_factory=dict)
     notes: str = ""  # anything `exercise show` should add (mask conventions accepted, ...)
+    # Other exercises this one is built from (an end-to-end MHA from softmax and split_heads): when
+    # both fail in one file, the report says to fix the part first.
+    parts: tuple[str, ...] = ()
 
     @property
     def defines(self) -> str:

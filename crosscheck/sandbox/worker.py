@@ -290,6 +290,10 @@ def call_target(module, target: dict, live: dict, framework: str):
         return tuple(got) if target.get("with") else got[0]
     if kind == "function":
         return obj(*args, **kwargs)
+    if kind != "class":
+        # Targets that drive an object rather than call it once (an optimizer class stepped on
+        # parameters, a tokenizer's encode and decode, a sampler drawn many times): kinds.py.
+        return _kinds().call(kind, obj, target, live, framework)
     instance = obj(*[live[a] for a in target.get("init", [])])
     if framework == "torch" and hasattr(instance, "eval"):
         import torch
@@ -301,6 +305,18 @@ def call_target(module, target: dict, live: dict, framework: str):
         _set_weight(instance, path, live[key], framework)
     method = target.get("method")
     return getattr(instance, method)(*args, **kwargs) if method else instance(*args, **kwargs)
+
+
+def _kinds():
+    """crosscheck/sandbox/kinds.py, loaded by its path: this child runs with `python -I` (and maybe
+    under the user's own interpreter, --python), so the checker's packages are not importable here."""
+    if "_triptych_kinds" not in sys.modules:
+        import importlib.util
+        spec = importlib.util.spec_from_file_location("_triptych_kinds", os.path.join(os.path.dirname(__file__), "kinds.py"))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["_triptych_kinds"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["_triptych_kinds"]
 
 
 def describe_outputs(result) -> tuple[dict[str, np.ndarray], list[dict]]:
