@@ -94,7 +94,7 @@ EXERCISES = [
     Exercise(
         "softmax", GROUP, "softmax(x, axis=-1)", "x any shape -> same, summing to 1 along axis",
         "vs each backend's softmax, logits up to 1e3 included (exp overflows without the max subtraction)",
-        target={"name": "softmax", "args": ["x"]},
+        target={"name": "softmax", "args": ["x"], "defaults": {"axis": -1}},
         reference=lambda m, i: m["attention"].softmax(i["x"]),
         cases=(Case("(4, 7)", _x((4, 7))), Case("(2, 3, 5, 6) float32", _x((2, 3, 5, 6)), dtype="float32"),
                Case("logits ~ 1e3", _x((3, 8), scale=1e3))),
