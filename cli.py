@@ -30,7 +30,14 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 class _Parser(argparse.ArgumentParser):
     """argparse prints a usage block on error; the brief asks for one line and exit code 2."""
 
+    json_errors = False  # set by main() when --json was asked for: errors go out as JSON on stdout
+
     def error(self, message):  # noqa: D401 - argparse API
+        if _Parser.json_errors:
+            import json
+
+            sys.stdout.write(json.dumps({"error": f"{self.prog}: {message}"}) + "\n")
+            sys.exit(2)
         sys.stderr.write(f"error: {self.prog}: {message} (see --help)\n")
         sys.exit(2)
 
@@ -57,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     from common.checks import InputError
 
     parser = build_parser()
+    # An autograder calling `check --json` reads stdout as JSON, even for a bad option value.
+    _Parser.json_errors = "--json" in (sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)

@@ -3,7 +3,10 @@
 Every function or class in FILE that has the name of an exercise is run in a sandboxed child
 process (time and memory limits; its crashes are verdicts), on the exercise's cases, and compared
 with NumPy, JAX and torch in this process; a failing output that matches a known mistake is named.
-Exit codes: 0 all cases pass, 1 any case fails, 2 misuse (no such file, unknown exercise)."""
+DIR is a package or project (one submission: a CS336 repository is graded through its
+tests/adapters.py) or a class folder (one row per student file, package or project).
+Exit codes: 0 all cases pass, 1 any case fails, 2 misuse (no such file, unknown exercise); with
+--json, misuse prints {"error": "..."} on stdout too."""
 from __future__ import annotations
 
 import os
@@ -26,12 +29,17 @@ def _bytes(text: str) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("check", help="grade YOUR implementation (a .py or .ipynb file, or a folder of them)")
-    p.add_argument("path", metavar="FILE|DIR", help="a .py or .ipynb file, or a folder of them (one row per file)")
+    p = sub.add_parser("check", help="grade YOUR implementation (a .py or .ipynb file, a package or CS336 "
+                                     "repository, or a folder of submissions)")
+    p.add_argument("path", metavar="FILE|DIR", help="a .py or .ipynb file; a package or project folder (one "
+                                                    "submission); or a folder of them (one row each)")
     p.add_argument("--exercise", action="append", metavar="NAME",
                    help="grade only this exercise (repeatable; default: every exercise name the file defines)")
     p.add_argument("--framework", choices=["numpy", "torch", "jax"],
-                   help="what your functions take and return (default: detected from the file's imports)")
+                   help="what your functions take and return (default: what your code imports when it loads)")
+    p.add_argument("--python", metavar="PATH",
+                   help="run your code under this interpreter (your own torch and packages, e.g. a CS336 "
+                        "uv environment's .venv/bin/python); it needs only NumPy. Default: triptych's own")
     p.add_argument("--json", action="store_true", help="print a JSON list of case results (for autograders)")
     p.add_argument("--timeout", type=float, default=20.0, metavar="S", help="seconds per case (default 20)")
     p.add_argument("--memory-limit", default="4GiB", metavar="SIZE", help="memory per run of your code (default 4GiB)")
@@ -40,11 +48,26 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from common.checks import InputError
+
+    try:
+        return _run(args)
+    except InputError as exc:
+        if not args.json:
+            raise
+        # An autograder reads stdout as JSON whatever happens: misuse is an object, not plain text.
+        from commands._common import print_json
+
+        print_json({"error": str(exc)})
+        return 2
+
+
+def _run(args) -> int:
     from rich.progress import Progress
 
     from commands._common import CLIError, console, print_json, save_reports
     from crosscheck.report import json_rows, print_file_report, print_folder_summary
-    from crosscheck.session import check_file, check_folder
+    from crosscheck.session import check_path, is_submission_folder, validate_python
 
     if args.timeout <= 0:
         raise CLIError(f"--timeout: expected a positive number of seconds, got {args.timeout:g}")
@@ -59,6 +82,8 @@ def run(args) -> int:
 
         for name in args.exercise:
             exercises.get(name)
+    if args.python:
+        options["python"] = validate_python(args.python)
 
     with Progress(console=console, transient=True, disable=args.json) as progress:
         task = progress.add_task("checking", total=None)
@@ -66,12 +91,9 @@ def run(args) -> int:
         def tick(done, total):
             progress.update(task, completed=done, total=total)
 
-        if os.path.isdir(args.path):
-            reports = check_folder(args.path, progress=tick, **options)
-        else:
-            reports = [check_file(args.path, progress=tick, **options)]
+        reports = check_path(args.path, progress=tick, **options)
 
-    folder = os.path.isdir(args.path)
+    folder = os.path.isdir(args.path) and not is_submission_folder(args.path)  # a class: one row per student
     if args.json:
         print_json([row for rep in reports for row in json_rows(rep, with_file=folder)])
     else:

@@ -57,11 +57,13 @@ def run_show(args) -> int:
 
     from commands._common import console, print_json
     from crosscheck.exercises import get
+    from crosscheck.sandbox.binding import describe
     from crosscheck.spec import locate
 
     ex = get(args.name)
     info = {"name": ex.name, "group": ex.group, "signature": ex.signature, "contract": ex.contract,
             "checks": ex.checks, "notes": ex.notes, "backends": list(ex.backends), "outputs": list(ex.outputs),
+            "accepts": describe(ex.target),
             "cases": [{"name": c.name, "dtype": c.dtype, "course_tol": c.course_tol} for c in ex.cases],
             "mistakes": [{"name": v.name, "says": v.says, "why": v.why, "fix_at": locate(v.fix_at)}
                          for v in ex.variants]}
@@ -74,6 +76,10 @@ def run_show(args) -> int:
     console.print(f"  checked: {escape(ex.checks)}; references from {', '.join(ex.backends)}")
     if ex.notes:
         console.print(f"  note: {escape(ex.notes)}")
+    if info["accepts"]:
+        console.print("  your parameters may be named your way:")
+        for line in info["accepts"]:
+            console.print(f"    - {escape(line)}")
     console.print("  cases:")
     for c in ex.cases:
         tol = f", course tolerance {c.course_tol:g}" if c.course_tol is not None else ""

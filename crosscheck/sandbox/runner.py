@@ -47,9 +47,12 @@ class Worker:
     """One child process running one user file. call() never raises for anything the child does."""
 
     def __init__(self, path: str, framework: str, timeout_s: float = DEFAULT_TIMEOUT_S,
-                 memory_bytes: int = DEFAULT_MEMORY_BYTES, mode: str = "full"):
+                 memory_bytes: int = DEFAULT_MEMORY_BYTES, python: str | None = None, cwd: str | None = None):
         self.path, self.framework = os.path.abspath(path), framework
-        self.timeout_s, self.memory_bytes, self.mode = float(timeout_s), int(memory_bytes), mode
+        self.timeout_s, self.memory_bytes = float(timeout_s), int(memory_bytes)
+        # --python: the user's own interpreter (their torch, their packages); it needs only NumPy.
+        self.python = python or sys.executable
+        self.cwd = cwd or os.path.dirname(self.path)
         self.tmp = tempfile.TemporaryDirectory(prefix="triptych-check-")
         self.proc: subprocess.Popen | None = None
         self.hello: dict | None = None
@@ -57,7 +60,7 @@ class Worker:
 
     # ------------------------------------------------------------ process management
     def start(self) -> dict:
-        """Start the child and wait for its hello: {"ready": bool, "mode", "error"?}."""
+        """Start the child and wait for its hello: {"ready": bool, "root", "skipped", "loaded", "error"?}."""
         self.close()
         req_r, req_w = os.pipe()
         rep_r, rep_w = os.pipe()
@@ -65,13 +68,20 @@ class Worker:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON",))}
         env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
                    TF_CPP_MIN_LOG_LEVEL="3", JAX_PLATFORMS="cpu", HF_HUB_OFFLINE="1")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-I", str(WORKER), self.path, self.framework, self.mode,
-             str(self.memory_bytes), str(req_r), str(rep_w)],
-            stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
-            pass_fds=(req_r, rep_w), start_new_session=True, env=env,
-            cwd=os.path.dirname(self.path),
-        )
+        try:
+            proc = subprocess.Popen(
+                [self.python, "-I", str(WORKER), self.path, self.framework,
+                 str(self.memory_bytes), str(req_r), str(rep_w)],
+                stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
+                pass_fds=(req_r, rep_w), start_new_session=True, env=env, cwd=self.cwd,
+            )
+        except OSError as exc:  # the interpreter (--python) or the folder vanished since validation
+            for fd in (req_r, req_w, rep_r, rep_w):
+                os.close(fd)
+            self._log.close()
+            self.hello = {"ready": False, "error": {"type": "OSError", "message": str(exc), "frames": []}}
+            return self.hello
+        self.proc = proc
         os.close(req_r)
         os.close(rep_w)
         self._requests = os.fdopen(req_w, "w", encoding="utf-8")

@@ -8,7 +8,9 @@ patches numpy or torch here (`np.allclose = lambda *a, **k: True`) changes nothi
 
 Protocol (one JSON object per line, on two private pipes so the user's print() and input() cannot
 touch it): the parent sends {"id", "target", "inputs": npz path, "scalars", "framework", "out": npz
-path}; the worker answers {"id", "ok": true, "outputs": [...]} or {"id", "error": {...}}.
+path}; the worker answers {"id", "ok": true, "outputs": [...]} or {"id", "error": {...}}. Before
+that, once loaded (loader.py), it says hello: {"ready", "root" (the submission's folder), "skipped"
+(top-level statements that failed), "package", "loaded" (frameworks the code imported), "error"?}.
 Arrays travel as .npz files written with np.savez and read with allow_pickle=False: reading an npz
 cannot run code, unlike unpickling an object whose __reduce__ was chosen by the user.
 
@@ -17,132 +19,33 @@ object), so its helpers take the framework as an argument and import it lazily.
 """
 from __future__ import annotations
 
-import ast
 import json
 import os
 import sys
 import traceback
-import types
 
 import numpy as np
 
-MODULE_NAME = "submission"
 
+# ---------------------------------------------------------------- helper modules, by path
 
-# ---------------------------------------------------------------- loading the user's file
+def _sibling(name: str):
+    """crosscheck/sandbox/NAME.py, loaded by its path: this child runs with `python -I` (and maybe
+    under the user's own interpreter, --python), so the checker's packages are not importable here.
+    loader.py loads the user's code, binding.py maps arguments, kinds.py drives objects."""
+    key = f"_triptych_{name}"
+    if key not in sys.modules:
+        import importlib.util
+        spec = importlib.util.spec_from_file_location(key, os.path.join(os.path.dirname(__file__), f"{name}.py"))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[key] = module
+        spec.loader.exec_module(module)
+    return sys.modules[key]
+
 
 def read_source(path: str) -> tuple[str, list[tuple[int, int]]]:
-    """The file's Python source. A notebook (.ipynb) gives its code cells in order; IPython lines
-    (`!pip install`, `%matplotlib`) are blanked so the rest still compiles. Also returns, for a
-    notebook, (first line, cell number) pairs so tracebacks can say which cell."""
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
-    if not path.endswith(".ipynb"):
-        return text, []
-    nb = json.loads(text)
-    lines, cells = [], []
-    for n, cell in enumerate(c for c in nb.get("cells", []) if c.get("cell_type") == "code"):
-        src = cell.get("source", "")
-        src = "".join(src) if isinstance(src, list) else str(src)
-        cells.append((len(lines) + 1, n + 1))
-        for line in src.splitlines():
-            lines.append("" if line.lstrip().startswith(("!", "%")) else line)
-        lines.append("")
-    return "\n".join(lines) + "\n", cells
-
-
-# Framework calls that only build an array from their arguments (np.array([...]), torch.tensor(...,
-# dtype=torch.float64), jnp.zeros(3)): kept in definitions-only mode when their arguments are constants.
-_ARRAY_MAKERS = frozenset({"array", "asarray", "tensor", "zeros", "ones", "eye", "full", "arange", "linspace"})
-# Pure builtins, and any math.* function, may appear in a constant too (`G1_CE_LOSS = -math.log(p)`).
-_PURE_BUILTINS = frozenset({"abs", "round", "min", "max", "float", "int", "sum", "pow"})
-
-
-def _root(node: ast.AST) -> str | None:
-    while isinstance(node, ast.Attribute):
-        node = node.value
-    return node.id if isinstance(node, ast.Name) else None
-
-
-def _simple_constant(node: ast.AST, known: frozenset = frozenset()) -> bool:
-    """Literals and arithmetic on literals (`N_HEADS = 2`, `DEVICE = "cpu"`, `GB = 2 * 10**9`), and, over
-    names already kept (`known`: imports and earlier constants), indexing, dotted names (torch.float64),
-    array constructors, math.* and a few pure builtins (`K = np.array([...])`, `q = 20 * K[0]`)."""
-    def simple(n):
-        return _simple_constant(n, known)
-    if isinstance(node, ast.Constant):
-        return True
-    if isinstance(node, ast.Name):
-        return node.id in known
-    if isinstance(node, ast.Attribute):
-        return _root(node) in known
-    if isinstance(node, (ast.Tuple, ast.List)):
-        return all(simple(e) for e in node.elts)
-    if isinstance(node, ast.UnaryOp):
-        return simple(node.operand)
-    if isinstance(node, ast.BinOp):
-        return simple(node.left) and simple(node.right)
-    if isinstance(node, ast.Subscript):
-        return simple(node.value) and simple(node.slice)
-    if isinstance(node, ast.Slice):
-        return all(part is None or simple(part) for part in (node.lower, node.upper, node.step))
-    if isinstance(node, ast.Call):
-        f = node.func
-        pure = ((isinstance(f, ast.Attribute) and _root(f) in known and (f.attr in _ARRAY_MAKERS or _root(f) == "math"))
-                or (isinstance(f, ast.Name) and f.id in _PURE_BUILTINS))
-        return pure and all(simple(a) for a in node.args) and all(simple(k.value) for k in node.keywords)
-    return False
-
-
-def definitions_only(source: str, path: str) -> ast.Module:
-    """Keep imports, function and class definitions and simple constant assignments: what is left
-    of a notebook export once its prints, test calls and names from other cells are dropped."""
-    tree = ast.parse(source, filename=path)
-    keep, known = [], set()
-    for node in tree.body:
-        if isinstance(node, (ast.Import, ast.ImportFrom)):
-            keep.append(node)
-            known.update((a.asname or a.name).split(".")[0] for a in node.names)
-        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            keep.append(node)
-        elif (isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None
-              and _simple_constant(node.value, frozenset(known))):
-            keep.append(node)
-            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-            known.update(t.id for t in targets if isinstance(t, ast.Name))
-    tree.body = keep
-    return tree
-
-
-def _exec_definitions(tree: ast.Module, path: str, namespace: dict) -> None:
-    """Run the kept statements one by one; an assignment that still fails (np.array of ragged
-    lists, an index out of range) is left out rather than losing the whole file."""
-    for node in tree.body:
-        code = compile(ast.Module(body=[node], type_ignores=[]), path, "exec")
-        if isinstance(node, (ast.Assign, ast.AnnAssign)):
-            try:
-                exec(code, namespace)
-            except Exception:  # noqa: BLE001 - that one name is then missing, which is its verdict
-                pass
-        else:
-            exec(code, namespace)
-
-
-def load_module(path: str, mode: str = "full") -> types.ModuleType:
-    """Execute the user's file as a module. mode "full" runs it as written; "definitions" runs
-    only definitions_only(). The file's folder goes on sys.path so its own helper modules import."""
-    source, _ = read_source(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    if folder not in sys.path:
-        sys.path.insert(0, folder)
-    module = types.ModuleType(MODULE_NAME)
-    module.__file__ = path
-    sys.modules[MODULE_NAME] = module
-    if mode == "definitions":
-        _exec_definitions(definitions_only(source, path), path, module.__dict__)
-    else:
-        exec(compile(source, path, "exec"), module.__dict__)
-    return module
+    """The file's source (a notebook's code cells joined): loader.read_source."""
+    return _sibling("loader").read_source(path)
 
 
 # ---------------------------------------------------------------- arrays in and out
@@ -288,8 +191,12 @@ def call_target(module, target: dict, live: dict, framework: str):
         answers = [obj] + [_lookup(module, name) for name in target.get("with", [])]
         got = [_plain_numbers(a(*args, **kwargs) if callable(a) else a) for a in answers]
         return tuple(got) if target.get("with") else got[0]
+    # The user's own parameter names and optional arguments (binding.py): `softmax(x, dim)`,
+    # `scaled_dot_product_attention(Q, K, V, mask)` without `scale`.
+    required = [(a if isinstance(a, str) else None, v) for a, v in zip(target.get("args", []), args)]
     if kind == "function":
-        return obj(*args, **kwargs)
+        call_args, call_kwargs = _sibling("binding").bind(obj, target, required, kwargs)
+        return obj(*call_args, **call_kwargs)
     if kind != "class":
         # Targets that drive an object rather than call it once (an optimizer class stepped on
         # parameters, a tokenizer's encode and decode, a sampler drawn many times): kinds.py.
@@ -304,19 +211,16 @@ def call_target(module, target: dict, live: dict, framework: str):
     for path, key in target.get("weights", {}).get(framework, []):
         _set_weight(instance, path, live[key], framework)
     method = target.get("method")
-    return getattr(instance, method)(*args, **kwargs) if method else instance(*args, **kwargs)
+    fn = getattr(instance, method) if method else instance
+    # An nn.Module's __call__ takes (*args, **kwargs): its parameters are forward's.
+    shown = getattr(instance, "forward", None) if not method and framework == "torch" else None
+    call_args, call_kwargs = _sibling("binding").bind(fn, target, required, kwargs, signature_of=shown)
+    return fn(*call_args, **call_kwargs)
 
 
 def _kinds():
-    """crosscheck/sandbox/kinds.py, loaded by its path: this child runs with `python -I` (and maybe
-    under the user's own interpreter, --python), so the checker's packages are not importable here."""
-    if "_triptych_kinds" not in sys.modules:
-        import importlib.util
-        spec = importlib.util.spec_from_file_location("_triptych_kinds", os.path.join(os.path.dirname(__file__), "kinds.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["_triptych_kinds"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["_triptych_kinds"]
+    """crosscheck/sandbox/kinds.py (targets that drive an object), loaded by its path."""
+    return _sibling("kinds")
 
 
 def describe_outputs(result) -> tuple[dict[str, np.ndarray], list[dict]]:
@@ -331,20 +235,45 @@ def describe_outputs(result) -> tuple[dict[str, np.ndarray], list[dict]]:
     return arrays, {"items": described, "tuple": isinstance(result, (tuple, list))}
 
 
-def user_frames(tb, path: str) -> list[list]:
-    """The traceback trimmed to frames in the user's file: their code, not ours or numpy's."""
-    real = os.path.realpath(path)
-    return [[os.path.basename(f.filename), f.lineno, f.name, (f.line or "").strip()]
-            for f in traceback.extract_tb(tb) if os.path.realpath(f.filename) == real]
+_HERE = os.path.dirname(os.path.realpath(__file__))
 
 
-def describe_error(exc: BaseException, path: str) -> dict:
+def _is_library(path: str) -> bool:
+    # A project's own virtual environment (uv's .venv inside a CS336 repository) is not the user's
+    # code, nor is this checker's sandbox (a submission folder may sit inside our repository).
+    parts = path.split(os.sep)
+    return "site-packages" in parts or "dist-packages" in parts or os.path.dirname(path) == _HERE
+
+
+def user_frames(tb, where: str) -> list[list]:
+    """The traceback trimmed to the user's frames: `where` is their file, or the folder of their
+    submission (every file under it: a package's modules, a CS336 adapters.py and the package it
+    calls), never ours, numpy's or torch's. Files are named relative to that folder."""
+    real = os.path.realpath(where)
+    if os.path.isdir(real):
+        def mine(f):
+            return f.startswith(real + os.sep) and not _is_library(f)
+        base = real
+    else:
+        def mine(f):
+            return f == real
+        base = os.path.dirname(real)
+    frames = []
+    for f in traceback.extract_tb(tb):
+        name = os.path.realpath(f.filename)
+        if mine(name):
+            frames.append([os.path.relpath(name, base), f.lineno, f.name, (f.line or "").strip()])
+    return frames
+
+
+def describe_error(exc: BaseException, where: str) -> dict:
     name = type(exc).__name__
     message = str(exc)
     memory = isinstance(exc, MemoryError) or "can't allocate memory" in message or "out of memory" in message.lower()
-    return {"type": name, "message": message[:500], "frames": user_frames(exc.__traceback__, path),
+    not_graded = message if type(exc).__name__ == "NotGraded" and type(exc).__module__.endswith("binding") else None
+    return {"type": name, "message": message[:500], "frames": user_frames(exc.__traceback__, where),
             "not_implemented": isinstance(exc, NotImplementedError), "memory": memory,
-            "missing": exc.args[0] if isinstance(exc, Missing) else None,
+            "missing": exc.args[0] if isinstance(exc, Missing) else None, "not_graded": not_graded,
             "exit_code": (exc.code if isinstance(exc.code, int) else 1) if isinstance(exc, SystemExit) else None}
 
 
@@ -382,7 +311,7 @@ def _limit_memory(limit_bytes: int) -> None:
 
 
 def main(argv: list[str]) -> int:
-    path, framework, mode, limit, rfd, wfd = argv[0], argv[1], argv[2], int(argv[3]), int(argv[4]), int(argv[5])
+    path, framework, limit, rfd, wfd = argv[0], argv[1], int(argv[2]), int(argv[3]), int(argv[4])
     requests = os.fdopen(rfd, "r", encoding="utf-8")
     replies = os.fdopen(wfd, "w", encoding="utf-8")
 
@@ -396,12 +325,16 @@ def main(argv: list[str]) -> int:
         torch.set_num_threads(1)  # tiny cases: threads cost more than they give, and CI has 2 cores
     if limit > 0:
         _limit_memory(limit)
-    hello = {"ready": True, "mode": mode}
+    loader = _sibling("loader")
+    root = loader.locate(path)[0]
+    hello = {"ready": True, "root": root}
     try:
-        module = load_module(path, mode)
-    except BaseException as exc:
-        hello.update(ready=False, error=describe_error(exc, path))
+        module, info = loader.load(path)
+        hello.update(skipped=info["skipped"], package=info["package"])
+    except BaseException as exc:  # the user's own import error: a verdict for every case
+        hello.update(ready=False, error=describe_error(exc, root))
         module = None
+    hello["loaded"] = loader.frameworks_loaded()
     send(hello)
     if module is None:
         return 0
@@ -412,7 +345,7 @@ def main(argv: list[str]) -> int:
             continue
         if request.get("stop"):
             break
-        send(serve_one(module, request, path))
+        send(serve_one(module, request, root))
     return 0
 
 
