@@ -138,8 +138,9 @@ def test_correct_submission_passes_every_case_in_the_sandbox(framework):
     assert report.framework == framework
     assert len(report.rows) == sum(len(ex.cases) for ex in get_group("course-ce"))
     assert report.ok, [(r["exercise"], r["case"], r["message"]) for r in report.rows if not r["ok"]]
-    if framework == "torch":  # a notebook export: graded by its definitions, tensors assigned at top level
-        assert any("graded only" in n for n in report.notes)
+    if framework == "torch":  # a notebook export: its print of a name from another cell is skipped, the rest runs
+        assert any(n.startswith("skipped 1 top-level statement that failed: line") and "(NameError)" in n
+                   for n in report.notes), report.notes
 
 
 def test_mistaken_submission_names_each_mistake_in_the_sandbox():
