@@ -8,8 +8,8 @@ from rich.table import Table
 from crosscheck.session import FileReport
 
 JSON_KEYS = ("exercise", "group", "case", "dtype", "ok", "verdict", "max_abs_err", "tolerance", "course_tol",
-             "diagnosis", "mistake", "explanation", "fix_at", "message", "shape", "expected_shape", "l2", "l2_ref",
-             "traceback")
+             "note", "convention", "precision", "diagnosis", "mistake", "explanation", "fix_at", "fix_first",
+             "message", "shape", "expected_shape", "l2", "l2_ref", "traceback")
 
 
 def _num(x, fmt=".2e") -> str:
@@ -17,8 +17,12 @@ def _num(x, fmt=".2e") -> str:
 
 
 def _verdict(row) -> str:
+    """pass; pass* (green) when it passes with a note (a convention, a precision, the course's
+    tolerance); "not graded" dim (a case the user's signature cannot take); failures in red."""
+    if row.get("verdict") == "not graded":
+        return "[dim]not graded[/]"
     if row["ok"]:
-        return "[green]pass[/]"
+        return "[green]pass*[/]" if row.get("note") else "[green]pass[/]"
     return f"[bold red]{escape(row['verdict'])}[/]"
 
 
@@ -56,7 +60,8 @@ def exercise_table(name: str, rows: list[dict], framework: str, width: int = 200
             shape = f"- / {r['expected_shape']}"
         l2_ref = r.get("l2_ref") or {}
         tol = _num(r.get("tolerance"), ".1e") + " / " + _num(r.get("course_tol"), "g")
-        short = r.get("mistake") or ("see below" if r.get("diagnosis") else "")
+        short = (r.get("mistake") or r.get("convention") or r.get("precision")
+                 or ("see below" if r.get("diagnosis") or r.get("note") else ""))
         table.add_row(escape(r["case"] or ""), escape(shape), _num(r.get("l2"), ".6g"),
                       *(_num(l2_ref.get(b), ".6g") for b in refs),
                       _num(r.get("max_abs_err")), tol, _verdict(r), f"[yellow]{escape(short)}[/]")
@@ -67,6 +72,18 @@ def details(rows: list[dict]) -> list[str]:
     """The lines under a table: per failing case, what happened and where to look."""
     lines, seen = [], set()
     for r in rows:
+        if r["ok"] and r.get("note"):  # once per distinct note, marked as the verdict column marks it
+            key = ("note", r["note"])
+            if key not in seen:
+                seen.add(key)
+                lines.append(f"  [green]* {escape(r['case'])}[/]: {escape(r['note'])}")
+            continue
+        if r.get("verdict") == "not graded":
+            key = ("not graded", r.get("message"))
+            if key not in seen:
+                seen.add(key)
+                lines.append(f"  [dim]{escape(r['case'] or '')}: {escape(r.get('message') or 'not graded')}[/]")
+            continue
         if r["ok"] and r.get("message"):
             key = ("note", r["message"])
             if key not in seen:
@@ -101,11 +118,25 @@ def print_file_report(console, report: FileReport) -> None:
         console.print(exercise_table(name, rows, report.framework, console.width))
         for line in details(rows):
             console.print(line, highlight=False)
-    n_ok = sum(r["ok"] for r in report.rows)
+    console.print(footer(report), highlight=False)
+
+
+def counts(rows: list[dict]) -> tuple[int, int, int, int]:
+    """(passed, passed with a note, not graded, graded): "not graded" rows are neither."""
+    ungraded = sum(r.get("verdict") == "not graded" for r in rows)
+    passed = sum(bool(r["ok"]) and r.get("verdict") != "not graded" for r in rows)
+    noted = sum(bool(r["ok"]) and bool(r.get("note")) and r.get("verdict") != "not graded" for r in rows)
+    return passed, noted, ungraded, len(rows) - ungraded
+
+
+def footer(report: FileReport) -> str:
+    """'N/G cases pass (M with a note), K not graded' and what the comparison is."""
+    passed, noted, ungraded, graded = counts(report.rows)
     colour = "green" if report.ok else "red"
-    console.print(f"[{colour}]{escape(report.path)}: {n_ok}/{len(report.rows)} cases pass[/] "
-                  "(|yours - reference| <= each row's tolerance, common/tolerances.py; `exercise show NAME` "
-                  "says what the reference is)")
+    extra = "".join((f" ({noted} with a note)" if noted else "", f", {ungraded} not graded" if ungraded else ""))
+    return (f"[{colour}]{escape(report.path)}: {passed}/{graded} cases pass{extra}[/] "
+            "(|yours - reference| <= each row's tolerance, common/tolerances.py; `exercise show NAME` "
+            "says what the reference is)")
 
 
 def print_folder_summary(console, reports: list[FileReport]) -> None:
@@ -117,7 +148,8 @@ def print_folder_summary(console, reports: list[FileReport]) -> None:
         bad = [r for r in rep.rows if not r["ok"]]
         failing = sorted({r["exercise"] for r in bad if r["exercise"]})
         first = next((r.get("diagnosis") for r in bad if r.get("diagnosis")), None) or (bad[0]["message"] if bad else "")
-        table.add_row(escape(rep.path), rep.framework, f"{len(rep.rows) - len(bad)}/{len(rep.rows)}",
+        passed, _, _, graded = counts(rep.rows)
+        table.add_row(escape(rep.path), rep.framework, f"{passed}/{graded}",
                       escape(", ".join(failing)), escape(first or ""))
     console.print(table)
     n_ok = sum(rep.ok for rep in reports)

@@ -74,6 +74,12 @@ class Exercise:
     # Other exercises this one is built from (an end-to-end MHA from softmax and split_heads): when
     # both fail in one file, the report says to fix the part first.
     parts: tuple[str, ...] = ()
+    # Outputs the user may leave out (attention weights beside `out`): returning the others alone, in
+    # order, is graded on those. They must come last in `outputs`.
+    optional_outputs: tuple[str, ...] = ()
+    # Outputs that are attention scores before the softmax (-inf where masked): a finite fill (-1e9)
+    # is judged, and mistakes are named, on their softmax over the last axis as well.
+    scores: tuple[str, ...] = ()
 
     @property
     def defines(self) -> str:

@@ -162,12 +162,6 @@ PLANTED = {
             v = b2 * v + (1 - b2) * g * g
             return p * (1 - lr * weight_decay) - lr * m / (np.sqrt(v) + eps), m, v
         """),
-    "adamw_decay_after_update": ("adamw_step", """
-        _right_adamw = adamw_step
-        def adamw_step(p, g, m, v, step, lr, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1):
-            p, m, v = _right_adamw(p, g, m, v, step, lr, betas, eps, 0.0)
-            return p * (1 - lr * weight_decay), m, v
-        """),
     "adamw_decay_without_lr": ("adamw_step", """
         _right_adamw = adamw_step
         def adamw_step(p, g, m, v, step, lr, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1):
@@ -269,6 +263,21 @@ PLANTED = {
             flipped = {k: (p.T if k.startswith("w") else p) for k, p in params.items()}
             return _right_mha(x, flipped, n_heads, kv, mask)
         """),
+    # A plain softmax (no guard): a query that sees no key gets NaN, where this group's contract says zeros.
+    "sdpa_masked_rows_nan": ("scaled_dot_product_attention", """
+        def scaled_dot_product_attention(q, k, v, mask=None, scale=None):
+            s = q @ np.swapaxes(k, -1, -2) * (1 / math.sqrt(q.shape[-1]) if scale is None else scale)
+            if mask is not None:
+                s = np.where(mask, s, -np.inf)
+            e = np.exp(s - s.max(-1, keepdims=True))
+            w = e / e.sum(-1, keepdims=True)
+            return w @ v, w
+        """),
+    "mha_masked_rows_nan": ("multihead_attention", """
+        def _softmax(s):
+            e = np.exp(s - s.max(-1, keepdims=True))
+            return e / e.sum(-1, keepdims=True)
+        """),
     "mha_no_out_projection": ("multihead_attention", """
         def multihead_attention(x, params, n_heads, kv=None, mask=None):
             kv = x if kv is None else kv
@@ -361,7 +370,9 @@ def _exercises():
 
 
 def test_every_variant_has_a_planted_test():
-    assert {v.name for ex in _exercises() for v in ex.variants} == set(PLANTED)
+    """Every named mistake; conventions and precision variants pass and are tested in
+    tests/test_check_verdicts.py."""
+    assert {v.name for ex in _exercises() for v in ex.variants if v.kind == "mistake"} == set(PLANTED)
 
 
 def _failures(report):

@@ -46,7 +46,6 @@ PLANTED = {
         def apply_causal_mask(mask, A):
             return A * mask
         """),
-    "finite_fill": ("apply_causal_mask", "def apply_causal_mask(mask, A):\n    return np.where(mask, -1e9, A)\n"),
     # The classic pair: a True = blocked mask applied as if True meant "may attend".
     "mask_convention_mismatch": ("apply_causal_mask", "def apply_causal_mask(mask, A):\n    return np.where(mask, A, -np.inf)\n"),
     "apply_mask_shifted": ("apply_causal_mask",
@@ -103,7 +102,8 @@ PLANTED = {
 
 
 def test_every_course_b_variant_has_a_planted_test():
-    names = {v.name for ex in get_group("course-b") for v in ex.variants}
+    """Every named mistake; the finite fill (-1e9) is a convention, tested in test_check_verdicts.py."""
+    names = {v.name for ex in get_group("course-b") for v in ex.variants if v.kind == "mistake"}
     assert names == set(PLANTED)
 
 

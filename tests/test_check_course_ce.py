@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from crosscheck import check
-from crosscheck.exercises import get_group
+from crosscheck.exercises import get, get_group
 from crosscheck.session import check_file
 
 SUBMISSIONS = Path(__file__).with_name("submissions")
@@ -74,6 +74,9 @@ PLANTED = {
     ("averaging_query", "averaging_all_keys"): lambda K, S: S * K.sum(0),
 }
 HELPERS = {"key2_mean_012": {"query_mean_01": Q4}, "key2_unit_v2": {"query_mean_01": Q4}}
+# Within the course's own 0.05 though not within our 1e-3: the course's mark wins, so these pass,
+# and the note says which mistake the answer resembles.
+WITHIN_COURSE = {("query_mean_01", "sum_of_keys"), ("query_mean_all", "mean_of_keys")}
 
 
 def test_every_course_ce_variant_has_a_planted_test():
@@ -84,17 +87,22 @@ def test_every_course_ce_variant_has_a_planted_test():
 @pytest.mark.parametrize("exercise,mistake", sorted(PLANTED))
 def test_planted_mistake_is_named(exercise, mistake):
     report = check(exercise, PLANTED[(exercise, mistake)], framework="numpy", **HELPERS.get(exercise, {}))
+    if (exercise, mistake) in WITHIN_COURSE:
+        says = next(v.says for v in get(exercise).variants if v.name == mistake)
+        assert report.ok and all(says in r["note"] for r in report.rows), str(report)
+        return
     assert not report.ok
     assert report.mistakes == {mistake}, str(report)
 
 
-def test_the_sum_of_two_keys_passes_the_course_but_not_us():
+def test_the_sum_of_two_keys_passes_by_the_course_with_our_figure_beside():
     """4 (k_0 + k_1): tokens 0 and 1 score |k_0|^2 + k_0.k_1 and |k_1|^2 + k_0.k_1, not a tie."""
     want = float(np.max(np.abs(attend(4.0 * (K[0] + K[1])) - (V[0] + V[1]) / 2)))
     assert 1e-3 < want < 0.05
     row = check("query_mean_01", 4.0 * (K[0] + K[1]), framework="numpy").rows[0]
     assert row["max_abs_err"] == pytest.approx(want, rel=1e-9)
-    assert "within the course's 0.05, not within ours" in row["message"]
+    assert row["ok"] and row["verdict"] == "pass"
+    assert "within the course's own tolerance 0.05" in row["note"] and "ours is tighter: 0.001" in row["note"]
 
 
 def test_hand_answers_pass_with_the_error_a_plain_softmax_gives():
@@ -148,6 +156,6 @@ def test_mistaken_submission_names_each_mistake_in_the_sandbox():
     named = {}
     for r in report.rows:
         named.setdefault(r["exercise"], set()).add(r.get("mistake") or r["verdict"])
-    assert named == {"query_v0": {"scale_too_small"}, "query_mean_01": {"sum_of_keys"},
+    assert named == {"query_v0": {"scale_too_small"}, "query_mean_01": {"pass"},  # within the course's 0.05
                      "key2_mean_012": {"k2_unchanged"}, "argmax_attention": {"argmax_softmax"},
                      "subspace_reader": {"reader_no_factor_2"}, "averaging_query": {"averaging_all_keys"}}, named

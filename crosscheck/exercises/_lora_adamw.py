@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 
+from crosscheck.exercises._conventions import adamw_conventions, adamw_mistakes, adamw_numpy
 from crosscheck.exercises._grad import autodiff, is_torch, on_numpy
 
 
@@ -126,24 +127,14 @@ def _adamw_ref(m, i):
     return new["p"], st["m"]["p"], st["v"]["p"]
 
 
-def _adamw(i, l2=False, bias_correction=True, decay="before"):
-    """One AdamW step in float64, with a mistake: L2 folded into the gradient, no bias correction,
-    decay of the updated weights ("after"), decay not scaled by lr ("no_lr") or none ("none")."""
-    p, g, m, v = (i[k].astype(np.float64) for k in ("p", "g", "m", "v"))
-    (b1, b2), t, lr, wd = i["betas"], i["step"], i["lr"], i["weight_decay"]
-    if l2:
-        g = g + wd * p
-    m = b1 * m + (1 - b1) * g
-    v = b2 * v + (1 - b2) * g * g
-    m_hat, v_hat = (m / (1 - b1 ** t), v / (1 - b2 ** t)) if bias_correction else (m, v)
-    update = lr * m_hat / (np.sqrt(v_hat) + i["eps"])
-    if l2 or decay == "none":
-        new = p - update
-    elif decay == "before":
-        new = p * (1 - lr * wd) - update
-    elif decay == "no_lr":
-        new = p * (1 - wd) - update
-    else:  # "after"
-        new = (p - update) * (1 - lr * wd)
+def _adamw(i, **knobs):
+    """One AdamW step in float64 with the knobs of _conventions.adamw_numpy (torch's form by default),
+    returned in the case's dtype."""
+    new, m, v = adamw_numpy(i["p"], i["g"], i["m"], i["v"], i["step"], i["lr"], i["betas"], i["eps"],
+                            i["weight_decay"], **knobs)
     dt = i["p"].dtype
     return new.astype(dt), m.astype(dt), v.astype(dt)
+
+
+# The handout's forms pass with their names; each mistake is named under any of them.
+ADAMW_VARIANTS = adamw_conventions(_adamw) + adamw_mistakes(_adamw)

@@ -24,15 +24,22 @@ def _sinusoidal(i, how="right"):
     return pe
 
 
-def _rope(x, positions, base, layout, sign=1.0, i_not_2i=False):
-    """Each channel pair rotated by sign * pos * theta_i, theta_i = base^(-2i/D)."""
+def _rope(x, positions, base, layout, sign=1.0, i_not_2i=False, tables32=False):
+    """Each channel pair rotated by sign * pos * theta_i, theta_i = base^(-2i/D). tables32: the
+    angles, cos and sin built in float32 (torch's default dtype, `torch.arange(...).float()`) and
+    applied to x in its own dtype."""
     T, D = x.shape[-2:]
     pos = np.arange(T, dtype=np.float64) if positions is None else np.asarray(positions, np.float64)
     two_i = np.arange(D // 2) if i_not_2i else np.arange(0, D, 2)
-    ang = sign * pos[..., None] * base ** (-two_i / D)  # (T, D/2) or (B, T, D/2)
+    if tables32:
+        f32 = np.float32
+        inv_freq = (f32(1.0) / f32(base) ** (two_i.astype(f32) / f32(D))).astype(f32)
+        ang = (f32(sign) * pos.astype(f32)[..., None] * inv_freq).astype(f32)
+    else:
+        ang = sign * pos[..., None] * base ** (-two_i / D)  # (T, D/2) or (B, T, D/2)
     if pos.ndim == 2:
         ang = ang.reshape((x.shape[0],) + (1,) * (x.ndim - 3) + ang.shape[1:])
-    cos, sin = np.cos(ang), np.sin(ang)
+    cos, sin = np.cos(ang), np.sin(ang)  # float32 tables meet float64 x as float64
     if layout == "half":
         a, b = x[..., : D // 2], x[..., D // 2:]
         return np.concatenate([a * cos - b * sin, b * cos + a * sin], -1).astype(x.dtype)

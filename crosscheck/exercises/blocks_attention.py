@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 
+from crosscheck.exercises._conventions import masked_rows_variants, no_key_rows
 from crosscheck.exercises._grad import autodiff, on_numpy
 from crosscheck.exercises._positions import (  # sinusoidal and rotary: inputs, references, variants
     _sinusoidal, _rope, _other, _rope_inputs, _ropeb_ref, _ropeb_cos_only,
@@ -187,6 +188,14 @@ def _a(i, how):
     return _attend(i["q"], i["k"], i["v"], i["mask"], i["scale"], how)
 
 
+# This group's contract defines a query that sees no key (zeros, as torch SDPA gives), so NaN there
+# is a mistake, named rather than "NaN where the reference is finite"; uniform rows are sdpa_finite_fill.
+_SDPA_NAN_ROWS = masked_rows_variants(lambda i: _a(i, "right"), lambda i: no_key_rows(i["mask"], i["q"].shape[:-1]),
+                                      defined=True, prefix="sdpa_")[0]
+_MHA_NAN_ROWS = masked_rows_variants(_mha, lambda i: no_key_rows(i["mask"], i["x"].shape[:2], i["n_heads"]),
+                                     defined=True, prefix="mha_")[0]
+
+
 EXERCISES = [
     Exercise(
         "scaled_dot_product_attention", GROUP, _SDPA_SIG,
@@ -195,7 +204,8 @@ EXERCISES = [
         "vs torch's F.scaled_dot_product_attention (and NumPy's, JAX's): T_q != T_k, fully masked rows give zeros",
         target={"name": "scaled_dot_product_attention", "args": ["q", "k", "v"], "kwargs": ["mask", "scale"]},
         reference=lambda m, i: m["attention"].scaled_dot_product_attention(i["q"], i["k"], i["v"], i["mask"], i["scale"]),
-        outputs=("out", "weights"),
+        outputs=("out", "weights"), optional_outputs=("weights",), parts=("softmax",),
+        notes="Returning `out` alone is accepted (the weights are optional).",
         cases=(Case("course-sized (1, 2, 3, 4), no mask", _sdpa_inputs(1, 2, 3, 3, 4)),
                Case("causal, T_q 5 != T_k 7", _sdpa_inputs(2, 2, 5, 7, 8, mask=lambda b, q, k: _causal(q, k)), seed=1),
                Case("causal + padding, fully masked rows (float32)", _sdpa_inputs(3, 2, 6, 6, 16, mask=_padded_causal),
@@ -217,7 +227,8 @@ EXERCISES = [
                "True means may attend", lambda i: _a(i, "inverted"), _fix(_AT, "apply_mask", "np.where(mask")),
             _v("sdpa_finite_fill", "masked scores filled with -1e9: a fully masked row attends to every key alike",
                "with -inf a query that may see nothing gets zero weights; a finite fill makes its softmax uniform",
-               lambda i: _a(i, "finite"), _fix(_AT, "attn_softmax", "np.isneginf"))),
+               lambda i: _a(i, "finite"), _fix(_AT, "attn_softmax", "np.isneginf")),
+            _SDPA_NAN_ROWS),
     ),
     Exercise(
         "scaled_dot_product_attention_backward", GROUP,
@@ -227,7 +238,7 @@ EXERCISES = [
         "vs torch autograd and jax.vjp of each backend's SDPA at the same q, k, v and mask, along dout",
         target={"name": "scaled_dot_product_attention_backward", "args": ["dout", "q", "k", "v", "weights"],
                 "kwargs": ["scale"]},
-        reference=_sdpab_ref, tol_kind="grad", outputs=("dq", "dk", "dv"),
+        reference=_sdpab_ref, tol_kind="grad", outputs=("dq", "dk", "dv"), parts=("softmax_backward",),
         cases=(Case("course-sized (1, 2, 3, 4), no mask", _sdpa_inputs(1, 2, 3, 3, 4, grads=True)),
                Case("causal, T_q 5 != T_k 7", _sdpa_inputs(2, 2, 5, 7, 8, mask=lambda b, q, k: _causal(q, k), grads=True),
                     seed=1),
@@ -258,7 +269,9 @@ EXERCISES = [
         "vs torch's nn.MultiheadAttention (and NumPy's, JAX's): self and cross attention, fully masked rows",
         target={"name": "multihead_attention", "args": ["x", "params", "n_heads"], "kwargs": ["kv", "mask"]},
         reference=lambda m, i: m["multihead"].multihead_attention(i["x"], i["params"], i["n_heads"], i["kv"], i["mask"]),
-        outputs=("out", "weights"),
+        outputs=("out", "weights"), optional_outputs=("weights",),
+        parts=("softmax", "scaled_dot_product_attention", "split_heads", "merge_heads"),
+        notes="Returning `out` alone is accepted (the weights are optional).",
         cases=(Case("course-sized (1, 3, 8), 2 heads", _mha_inputs(1, 3, 8, 2)),
                Case("causal self, (2, 6, 16), 4 heads (float32)", _mha_inputs(2, 6, 16, 4, mask=lambda b, q, k: _causal(q, k)),
                     dtype="float32", seed=1),
@@ -276,7 +289,8 @@ EXERCISES = [
                lambda i: _mha(i, "untransposed"), _fix("numpy_impl.multihead", "linear", "w.T")),
             _v("mha_no_out_projection", "the merged heads WITHOUT the output projection W_o",
                "the layer ends with out = merged W_o^T + b_o", lambda i: _mha(i, "no_out"),
-               _fix("numpy_impl.multihead", "multihead_attention", "w_o"))),
+               _fix("numpy_impl.multihead", "multihead_attention", "w_o")),
+            _MHA_NAN_ROWS),
     ),
     Exercise(
         "multihead_attention_backward", GROUP, "multihead_attention_backward(dout, x, params, n_heads, weights, kv)",
@@ -285,6 +299,7 @@ EXERCISES = [
         "vs torch autograd through F.multi_head_attention_forward and jax.vjp of JAX's multihead_attention, along dout",
         target={"name": "multihead_attention_backward", "args": ["dout", "x", "params", "n_heads", "weights", "kv"]},
         reference=_mhab_ref, tol_kind="grad", outputs=("dx", "dkv") + tuple(f"d{k}" for k in _MHA_KEYS),
+        parts=("scaled_dot_product_attention_backward", "softmax_backward"),
         notes="kv is always given (self-attention: pass x again and add dkv to dx); numpy_impl returns "
               "(dx, dkv, grads dict), here the dict's eight arrays follow dx, dkv as a flat tuple.",
         cases=(Case("course-sized (1, 3, 8), 2 heads, kv = another (1, 3, 8)", _mhab_inputs(1, 3, 3, 8, 2)),
@@ -352,7 +367,13 @@ EXERCISES = [
                _fix(_POS, "rope_cos_sin", "inv_freq")),
             _v("rope_positions_ignored", "positions 0..T-1 where positions were given",
                "a token at position p (after a cache of p tokens, say) is rotated by p theta",
-               lambda i: _rope(i["x"], None, i["base"], i["layout"]), _fix(_POS, "_cos_sin_for", "positions = "))),
+               lambda i: _rope(i["x"], None, i["base"], i["layout"]), _fix(_POS, "_cos_sin_for", "positions = ")),
+            Variant("rope_float32_tables", "RoPE with its cos/sin tables built in float32 (torch's default dtype: "
+                    "`torch.arange(...).float()`, an inv_freq buffer)",
+                    "float64 input deserves float64 tables: build them in x's dtype (angles up to pos * theta lose "
+                    "~pos * 6e-8 in float32)",
+                    lambda i: _rope(i["x"], i["positions"], i["base"], i["layout"], tables32=True),
+                    _fix(_POS, "rope_cos_sin", "inv_freq"), kind="precision")),
     ),
     Exercise(
         "apply_rope_backward", GROUP, "apply_rope_backward(dout, positions=None, base=10000.0, layout='half')",

@@ -19,7 +19,8 @@ import numpy as np
 
 from crosscheck.exercises._grad import autodiff, on_numpy
 from crosscheck.exercises._lora_adamw import (  # LoRA and AdamW: inputs, references, variants
-    _lora_inputs, _lora_fwd, _lora_ref, _lorab_ref, _lorab, _merge, _merge_inputs, _adamw_inputs, _adamw_ref, _adamw,
+    _lora_inputs, _lora_fwd, _lora_ref, _lorab_ref, _lorab, _merge, _merge_inputs, _adamw_inputs, _adamw_ref,
+    ADAMW_VARIANTS,
 )
 from crosscheck.spec import Case, Exercise, Variant
 
@@ -286,27 +287,13 @@ EXERCISES = [
         target={"name": "adamw_step", "args": ["p", "g", "m", "v", "step", "lr"], "kwargs": ["betas", "eps", "weight_decay"]},
         reference=_adamw_ref, outputs=("p", "m", "v"),
         notes="numpy_impl.optim.adamw_step steps dicts of parameters (decaying matrices only); this is that step "
-              "for one matrix. Return fresh arrays: the inputs must not change.",
+              "for one matrix. Return fresh arrays: the inputs must not change. Accepted and named: the decay "
+              "after the Adam step and the efficient-epsilon step size (the CS336 handout's forms).",
         cases=(Case("first step (m = v = 0), (8, 6)", _adamw_inputs((8, 6), 1, 1e-2, (0.9, 0.95), 0.1, fresh=True)),
                Case("step 7, (16, 12), betas (0.9, 0.999)", _adamw_inputs((16, 12), 7, 3e-3, (0.9, 0.999), 0.05, False),
                     seed=1),
                Case("step 3, (32, 16) float32", _adamw_inputs((32, 16), 3, 1e-2, (0.9, 0.95), 0.1, False),
                     dtype="float32", seed=2)),
-        variants=(
-            _v("adamw_l2_in_gradient", "Adam with weight_decay * p added to the GRADIENT (L2), not decoupled",
-               "AdamW (Loshchilov & Hutter) shrinks p by lr * wd directly; folded into g the decay is rescaled by 1/sqrt(v)",
-               lambda i: _adamw(i, l2=True), _fix("numpy_impl.optim", "adamw_step", "decoupled")),
-            _v("adamw_no_bias_correction", "the update WITHOUT bias correction (m / (sqrt(v) + eps))",
-               "m and v start at 0, so early averages are too small by 1 - beta^t; divide it out",
-               lambda i: _adamw(i, bias_correction=False), _fix("numpy_impl.optim", "adamw_step", "bias1 = ")),
-            _v("adamw_decay_after_update", "weight decay applied to the UPDATED weights instead of the old ones",
-               "torch's AdamW shrinks the old p first: p <- p (1 - lr wd) - lr m_hat / (sqrt(v_hat) + eps)",
-               lambda i: _adamw(i, decay="after"), _fix("numpy_impl.optim", "adamw_step", "decoupled")),
-            _v("adamw_decay_without_lr", "p (1 - weight_decay): the decay not multiplied by lr",
-               "the decoupled decay is lr * weight_decay per step", lambda i: _adamw(i, decay="no_lr"),
-               _fix("numpy_impl.optim", "adamw_step", "1.0 - lr * weight_decay")),
-            _v("adamw_no_weight_decay", "plain Adam: the weight decay left out", "AdamW shrinks every matrix by "
-               "lr * weight_decay each step", lambda i: _adamw(i, decay="none"),
-               _fix("numpy_impl.optim", "adamw_step", "decoupled"))),
+        variants=ADAMW_VARIANTS,
     ),
 ]

@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 
+from crosscheck.exercises._conventions import mask_finite_fill
 from crosscheck.spec import Case, Exercise, Variant
 
 GROUP = "course-b"
@@ -127,17 +128,19 @@ def _mask_grade(case, inputs, got, refs):
     if m.shape not in ((t, t), (1, 1, t, t), (1, t, t)):
         return None  # the default comparison reports the shape
     m = m.reshape(t, t)
-    conventions = []
+    said = None
     if m.dtype == bool:
-        if np.array_equal(m, tril):
-            conventions.append("bool, True = may attend (use with masked_fill(~mask, -inf) or where(mask, A, -inf))")
-        elif np.array_equal(m, ~tril):
-            conventions.append("bool, True = blocked (torch nn.MultiheadAttention's convention; "
-                               "use with masked_fill(mask, -inf))")
+        if np.array_equal(m, tril):  # the reference's own form: a plain pass
+            return {"ok": True, "verdict": "pass", "max_abs_err": 0.0, "message": "convention: bool, True = may "
+                    "attend (use with masked_fill(~mask, -inf) or where(mask, A, -inf))"}
+        if np.array_equal(m, ~tril):
+            said = ("mask_true_blocks", "bool, True = blocked (torch nn.MultiheadAttention's convention; "
+                    "use with masked_fill(mask, -inf))")
     elif np.issubdtype(m.dtype, np.number) and np.array_equal(m, tril.astype(m.dtype)):
-        conventions.append(f"{m.dtype} ones on and below the diagonal (use with masked_fill(mask == 0, -inf))")
-    if conventions:
-        return {"ok": True, "verdict": "pass", "max_abs_err": 0.0, "message": f"convention: {conventions[0]}"}
+        said = ("mask_float_ones", f"{m.dtype} ones on and below the diagonal (use with masked_fill(mask == 0, -inf))")
+    if said:
+        return {"ok": True, "verdict": "pass", "max_abs_err": 0.0, "message": f"convention: {said[1]}",
+                "note": f"convention: {said[1]}", "convention": said[0]}
     return None
 
 
@@ -168,10 +171,8 @@ APPLY_MASK_VARIANTS = (
     Variant("mask_times_scores", "A * mask: masked scores set to 0 instead of -inf",
             "a score of 0 still gets weight exp(0) in the softmax, so masked (future) keys keep attention",
             lambda i: i["A"] * _tril(i["A"].shape[-1]), _fix("apply_mask", "-np.inf")),
-    Variant("finite_fill", "the scores with a finite fill (-1e9) instead of -inf",
-            "a finite fill leaves weights exp(-1e9 - max) that are not exactly 0 for large scores, and a model "
-            "can learn around it; -inf makes them exactly 0",
-            lambda i: _masked(i, fill=-1e9), _fix("apply_mask", "-np.inf")),
+    # -1e9 (or finfo.min) where -inf is asked: the softmax that follows is the same, so it passes, named.
+    mask_finite_fill(lambda i: _masked(i)),
     Variant("mask_convention_mismatch", "the mask applied with the opposite convention (-inf where tokens may attend)",
             "your make_causal_mask and apply_causal_mask disagree on what True (or 1) means",
             lambda i: np.where(_tril(i["A"].shape[-1]), -np.inf, i["A"]), _fix("apply_mask", "np.where(mask")),
@@ -287,8 +288,9 @@ EXERCISES = [
                                                                     "n_tok": 3}, course_tol=COURSE_TOL),
                Case("10 tokens, 3 heads", lambda rng, dt: {"A": rng.standard_normal((2, 3, 10, 10)).astype(dt),
                                                            "n_tok": 10})),
-        variants=APPLY_MASK_VARIANTS,
-        notes="Needs make_causal_mask in the same file: apply_causal_mask is graded with your own mask.",
+        variants=APPLY_MASK_VARIANTS, scores=("out",), parts=("make_causal_mask",),
+        notes="Needs make_causal_mask in the same file: apply_causal_mask is graded with your own mask. A finite "
+              "fill (-1e9, finfo.min) passes, named: its softmax is the same.",
     ),
     Exercise(
         "split_heads", GROUP, "split_heads(x, n_heads)", "x (B, T, C) -> (B, n_heads, T, C // n_heads)",
@@ -348,5 +350,7 @@ EXERCISES = [
                Case("(2, 7, 12), 4 heads, causal (float32)", _qkv_seq(2, 7, 12, 4, True), dtype="float32"),
                Case("(2, 5, 8), 2 heads, no mask", _qkv_seq(2, 5, 8, 2, False))),
         variants=SELF_ATTENTION_VARIANTS,
+        parts=("pairwise_similarities", "attn_scaled", "attn_softmax", "make_causal_mask", "apply_causal_mask",
+               "compute_outputs", "split_heads", "merge_heads", "split_heads_qkv"),
     ),
 ]
