@@ -94,20 +94,16 @@ CS336 = {
             raise ValueError("this helper is not written yet")
     """,
     "tests/__init__.py": "",
-    # The glue students fill in: no torch import of its own, torch comes through their package.
+    # Glue that only imports from the student's package (no torch import of its own: torch comes
+    # through the package). Imported names are graded when the file defines none itself.
     "tests/adapters.py": """
         from __future__ import annotations
 
         from cs336_basics import __version__
-        from cs336_basics.model.attention import gelu as _gelu
-        from cs336_basics.model.attention import scaled_dot_product_attention
+        from cs336_basics.model.attention import gelu, scaled_dot_product_attention
         from cs336_basics.nn_utils import softmax
 
         assert __version__ == "1.0.2", __version__
-
-
-        def gelu(x):
-            return _gelu(x)
     """,
     "cs336_basics/unrelated.py": "def layer_norm(x, weight, bias, eps=1e-5):\n    raise RuntimeError('never graded')\n",
 }
@@ -152,7 +148,8 @@ def test_traceback_shows_every_frame_in_the_users_tree(cs336_report):
     row = _rows(report, "gelu")[0]
     assert row["verdict"] == "error" and "this helper is not written yet" in row["message"]
     files = [f[0] for f in row["traceback"]]
-    assert files == [os.path.join("tests", "adapters.py"), os.path.join("cs336_basics", "model", "attention.py"),
+    # Neither file is the one named on the command line (tests/adapters.py): both are the user's.
+    assert files == [os.path.join("cs336_basics", "model", "attention.py"),
                      os.path.join("cs336_basics", "model", "_checks.py")], row["traceback"]
 
 
@@ -260,6 +257,19 @@ def test_locate_finds_the_topmost_package(tmp_path):
     root, dotted, folders = loader.locate(str(tmp_path / "proj/pkg/sub/mod.py"))
     assert (root, dotted) == (str(tmp_path / "proj"), "pkg.sub.mod") and folders[0] == root
     assert loader.locate(str(tmp_path / "lone/file.py"))[:2] == (str(tmp_path / "lone"), None)
+
+
+def test_names_imported_from_the_users_package_count_only_in_groups_the_file_answers(tmp_path):
+    from crosscheck.session import parse_submission, select_exercises
+
+    _write(tmp_path, {"mypkg/__init__.py": "", "mypkg/ops.py": "",
+                      "glue.py": "from mypkg.ops import softmax, split_heads\nfrom numpy import cumsum\n",
+                      "mixed.py": "from mypkg.ops import softmax, split_heads\n\n\ndef gelu(x):\n    return x\n"})
+    names = {}
+    for f in ("glue.py", "mixed.py"):
+        tree = parse_submission(str(tmp_path / f))[0]
+        names[f] = {ex.name for ex in select_exercises(tree, None, str(tmp_path / f))}
+    assert names == {"glue.py": {"softmax", "split_heads"}, "mixed.py": {"gelu", "softmax"}}
 
 
 def test_metadata_shim_answers_only_for_the_submissions_own_packages(tmp_path, monkeypatch):
