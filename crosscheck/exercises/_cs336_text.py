@@ -138,29 +138,32 @@ def encode_special_split(i):
     return [tok.encode(t) for t in i["texts"]]
 
 
-def encode_by_frequency(i):
-    """Merges applied the way training learns them: in each text, the learned pair that occurs most
-    often (over all its pre-tokens; ties to the earlier merge) first, rather than the pair with the
-    lowest rank."""
+def encode_by_frequency(i, scope: str = "text", tie: str = "rank"):
+    """Merges applied the way training learns them: the learned pair that occurs most often first,
+    rather than the pair with the lowest rank. Counted over the whole text (scope "text") or within
+    each pre-token ("word"); a tie goes to the earlier merge ("rank") or to the pair seen first
+    ("leftmost", what Counter.most_common gives)."""
     from bpe.pretokenize import GPT2_PATTERN, compile_pattern, special_splitter, split_specials
     vocab, merges = _rebuild(i)
-    specials = list(i["special_tokens"] or [])
     id_of = {t: k for k, t in vocab.items()}
     rank = {pair: r for r, pair in enumerate(merges)}
-    pattern, splitter = compile_pattern(GPT2_PATTERN), special_splitter(specials)
+    pattern, splitter = compile_pattern(GPT2_PATTERN), special_splitter(list(i["special_tokens"] or []))
     out = []
     for text in i["texts"]:
         pieces = []
         for seg, special in split_specials(text, splitter):
             pieces += [[seg.encode("utf-8")]] if special else [[bytes([b]) for b in w.encode("utf-8")]
                                                               for w in pattern.findall(seg)]
-        while True:
-            counts = Counter(p for w in pieces if len(w) > 1 for p in zip(w, w[1:]) if p in rank)
-            if not counts:
-                break
-            best = max(counts, key=lambda p: (counts[p], -rank[p]))
-            pieces = [_merge(w, best) for w in pieces]
-        out.append([id_of[t] for w in pieces for t in w])
+        groups = [pieces] if scope == "text" else [[w] for w in pieces]
+        for group in groups:
+            while True:
+                counts = Counter(p for w in group if len(w) > 1 for p in zip(w, w[1:]) if p in rank)
+                if not counts:
+                    break
+                best = (max(counts, key=lambda p: (counts[p], -rank[p])) if tie == "rank"
+                        else counts.most_common(1)[0][0])
+                group[:] = [_merge(w, best) for w in group]
+        out.append([id_of[t] for group in groups for w in group for t in w])
     return out
 
 
@@ -181,11 +184,12 @@ TOKENIZER_MISTAKES = (
      "special tokens cut into pieces like ordinary text",
      "special tokens must be split off BEFORE pre-tokenization, each kept whole as its one id (the "
      "longest wins where two overlap)"),
-    ("cs336_tokenizer_merges_by_frequency", encode_by_frequency,
-     "merges applied by how often a pair occurs in the text, not by their rank",
+) + tuple(
+    ("cs336_tokenizer_merges_by_frequency", lambda i, s=scope, t=tie: encode_by_frequency(i, s, t),
+     f"merges applied by how often a pair occurs in the {where}, not by their rank",
      "encoding applies, in each pre-token, the learned merge with the LOWEST rank (learned earliest) "
-     "first, repeatedly; counting pairs is for training only"),
-)
+     "first, repeatedly; counting pairs is for training only")
+    for scope, where in (("text", "text"), ("word", "pre-token")) for tie in ("rank", "leftmost"))
 
 
 def _first_diff(a, b, vocab: dict) -> str:
