@@ -36,7 +36,9 @@ OK_VERDICTS = {"pass", "not graded", "not implemented yet"}
 # student -> {exercise: the mistake their code makes there}. Each repository keeps its mistakes in
 # separate components, so every failing row of an exercise has exactly one cause.
 BUGGY = {
-    "dave": {"run_transformer_block": "cs336_block_post_norm", "run_gradient_clipping": "cs336_clip_per_tensor"},
+    # dave's language model is built from his post-norm block: the LM fails with the block's mistake
+    "dave": {"run_transformer_block": "cs336_block_post_norm", "run_transformer_lm": "cs336_block_post_norm",
+             "run_gradient_clipping": "cs336_clip_per_tensor"},
     "erin": {"run_rope": "cs336_rope_half_layout", "run_get_batch": "cs336_get_batch_misses_last_window"},
     "frank": {"run_rmsnorm": "cs336_rmsnorm_eps_outside_sqrt", "run_swiglu": "cs336_swiglu_gate_up_swapped"},
     "grace": {"run_scaled_dot_product_attention": "cs336_sdpa_mask_inverted",
@@ -98,8 +100,11 @@ def buggy_reports():
 
 @pytest.fixture(scope="module")
 def notebooks():
-    return {name: check_file(str(NOTEBOOKS / name)) for name in
-            ("attention_steps_torch.py", "attention_steps_numpy.py", "cs336_blocks.ipynb", "attention_buggy.py")}
+    """The notebooks folder as a class's hand-ins: `check DIR`, one report per file."""
+    reports = check_path(str(NOTEBOOKS))
+    by_name = {Path(r.path).name: r for r in reports}
+    assert sorted(by_name) == sorted(p.name for p in NOTEBOOKS.iterdir() if p.suffix in (".py", ".ipynb"))
+    return by_name
 
 
 # ---------------------------------------------------------------- correct repositories: zero FAIL
@@ -156,6 +161,14 @@ def test_buggy_repository_mistakes_are_named(buggy_reports, who):
                    for r in failed if r.get("mistake") != mistake]
         assert not unnamed, f"{who}: {exercise} should name {mistake}:\n" + "\n".join(unnamed)
         assert all(r["verdict"] == "FAIL" for r in failed)
+
+
+def test_end_to_end_failure_says_fix_the_part_first(buggy_reports):
+    """The LM fails because the block it is built from fails (both through the package's classes, not
+    through one adapter calling the other): the LM's rows say to fix run_transformer_block first."""
+    lm = [r for r in _by_exercise(buggy_reports["dave"].rows, "run_transformer_lm") if not r["ok"]]
+    assert lm and all("run_transformer_block" in (r.get("fix_first") or []) for r in lm), \
+        [(r["case"], r.get("fix_first"), r["message"]) for r in lm]
 
 
 def test_buggy_repository_as_a_folder(buggy_reports):
