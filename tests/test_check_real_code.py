@@ -93,6 +93,13 @@ def carol_report():
 
 
 @pytest.fixture(scope="module")
+def judy_report():
+    """judy has written the training helpers only, nanoGPT style."""
+    return check_file(str(CS336 / "judy" / "tests" / "adapters.py"),
+                      exercise_names=["run_silu", "run_cross_entropy", "run_get_lr_cosine_schedule"])
+
+
+@pytest.fixture(scope="module")
 def buggy_reports():
     return {who: check_file(str(CS336 / who / "tests" / "adapters.py"), exercise_names=sorted(mistakes))
             for who, mistakes in BUGGY.items()}
@@ -146,6 +153,14 @@ def test_carol_passes_with_decay_after_named(carol_report):
     named = [r["convention"] for r in _by_exercise(rows, "get_adamw_cls") if r.get("convention")]
     # the handout's decay order, but torch's epsilon (inside the bias correction)
     assert named and all("adamw_decay_after" in c and "adamw_efficient_eps" not in c for c in named), named
+
+
+def test_judy_warmup_counting_from_one_is_a_convention(judy_report):
+    rows = judy_report.rows
+    assert not _bad(rows), "\n".join(_bad(rows))
+    schedule = _by_exercise(rows, "run_get_lr_cosine_schedule")
+    assert schedule and all(r.get("convention") == "cosine_warmup_plus_one" and r["note"] for r in schedule), \
+        [(r["case"], r.get("convention")) for r in schedule]
 
 
 # ---------------------------------------------------------------- buggy repositories: the mistake named
@@ -206,6 +221,15 @@ def test_numpy_export_float32_habits_pass_with_notes(notebooks):
     rope64 = [r for r in _by_exercise(rows, "apply_rope") if r["dtype"] == "float64"]
     assert rope64 and all(r.get("precision") == "rope_float32_tables" for r in rope64), \
         [(r["case"], r.get("precision")) for r in rope64]
+
+
+def test_finite_mask_fill_is_a_convention(notebooks):
+    report = notebooks["attention_finite_fill.py"]
+    assert not _bad(report.rows), "\n".join(_bad(report.rows))
+    fill = _by_exercise(report.rows, "apply_causal_mask")
+    assert fill and all(r.get("convention") == "mask_finite_fill" for r in fill), [r.get("convention") for r in fill]
+    # a %%time cell and an assert on names from other cells are skipped, and the report lists them
+    assert any("run_cell_magic" in n and "Q_test" in n for n in report.notes), report.notes
 
 
 def test_ipynb_in_cs336_form(notebooks):
