@@ -131,12 +131,16 @@ def validate_python(python: str) -> str:
         raise InputError(f"--python: expected an executable Python interpreter, got {python!r} "
                          f"({'not executable' if os.path.exists(path) else 'no such file'})")
     try:
-        done = subprocess.run([path, "-I", "-c", "import numpy"], capture_output=True, timeout=60)
+        # The child's own files need Python 3.8+ (importlib.metadata, `from __future__ import annotations`).
+        done = subprocess.run([path, "-I", "-c", "import sys; assert sys.version_info >= (3, 8), "
+                               "'Python ' + sys.version.split()[0] + ' is older than 3.8'; import numpy"],
+                              capture_output=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise InputError(f"--python: cannot run {python!r}: {exc}") from None
     if done.returncode != 0:
         last = (done.stderr.decode("utf-8", "replace").strip().splitlines() or ["?"])[-1]
-        raise InputError(f"--python: {python!r} cannot import numpy ({last}); install numpy there")
+        raise InputError(f"--python: {python!r} cannot run the checker's child ({last}); it needs Python 3.8+ "
+                         f"with numpy installed")
     return path
 
 

@@ -363,7 +363,7 @@ def _main(argv) -> int:
         return exc.code
 
 
-def test_python_option_runs_the_child_under_that_interpreter(tmp_path):
+def test_python_option_runs_the_child_under_that_interpreter(tmp_path, capsys):
     marker = tmp_path / "used"
     wrapper = tmp_path / "my-python"
     wrapper.write_text(f"#!/bin/sh\necho run >> {marker}\nexec {sys.executable} \"$@\"\n")
@@ -377,7 +377,10 @@ def test_python_option_runs_the_child_under_that_interpreter(tmp_path):
     assert cli.main(["check", str(sub), "--python", str(wrapper), "--json"]) == 0
     # Once to validate (import numpy), once for the child.
     assert marker.read_text().split() == ["run", "run"]
+    capsys.readouterr()
     assert cli.main(["check", str(sub), "--python", str(no_numpy)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "No module named numpy" in err[0] and "needs Python 3.8+ with numpy" in err[0]
 
 
 def test_cs336_runtime_packages_are_pinned_in_both_lists():
