@@ -218,8 +218,8 @@ def sdpa(q, k, v, mask=None, scale=True, invert=False):
         return (e / e.sum(-1, keepdims=True)) @ v
 
 
-def mha(x, wq, wk, wv, wo, n_heads, positions=None, theta=None, layout="interleaved"):
-    """Causal multi-head self-attention (RoPE when theta is given). x (B, T, C) -> (B, T, C)."""
+def mha(x, wq, wk, wv, wo, n_heads, positions=None, theta=None, layout="interleaved", causal=True):
+    """Multi-head self-attention, causal unless told (RoPE when theta is given). x (B, T, C) -> (B, T, C)."""
     x = _f64(x)
     Bx, Tx, Cx = x.shape
 
@@ -228,8 +228,7 @@ def mha(x, wq, wk, wv, wo, n_heads, positions=None, theta=None, layout="interlea
     q, k, v = heads(wq), heads(wk), heads(wv)
     if theta is not None:
         q, k = rope(q, positions, theta, layout), rope(k, positions, theta, layout)
-    causal = np.tril(np.ones((Tx, Tx), dtype=bool))
-    a = sdpa(q, k, v, causal)
+    a = sdpa(q, k, v, np.tril(np.ones((Tx, Tx), dtype=bool)) if causal else None)
     return a.transpose(0, 2, 1, 3).reshape(Bx, Tx, Cx) @ _f64(wo).T
 
 

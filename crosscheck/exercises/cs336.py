@@ -69,9 +69,17 @@ def _lm_ref(m, i):
 
 # ---------------------------------------------------------------- variants
 
-def _mha_rope_variant(layout):
+def _mha_variant(layout="interleaved", causal=True, rope=True):
     return M.cast(lambda i: M.mha(i["in_features"], i["q_proj_weight"], i["k_proj_weight"], i["v_proj_weight"],
-                                  i["o_proj_weight"], i["num_heads"], i["token_positions"], i["theta"], layout))
+                                  i["o_proj_weight"], i["num_heads"], i["token_positions"] if rope else None,
+                                  i["theta"] if rope else None, layout, causal))
+
+
+def _not_causal(rope):
+    return Variant("cs336_mha_not_causal", "self-attention WITHOUT the causal mask (every token sees the future)",
+                   "the handout's multi-head self-attention is causal: query t attends to keys 0..t only "
+                   "(torch.triu(..., diagonal=1) masked out)", _mha_variant(causal=False, rope=rope),
+                   _fix("numpy_impl.masks", "make_causal_mask", "j <= i"))
 
 
 HALF = ("cs336_rope_half_layout", "RoPE pairing channel i with i + d/2 (Hugging Face's rotate_half layout)",
@@ -229,6 +237,7 @@ EXERCISES = [
                 "args": ["d_model", "num_heads", "q_proj_weight", "k_proj_weight", "v_proj_weight", "o_proj_weight",
                          "in_features"]},
         reference=_mha_ref, cases=(_f32("(2, 6, 16), 4 heads", M.mha_inputs, 1e-6),),
+        variants=(_not_causal(rope=False),),
         parts=("run_scaled_dot_product_attention", "run_linear")),
     Exercise(
         "run_rope", GROUP, "run_rope(d_k, theta, max_seq_len, in_query_or_key, token_positions)",
@@ -252,7 +261,7 @@ EXERCISES = [
         reference=_mha_rope_ref,
         cases=(_f32("(2, 6, 16), positions 0..5", M.mha_rope_inputs(0), 1e-6),
                _f32("(2, 6, 16), positions 9..14", M.mha_rope_inputs(9), 1e-6)),
-        variants=(_v(HALF, _mha_rope_variant("half")),),
+        variants=(_v(HALF, _mha_variant("half")), _not_causal(rope=True)),
         parts=("run_rope", "run_scaled_dot_product_attention", "run_linear")),
     Exercise(
         "run_transformer_block", GROUP,
