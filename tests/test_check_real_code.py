@@ -245,6 +245,10 @@ def test_ipynb_in_cs336_form(notebooks):
             assert r.get("mistake") == "sdpa_masked_rows_nan", r
         elif r["verdict"] == "pass" and r.get("convention"):
             assert "masked_rows_nan" in r["convention"], r
+    # cross_entropy(inputs, targets) takes no ignore_index: the case with ignored positions cannot be
+    # asked of it ("not graded"), the others are graded
+    ce = {r["case"]: r["verdict"] for r in _by_exercise(rows, "cross_entropy")}
+    assert ce == {"8 positions, vocab 5": "pass", "16 positions, 3 ignored (float32)": "not graded"}, ce
     others = [r for r in rows if r["exercise"] != "scaled_dot_product_attention"]
     assert not _bad(others), "\n".join(_bad(others))
     named = [r.get("convention") or "" for r in _by_exercise(rows, "adamw_step")]
