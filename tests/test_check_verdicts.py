@@ -331,3 +331,17 @@ def test_a_mistake_made_with_float32_tables_is_still_named(tmp_path):
     path.write_text(textwrap.dedent(source))
     report = check("apply_rope", _load(path), framework="torch")
     assert not report.ok and report.mistakes == {"rope_wrong_pairing"}, str(report)
+
+
+def test_float64_input_answered_in_float32_passes_with_the_note_that_precision_was_dropped():
+    def gelu(x):
+        x = x.float()  # the whole computation in torch's default dtype
+        return 0.5 * x * (1 + torch.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)))
+
+    report = check("gelu", gelu, framework="torch")
+    f64 = [r for r in report.rows if r["dtype"] == "float64"]
+    assert report.ok and f64 and all(r["precision"] == "float32_output" and "float32" in r["note"] for r in f64)
+    _, i = _inputs("gelu", 0)
+    x = torch.from_numpy(i["x"])
+    err = float((gelu(x).double() - F.gelu(x, approximate="tanh")).abs().max())
+    assert tolerance("float64").atol < err < tolerance("float32").atol
