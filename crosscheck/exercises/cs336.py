@@ -140,7 +140,9 @@ def _adamw_run(i, **knobs):
 
 
 _CLIP_OUT = tuple(f"{k}.grad" for k in R.CLIP_ORDER if k not in R.FROZEN)
-_SWEEP = {"kind": "sweep", "name": "run_get_lr_cosine_schedule", "over": "it", "values": "its", "args": R.SCHEDULE_ARGS}
+# Called by keyword where the handout's own tests call by keyword (get_batch, the schedule, train_bpe).
+_SWEEP = {"kind": "sweep", "name": "run_get_lr_cosine_schedule", "over": "it", "values": "its", "args": R.SCHEDULE_ARGS,
+          "keywords": True}
 _TOK = {"kind": "tokenizer", "name": "get_tokenizer", "vocab": "vocab", "merges": "merges",
         "specials": "special_tokens", "texts": "texts"}
 _PACKED = ("vocab_ids", "vocab_bytes", "vocab_offsets", "merge_left", "merge_left_offsets", "merge_right",
@@ -344,7 +346,7 @@ EXERCISES = [
         "dataset a 1-D NumPy array of ids -> x, y (batch_size, context_length) long tensors, y = x shifted by one",
         "300 draws on np.arange(100): contiguous windows, y = x + 1, every start 0 .. len - context_length - 1 "
         "drawn (the last included), counts within 5 sigma",
-        target={"kind": "sampler", "name": "run_get_batch", "dataset": "dataset", "draws": 300,
+        target={"kind": "sampler", "name": "run_get_batch", "dataset": "dataset", "draws": 300, "keywords": True,
                 "args": ["batch_size", "context_length", "device"]},
         reference=R.batch_ref(300), outputs=("x", "y"), backends=("numpy",), grade=R.grade_batches,
         cases=(Case("np.arange(100), batch 32, context 7", R.batch_inputs(100, 32, 7), dtype="float64"),)),
@@ -362,7 +364,8 @@ EXERCISES = [
         "run_train_bpe", GROUP, "run_train_bpe(input_path, vocab_size, special_tokens)",
         "a UTF-8 corpus file, vocab_size, special tokens -> (vocab {id: bytes}, merges [(bytes, bytes)])",
         "merges in order and the vocab's tokens vs bpe.train (ties to the lexicographically greater pair)",
-        target={"kind": "train_bpe", "name": "run_train_bpe", "corpus": "corpus", "args": ["vocab_size", "special_tokens"]},
+        target={"kind": "train_bpe", "name": "run_train_bpe", "corpus": "corpus", "args": ["vocab_size", "special_tokens"],
+                "keywords": True},
         reference=X.train_ref, backends=("numpy",), grade=X.grade_train, outputs=_PACKED,
         cases=(Case("a 2 KB corpus, vocab 330, <|endoftext|>", X.train_inputs(330), dtype="float64"),)),
 ]
