@@ -301,8 +301,15 @@ _BROKEN = {"FAIL", "wrong shape", "wrong dtype", "wrong return type", "NaN/inf",
            "timeout", "memory", "crashed", "sys.exit"}
 
 
+# Libraries whose functions cannot be a user's own part: a call into anything else imported (the
+# user's package, `from .model import TransformerLM`) may reach the part, so it is not ruled out.
+_LIBRARIES = {"numpy", "torch", "jax", "jaxlib", "math", "einops", "einx", "jaxtyping", "typing", "collections",
+              "functools", "itertools", "dataclasses", "os", "sys", "re", "__future__", "scipy", "regex"}
+
+
 def _mentions(source: str | None) -> dict[str, set[str]] | None:
-    """{top-level function or class: every name it mentions}, or None without a readable source."""
+    """{top-level function or class: every name it mentions}, and under "<own imports>" the names the
+    file imports from outside the known libraries; None without a readable source."""
     import ast
     try:
         tree = ast.parse(source) if source else None
@@ -310,16 +317,23 @@ def _mentions(source: str | None) -> dict[str, set[str]] | None:
         tree = None
     if tree is None:
         return None
-    found = {}
+    found: dict[str, set[str]] = {"<own imports>": set()}
     for node in tree.body:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             found[node.name] = {n.id if isinstance(n, ast.Name) else n.attr for n in ast.walk(node)
                                 if isinstance(n, (ast.Name, ast.Attribute))} - {node.name}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").split(".")[0] not in _LIBRARIES):
+            found["<own imports>"].update(a.asname or a.name for a in node.names)
+        elif isinstance(node, ast.Import):
+            found["<own imports>"].update((a.asname or a.name).split(".")[0] for a in node.names
+                                          if a.name.split(".")[0] not in _LIBRARIES)
     return found
 
 
 def _uses(mentions: dict[str, set[str]] | None, user: str, part: str) -> bool:
-    """Whether `user` reaches `part` through the file's own functions (True when unknown)."""
+    """Whether `user` reaches `part` through the file's own functions, or may through the user's own
+    imported code (True when unknown)."""
     if mentions is None:
         return True
     seen, todo = set(), [user]
@@ -329,7 +343,7 @@ def _uses(mentions: dict[str, set[str]] | None, user: str, part: str) -> bool:
             continue
         seen.add(name)
         called = mentions.get(name, set())
-        if part in called:
+        if part in called or called & mentions["<own imports>"]:
             return True
         todo.extend(n for n in called if n in mentions)
     return False
@@ -337,8 +351,9 @@ def _uses(mentions: dict[str, set[str]] | None, user: str, part: str) -> bool:
 
 def order_failures(rows: list[dict], source: str | None = None) -> list[dict]:
     """When an end-to-end exercise fails and a part it is built from (Exercise.parts) fails in the
-    same file, say on the end-to-end rows which part to fix first. With the file's source, only parts
-    the function really reaches through the file's own code are named. Changes the rows in place."""
+    same file, say on the end-to-end rows which part to fix first. With the file's source, a part is
+    named only when the function reaches it through the file's code or may through code the file
+    imports from the user's own package. Changes the rows in place; returns them."""
     from crosscheck import exercises as catalogue
     broken = {r.get("exercise") for r in rows if not r.get("ok") and r.get("verdict") in _BROKEN}
     mentions = _mentions(source)

@@ -345,3 +345,25 @@ def test_float64_input_answered_in_float32_passes_with_the_note_that_precision_w
     x = torch.from_numpy(i["x"])
     err = float((gelu(x).double() - F.gelu(x, approximate="tanh")).abs().max())
     assert tolerance("float64").atol < err < tolerance("float32").atol
+
+
+def test_fix_first_through_the_users_own_package():
+    """An adapters file whose functions each call the student's package: the part may be reached
+    through it, so it is named; a file whose end-to-end function calls only NumPy does not use it."""
+    rows = [{"exercise": "run_transformer_block", "group": "cs336", "ok": False, "verdict": "FAIL", "message": "m"},
+            {"exercise": "run_transformer_lm", "group": "cs336", "ok": False, "verdict": "FAIL", "message": "m"}]
+    adapters = textwrap.dedent('''
+        from cs336_basics.model import TransformerBlock, TransformerLM
+
+        def run_transformer_block(d_model, num_heads, d_ff, max_seq_len, theta, weights, in_features):
+            return TransformerBlock(d_model, num_heads, d_ff, max_seq_len, theta)(in_features)
+
+        def run_transformer_lm(vocab_size, context_length, d_model, num_layers, num_heads, d_ff, rope_theta,
+                               weights, in_indices):
+            return TransformerLM(vocab_size, context_length, d_model, num_layers, num_heads, d_ff, rope_theta)(in_indices)
+        ''')
+    named = order_failures([dict(r) for r in rows], adapters)
+    assert named[1]["fix_first"] == ["run_transformer_block"] and "fix `run_transformer_block` first" in named[1]["message"]
+    assert not named[0].get("fix_first")
+    alone = adapters.replace("from cs336_basics.model import TransformerBlock, TransformerLM", "import numpy as np")
+    assert not order_failures([dict(r) for r in rows], alone)[1].get("fix_first")
