@@ -65,7 +65,7 @@ def run_show(args) -> int:
             "checks": ex.checks, "notes": ex.notes, "backends": list(ex.backends), "outputs": list(ex.outputs),
             "accepts": describe(ex.target),
             "cases": [{"name": c.name, "dtype": c.dtype, "course_tol": c.course_tol} for c in ex.cases],
-            "mistakes": [{"name": v.name, "says": v.says, "why": v.why, "fix_at": locate(v.fix_at)}
+            "mistakes": [{"name": v.name, "says": v.says, "why": v.why, "fix_at": locate(v.fix_at), "kind": v.kind}
                          for v in ex.variants]}
     if args.json:
         print_json(info)
@@ -84,9 +84,12 @@ def run_show(args) -> int:
     for c in ex.cases:
         tol = f", course tolerance {c.course_tol:g}" if c.course_tol is not None else ""
         console.print(f"    - {escape(c.name)} ({c.dtype}{tol})")
-    if ex.variants:
-        console.print("  mistakes it names:")
-        for v in ex.variants:
+    for kind, heading in (("mistake", "mistakes it names"), ("convention", "other forms it accepts, named"),
+                          ("precision", "lower precision it accepts, named")):
+        of_kind = [v for v in ex.variants if v.kind == kind]
+        if of_kind:
+            console.print(f"  {heading}:")
+        for v in of_kind:
             console.print(f"    - [yellow]{escape(v.name)}[/]: {escape(v.says)}")
     return 0
 

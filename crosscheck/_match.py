@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from common.tolerances import Tol, tolerance, to_numpy
-from crosscheck.spec import Exercise, Variant
+from crosscheck.spec import Exercise, Forms, Variant
 
 # Scores at or beyond this size are mask fills (-1e9, -1e30, finfo.min), not computed values: the
 # scores of random O(1) data stay below 1e3 even unscaled.
@@ -122,14 +122,16 @@ def find_variant(ex: Exercise, inputs: dict, got: list[np.ndarray], tol: Tol, ki
         if variant.kind != kind:
             continue
         try:
-            wrong = _as_list(variant.compute(inputs))
+            result = variant.compute(inputs)
+            forms = [_as_list(r) for r in (result if isinstance(result, Forms) else (result,))]
         except Exception:  # noqa: BLE001 - a variant undefined for this case simply does not match
             continue
-        if len(wrong) < len(got):  # the user may leave optional outputs out, never a variant
-            continue
-        if expected is not None and match_outputs(ex, wrong[:len(expected)], expected, tol)[0]:
-            continue
-        computed.append((variant, wrong))
+        for wrong in forms:
+            if len(wrong) < len(got):  # the user may leave optional outputs out, never a variant
+                continue
+            if expected is not None and match_outputs(ex, wrong[:len(expected)], expected, tol)[0]:
+                continue
+            computed.append((variant, wrong))
     for how in (False, True) if loose else (False,):
         for variant, wrong in computed:
             with np.errstate(invalid="ignore", over="ignore"):

@@ -17,10 +17,17 @@ from typing import Any
 import numpy as np
 
 
+class Forms(tuple):
+    """What a Variant's compute returns when one mistake has several forms (no bias correction with
+    torch's decay order and with the CS336 handout's): a tuple of answers, each one array or a tuple
+    of arrays; the variant matches when any of them does."""
+
+
 @dataclass(frozen=True)
 class Variant:
     """A named wrong answer. compute(inputs) takes the case's NumPy inputs and returns what the
-    mistaken code returns (one array or a tuple), computed here, never stored."""
+    mistaken code returns (one array or a tuple, or Forms of several such), computed here, never
+    stored."""
     name: str
     says: str  # completes "your output matches ...": "attention WITHOUT the 1/sqrt(d) scale"
     why: str  # one sentence: why it is wrong

@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from crosscheck.spec import Variant
+from crosscheck.spec import Forms, Variant
 
 # ---------------------------------------------------------------- AdamW
 
@@ -78,8 +78,8 @@ def adamw_conventions(run: Callable[..., object]) -> tuple[Variant, ...]:
 
 
 def adamw_mistakes(run: Callable[..., object], prefix: str = "adamw") -> tuple[Variant, ...]:
-    """The usual AdamW mistakes, each named under torch's decay order and under the handout's (and
-    with the efficient eps where it changes anything): run(inputs, **knobs) as adamw_conventions."""
+    """The usual AdamW mistakes, each one Variant whose Forms are the mistake under torch's decay order
+    and under the handout's, with either eps form: run(inputs, **knobs) as adamw_conventions."""
     fix = ("numpy_impl.optim", "adamw_step")
     mistakes = (
         ("l2_in_gradient", "Adam with weight_decay * p added to the GRADIENT (L2), not decoupled",
@@ -96,10 +96,9 @@ def adamw_mistakes(run: Callable[..., object], prefix: str = "adamw") -> tuple[V
     )
     out = []
     for name, says, why, knobs, fix_at, orders in mistakes:
-        for order in orders:
-            for eps_form in ("standard", "efficient") if knobs.get("bias_correction", True) else ("standard",):
-                k = {"decay": order, "eps_form": eps_form, **knobs}
-                out.append(Variant(f"{prefix}_{name}", says, why, lambda i, k=k: run(i, **k), fix_at))
+        forms = [{"decay": order, "eps_form": eps_form, **knobs} for order in orders
+                 for eps_form in (("standard", "efficient") if knobs.get("bias_correction", True) else ("standard",))]
+        out.append(Variant(f"{prefix}_{name}", says, why, lambda i, forms=forms: Forms(run(i, **k) for k in forms), fix_at))
     return tuple(out)
 
 
