@@ -19,7 +19,7 @@ import numpy as np
 
 from common.checks import InputError
 from crosscheck import exercises as catalogue
-from crosscheck.grade import _row, judge, reference_outputs
+from crosscheck.grade import order_failures, _row, judge, reference_outputs
 from crosscheck.sandbox import loader
 from crosscheck.sandbox.binding import names_for
 from crosscheck.sandbox.loader import read_source
@@ -269,6 +269,7 @@ def check_file(path: str, exercise_names: list[str] | None = None, framework: st
                 if problems and r["ok"] and r["verdict"] == "pass":
                     r.update(ok=False, verdict="FAIL", message=problems[0])
             report.rows.extend(rows)
+        order_failures(report.rows, source)  # "fix `softmax` first": a failing part before its whole
     finally:
         worker.close()
     return report

@@ -53,7 +53,10 @@ def _ce_inputs(n, v, ignore=0):
     def make(rng, dt):
         targets = rng.integers(0, v, size=n)
         targets[:ignore] = -100
-        return {"logits": (rng.standard_normal((n, v)) * 3).astype(dt), "targets": targets.astype(np.int64)}
+        # ignore_index travels only where a position is ignored: a cross_entropy(inputs, targets)
+        # without it (CS336's) is graded on the other cases and told why this one is not.
+        return {"logits": (rng.standard_normal((n, v)) * 3).astype(dt), "targets": targets.astype(np.int64),
+                "ignore_index": -100 if ignore else None}
     return make
 
 
@@ -133,7 +136,7 @@ EXERCISES = [
         "cross_entropy", GROUP, "cross_entropy(logits, targets, ignore_index=-100)",
         "logits (N, V), targets (N,) ints -> loss, a 0-d array (mean over targets that are not ignore_index)",
         "vs torch's F.cross_entropy (mean reduction, ignore_index=-100) and NumPy's, JAX's",
-        target={"name": "cross_entropy", "args": ["logits", "targets"]},
+        target={"name": "cross_entropy", "args": ["logits", "targets"], "kwargs": ["ignore_index"]},
         reference=lambda m, i: m["losses"].cross_entropy(i["logits"], i["targets"]),
         cases=(Case("8 positions, vocab 5", _ce_inputs(8, 5)),
                Case("16 positions, 3 ignored (float32)", _ce_inputs(16, 11, ignore=3), dtype="float32")),
