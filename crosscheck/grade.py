@@ -123,8 +123,17 @@ def _error_row(ex: Exercise, case: Case, reply: dict, path_hint: str) -> dict:
     if err.get("memory"):
         return _row(ex, case, verdict="memory", traceback=frames,
                     message=f"ran out of memory{where} (limit: --memory-limit)")
+    hint = ""
+    if err.get("absent_module") and "is not available" not in err.get("message", ""):
+        # A package the user's environment has and this Python lacks (their project's extras).
+        hint = (f" (`{err['absent_module']}` is not installed for this Python: --python PATH runs your code "
+                "under your own environment)")
+    if err.get("type") == "SyntaxError" and err.get("python"):
+        # Code that runs for its author may use newer syntax (`class Heap[T]:` is Python 3.12).
+        hint = (f" (if it runs under your own Python, it uses syntax newer than the Python {err['python']} "
+                "running it here: --python PATH runs your own)")
     return _row(ex, case, verdict="error", traceback=frames,
-                message=f"{err.get('type', 'error')}: {err.get('message', '')}{where}".strip())
+                message=f"{err.get('type', 'error')}: {err.get('message', '')}{where}{hint}".strip())
 
 
 def judge(ex: Exercise, case: Case, inputs: dict, refs: dict, reply: dict, path_hint: str = "your file") -> dict:

@@ -198,6 +198,20 @@ def missing_note(tree: ast.Module, exs: list[Exercise], others_shown: int = 6) -
     return "; ".join(hints) if hints else None
 
 
+def import_note(hello: dict) -> str | None:
+    """One line for what the loader did so that a real project loads here: modules whose file
+    name differs in case, stand-ins for absent third-party modules."""
+    parts = []
+    if hello.get("case_fixes"):
+        parts.append(f"imported {', '.join(hello['case_fixes'])}: the names differ only in case, which macOS and "
+                     f"Windows allow and Linux does not; rename the file or the import")
+    if hello.get("standins"):
+        names = ", ".join(f"`{n}`" for n in hello["standins"])
+        parts.append(f"{names} not installed for this Python: stand-ins let your package load, and code that uses "
+                     f"them raises (--python PATH runs your code under your own environment)")
+    return "; ".join(parts) or None
+
+
 def _load_problem(hello: dict, name: str) -> str:
     err = hello.get("error") or {}
     if err:
@@ -241,7 +255,8 @@ def check_file(path: str, exercise_names: list[str] | None = None, framework: st
             # package): start once more with the framework the code actually loaded.
             report.framework = worker.framework = found
             hello = worker.start()
-        for note in (skipped_note(hello.get("skipped") or []), None if exercise_names else missing_note(tree, exs)):
+        for note in (skipped_note(hello.get("skipped") or []), None if exercise_names else missing_note(tree, exs),
+                     import_note(hello)):
             if note:
                 report.notes.append(note)
         call = worker.call
@@ -270,6 +285,9 @@ def check_file(path: str, exercise_names: list[str] | None = None, framework: st
                     r.update(ok=False, verdict="FAIL", message=problems[0])
             report.rows.extend(rows)
         order_failures(report.rows, source)  # "fix `softmax` first": a failing part before its whole
+        late = [f for f in worker.case_fixes if f not in (hello.get("case_fixes") or [])]
+        if late:  # imports made inside the user's functions, found under a name in another case
+            report.notes.append(import_note({"case_fixes": late}))
     finally:
         worker.close()
     return report

@@ -227,23 +227,138 @@ def run_statements(source: str, path: str, namespace: dict, cells=()) -> list[di
     return skipped
 
 
+# ---------------------------------------------------------------- what a real project imports
+
+# At most this many absent third-party modules get stand-ins: a project that lacks more is better
+# run under its own interpreter (--python), and the load error says so.
+MAX_STANDINS = 8
+
+
+class _StandInType(type):
+    """Attributes of a stand-in are stand-ins too (`wandb.sdk.Run`), so a module that only names
+    them at import time (annotations, base classes, defaults) still loads."""
+
+    def __getattr__(cls, attr):
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        return _stand_in(f"{cls.__qualname__}.{attr}")
+
+
+def _stand_in(qualname: str) -> type:
+    top = qualname.split(".")[0]
+
+    def refuse(self, *args, **kwargs):
+        raise ModuleNotFoundError(f"{qualname} is not available: `{top}` is not installed for the Python running "
+                                  f"your code (--python PATH runs it under your own environment)", name=top)
+    return _StandInType(qualname.rsplit(".", 1)[-1], (), {"__init__": refuse, "__qualname__": qualname})
+
+
+class _StandInModule(types.ModuleType):
+    def __getattr__(self, attr):
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        return _stand_in(f"{self.__name__}.{attr}")
+
+
+FINDER = None  # the one _Finder of this child, once load() has run
+
+
+class _Finder:
+    """Last on sys.meta_path, so it is asked only about imports every other finder failed:
+    - a module of the submission whose file differs only in case (`import ...RoPE` of Rope.py):
+      found on macOS and Windows, where the author ran it, not on Linux; loaded, and reported;
+    - a third-party module this Python lacks (wandb, pynvml: a project's training-time extras),
+      only once loading failed on it: a stand-in that raises when used, and reported."""
+
+    def __init__(self, root: str):
+        self.root = os.path.realpath(root)
+        self.case_fixes: list[str] = []
+        self.standins: set[str] = set()
+
+    def _ours(self, folder: str) -> bool:
+        folder = os.path.realpath(folder)
+        return folder == self.root or folder.startswith(self.root + os.sep)
+
+    def find_spec(self, fullname, path=None, target=None):
+        import importlib.machinery
+        import importlib.util
+        if fullname.split(".")[0] in self.standins:
+            return importlib.machinery.ModuleSpec(fullname, self, is_package=True)
+        last = fullname.rsplit(".", 1)[-1].lower()
+        for folder in (path if path is not None else sys.path):
+            if not isinstance(folder, str) or not os.path.isdir(folder) or not self._ours(folder):
+                continue
+            for entry in sorted(os.listdir(folder)):
+                full = os.path.join(folder, entry)
+                if entry.lower() == last + ".py" and os.path.isfile(full):
+                    spec = importlib.util.spec_from_file_location(fullname, full)
+                elif entry.lower() == last and is_package(full):
+                    spec = importlib.util.spec_from_file_location(fullname, os.path.join(full, "__init__.py"),
+                                                                  submodule_search_locations=[full])
+                else:
+                    continue
+                self.case_fixes.append(f"`{fullname}` is {os.path.relpath(full, self.root)}")
+                return spec
+        return None
+
+    def create_module(self, spec):
+        module = _StandInModule(spec.name)
+        module.__path__ = []
+        return module
+
+    def exec_module(self, module):
+        pass
+
+
+def _absent_third_party(exc: BaseException, root: str) -> str | None:
+    """The top-level name of a module the user's code imports that no finder has and that is not
+    part of the submission, or None."""
+    name = getattr(exc, "name", None) if isinstance(exc, ModuleNotFoundError) else None
+    if not name:
+        return None
+    top = name.split(".")[0]
+    return None if top in local_packages(root) or top in sys.modules else top
+
+
+def _import_with_standins(dotted: str, root: str, finder: _Finder):
+    """Import the submission's module; when it fails on an absent third-party module, forget the
+    submission's half-imported modules and try again with a stand-in for it."""
+    while True:
+        try:
+            return importlib.import_module(dotted)
+        except ModuleNotFoundError as exc:
+            top = _absent_third_party(exc, root)
+            if top is None or len(finder.standins) >= MAX_STANDINS:
+                raise
+            finder.standins.add(top)
+            ours = local_packages(root)
+            for name in [n for n in sys.modules if n.split(".")[0] in ours]:
+                del sys.modules[name]
+
+
 def load(path: str) -> tuple[types.ModuleType, dict]:
-    """Load the submission file; returns (module, {"root", "skipped", "package"})."""
+    """Load the submission file; returns (module, {"root", "skipped", "package", "standins",
+    "case_fixes"})."""
     path = os.path.abspath(path)
     root, dotted, folders = locate(path)
     for folder in reversed(folders):
         if folder not in sys.path:
             sys.path.insert(0, folder)
     shim_metadata(root)
+    global FINDER
+    finder = FINDER = _Finder(root)
+    sys.meta_path.append(finder)
     if dotted is not None:
         # Imported as its package imports it: a failure here is the user's own import error.
-        return importlib.import_module(dotted), {"root": root, "skipped": [], "package": dotted}
+        module = _import_with_standins(dotted, root, finder)
+        return module, {"root": root, "skipped": [], "package": dotted, "standins": sorted(finder.standins),
+                        "case_fixes": finder.case_fixes}
     source, cells = read_source(path)
     module = types.ModuleType(MODULE_NAME)
     module.__file__ = path
     sys.modules[MODULE_NAME] = module
     skipped = run_statements(source, path, module.__dict__, cells)
-    return module, {"root": root, "skipped": skipped, "package": None}
+    return module, {"root": root, "skipped": skipped, "package": None, "standins": [], "case_fixes": finder.case_fixes}
 
 
 def frameworks_loaded() -> list[str]:

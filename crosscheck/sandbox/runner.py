@@ -56,6 +56,7 @@ class Worker:
         self.tmp = tempfile.TemporaryDirectory(prefix="triptych-check-")
         self.proc: subprocess.Popen | None = None
         self.hello: dict | None = None
+        self.case_fixes: list[str] = []  # modules found under a file name that differs in case
         self._n = 0
 
     # ------------------------------------------------------------ process management
@@ -182,6 +183,8 @@ class Worker:
         except (OSError, ValueError):
             pass  # the child is gone; _read reports how
         reply = self._read(self.timeout_s)
+        if reply.get("case_fixes"):
+            self.case_fixes = reply["case_fixes"]
         if "timeout" in reply or "died" in reply or "memory" in reply or "garbled" in reply:
             if self.proc is not None and self.proc.poll() is None:
                 self._kill()

@@ -200,6 +200,7 @@ def call_target(module, target: dict, live: dict, framework: str):
     if kind != "class":
         # Targets that drive an object rather than call it once (an optimizer class stepped on
         # parameters, a tokenizer's encode and decode, a sampler drawn many times): kinds.py.
+        _sibling("binding")  # kinds.py maps its arguments with it too
         return _kinds().call(kind, obj, target, live, framework)
     instance = obj(*[live[a] for a in target.get("init", [])])
     if framework == "torch" and hasattr(instance, "eval"):
@@ -271,9 +272,14 @@ def describe_error(exc: BaseException, where: str) -> dict:
     message = str(exc)
     memory = isinstance(exc, MemoryError) or "can't allocate memory" in message or "out of memory" in message.lower()
     not_graded = message if type(exc).__name__ == "NotGraded" and type(exc).__module__.endswith("binding") else None
+    # A module no finder has and the submission does not hold: a package of the user's environment.
+    top = (getattr(exc, "name", None) or "").split(".")[0] if isinstance(exc, ModuleNotFoundError) else ""
+    folder = where if os.path.isdir(where) else os.path.dirname(where)
+    absent = top if top and top not in _sibling("loader").local_packages(folder) and top != "submission" else None
     return {"type": name, "message": message[:500], "frames": user_frames(exc.__traceback__, where),
             "not_implemented": isinstance(exc, NotImplementedError), "memory": memory,
             "missing": exc.args[0] if isinstance(exc, Missing) else None, "not_graded": not_graded,
+            "absent_module": absent, "python": "%d.%d" % sys.version_info[:2],
             "exit_code": (exc.code if isinstance(exc.code, int) else 1) if isinstance(exc, SystemExit) else None}
 
 
@@ -292,6 +298,11 @@ def serve_one(module, request: dict, path: str) -> dict:
         reply.update(ok=True, outputs=described)
     except BaseException as exc:  # everything the user's code does becomes a verdict
         reply["error"] = describe_error(exc, path)
+    # What the loader had to do for imports made inside the user's functions (a module whose file
+    # name differs in case): the parent reports it once.
+    finder = getattr(_sibling("loader"), "FINDER", None)
+    if finder is not None and finder.case_fixes:
+        reply["case_fixes"] = list(finder.case_fixes)
     return reply
 
 
@@ -330,7 +341,8 @@ def main(argv: list[str]) -> int:
     hello = {"ready": True, "root": root}
     try:
         module, info = loader.load(path)
-        hello.update(skipped=info["skipped"], package=info["package"])
+        hello.update(skipped=info["skipped"], package=info["package"], standins=info["standins"],
+                     case_fixes=info["case_fixes"])
     except BaseException as exc:  # the user's own import error: a verdict for every case
         hello.update(ready=False, error=describe_error(exc, root))
         module = None
