@@ -157,9 +157,8 @@ def test_correct_adapters_pass_all(files):
     # convention named where the case can tell the forms apart.
     adamw = {r["case"]: r for r in report.rows if r["exercise"] == "get_adamw_cls"}
     assert adamw["lr 0.1, weight decay 0.2, 20 steps"]["convention"].startswith("adamw_decay_after")
-    assert adamw["eps 1e-3 on small gradients, 20 steps"]["convention"] == "adamw_efficient_eps"
-    print(f"check of a full CS336 adapters.py: {took:.1f} s")
-    assert took < 120  # measured about 20 s on 2 loaded cores; the goal is under 60 s
+    assert adamw["eps 1e-3 on small gradients, 20 steps"]["convention"].endswith("adamw_efficient_eps")
+    print(f"check of a full CS336 adapters.py: {took:.1f} s")  # a measurement for the log, not a test
 
 
 def test_planted_mistakes_are_named(files):

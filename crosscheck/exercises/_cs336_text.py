@@ -229,6 +229,15 @@ def _grade_tokenizer(case, inputs, got, refs):
                            fix_at=locate(("bpe.tokenizer", "Tokenizer._piece_ids", "r < best_rank")
                                          if "frequency" in name else ("bpe.tokenizer", "Tokenizer.encode", "split_specials")))
                 break
+        else:
+            spelled = b"".join(vocab.get(int(t), b"?") for t in ids[j])
+            if spelled == b"".join(vocab[int(t)] for t in want[j]):
+                # Same bytes, other pieces: merges taken in another order (by count, right to left,
+                # in a set's order, which can even change from run to run).
+                row.update(diagnosis="your ids spell the same bytes but split them differently",
+                           explanation="BPE applies the merge of lowest rank first, and each merge to a pair's "
+                                       "occurrences from left to right: 'aaaaaaa' with the merge (a, a) is "
+                                       "aa aa aa a, never a aa aa aa")
         return row
     for j, text in enumerate(texts):
         back = decoded[j].tobytes().decode("utf-8", "replace")

@@ -43,6 +43,15 @@ def _f64(name, make, course_tol=None, seed=0):
     return Case(name, make, dtype="float64", seed=seed, course_tol=course_tol)
 
 
+def _causal_if_none(i):
+    """torch's is_causal=True on (T_q, T_k): query i sees keys 0..i (top-left aligned). Only for the
+    case without a mask: with one, this variant is the right answer and must not match."""
+    if i["mask"] is not None:
+        raise ValueError("only defined where no mask is given")
+    t_q, t_k = i["Q"].shape[-2], i["K"].shape[-2]
+    return np.tril(np.ones((t_q, t_k), dtype=bool))
+
+
 # ---------------------------------------------------------------- references
 
 def _mha_ref(m, i):
@@ -140,9 +149,7 @@ def _adamw_run(i, **knobs):
 
 
 _CLIP_OUT = tuple(f"{k}.grad" for k in R.CLIP_ORDER if k not in R.FROZEN)
-# Called by keyword where the handout's own tests call by keyword (get_batch, the schedule, train_bpe).
-_SWEEP = {"kind": "sweep", "name": "run_get_lr_cosine_schedule", "over": "it", "values": "its", "args": R.SCHEDULE_ARGS,
-          "keywords": True}
+_SWEEP = {"kind": "sweep", "name": "run_get_lr_cosine_schedule", "over": "it", "values": "its", "args": R.SCHEDULE_ARGS}
 _TOK = {"kind": "tokenizer", "name": "get_tokenizer", "vocab": "vocab", "merges": "merges",
         "specials": "special_tokens", "texts": "texts"}
 _PACKED = ("vocab_ids", "vocab_bytes", "vocab_offsets", "merge_left", "merge_left_offsets", "merge_right",
@@ -228,7 +235,12 @@ EXERCISES = [
                   Variant("cs336_sdpa_no_scale", "attention WITHOUT the 1/sqrt(d_k) scale",
                           "scores are Q K^T / sqrt(d_k): unscaled, the softmax saturates as d_k grows",
                           M.cast(lambda i: M.sdpa(i["Q"], i["K"], i["V"], i["mask"], scale=False)),
-                          _fix("numpy_impl.attention", "scaled_dot_product_attention", "math.sqrt"))),
+                          _fix("numpy_impl.attention", "scaled_dot_product_attention", "math.sqrt")),
+                  Variant("cs336_sdpa_causal_without_mask", "CAUSAL attention where no mask was given",
+                          "mask=None means every query sees every key; a causal mask belongs to the caller "
+                          "(multi-head self-attention builds one), not to attention itself",
+                          M.cast(lambda i: M.sdpa(i["Q"], i["K"], i["V"], _causal_if_none(i))),
+                          _fix("numpy_impl.attention", "scaled_dot_product_attention", "mask"))),
         parts=("run_softmax",)),
     Exercise(
         "run_multihead_self_attention", GROUP,
@@ -303,7 +315,7 @@ EXERCISES = [
         reference=R.clip_ref, outputs=_CLIP_OUT,
         cases=(_f32("6 x (5, 5), one frozen, max norm 1e-2", R.clip_inputs(1e-2), 1e-6),
                _f32("6 x (5, 5), norm below max (no clipping)", R.clip_inputs(100.0), 1e-6),
-               _f64("6 x (5, 5), max norm 1.0", R.clip_inputs(1.0))),
+               _f32("6 x (5, 5), max norm 1.0", R.clip_inputs(1.0), 1e-6)),
         variants=(Variant("cs336_clip_per_tensor", "each gradient clipped by its OWN norm",
                           "the handout clips the combined norm of ALL gradients: one coefficient "
                           "max_l2_norm / (||g|| + 1e-6) for every tensor", R.clip_per_tensor,
@@ -318,8 +330,8 @@ EXERCISES = [
         cases=(_f32("the handout's settings, 100 steps", R.adamw_inputs(100, 1e-3, 0.01, (0.9, 0.999), 1e-8), 1e-4),
                # lr * wd = 0.02 per step: the order of decay and step shows.
                _f64("lr 0.1, weight decay 0.2, 20 steps", R.adamw_inputs(20, 0.1, 0.2, (0.9, 0.95), 1e-8)),
-               # gradients ~1e-3 and eps 1e-3: where eps sits shows; no decay.
-               _f64("eps 1e-3 on small gradients, 20 steps", R.adamw_inputs(20, 1e-2, 0.0, (0.9, 0.999), 1e-3, 1e-3))),
+               # gradients ~1e-3 and eps 1e-3: where eps sits shows (a little decay, as the handout's test has).
+               _f64("eps 1e-3 on small gradients, 20 steps", R.adamw_inputs(20, 1e-2, 0.01, (0.9, 0.999), 1e-3, 1e-3))),
         variants=adamw_conventions(_adamw_run) + adamw_mistakes(_adamw_run, prefix="cs336_adamw"),
         notes="AdamW as torch writes it (decay first, eps on sqrt(v_hat)) and as the handout writes it (decay "
               "after the step, lr_t = lr sqrt(1 - b2^t) / (1 - b1^t)) both pass; the row names the form."),
@@ -346,7 +358,7 @@ EXERCISES = [
         "dataset a 1-D NumPy array of ids -> x, y (batch_size, context_length) long tensors, y = x shifted by one",
         "300 draws on np.arange(100): contiguous windows, y = x + 1, every start 0 .. len - context_length - 1 "
         "drawn (the last included), counts within 5 sigma",
-        target={"kind": "sampler", "name": "run_get_batch", "dataset": "dataset", "draws": 300, "keywords": True,
+        target={"kind": "sampler", "name": "run_get_batch", "dataset": "dataset", "draws": 300,
                 "args": ["batch_size", "context_length", "device"]},
         reference=R.batch_ref(300), outputs=("x", "y"), backends=("numpy",), grade=R.grade_batches,
         cases=(Case("np.arange(100), batch 32, context 7", R.batch_inputs(100, 32, 7), dtype="float64"),)),
@@ -364,8 +376,7 @@ EXERCISES = [
         "run_train_bpe", GROUP, "run_train_bpe(input_path, vocab_size, special_tokens)",
         "a UTF-8 corpus file, vocab_size, special tokens -> (vocab {id: bytes}, merges [(bytes, bytes)])",
         "merges in order and the vocab's tokens vs bpe.train (ties to the lexicographically greater pair)",
-        target={"kind": "train_bpe", "name": "run_train_bpe", "corpus": "corpus", "args": ["vocab_size", "special_tokens"],
-                "keywords": True},
+        target={"kind": "train_bpe", "name": "run_train_bpe", "corpus": "corpus", "args": ["vocab_size", "special_tokens"]},
         reference=X.train_ref, backends=("numpy",), grade=X.grade_train, outputs=_PACKED,
         cases=(Case("a 2 KB corpus, vocab 330, <|endoftext|>", X.train_inputs(330), dtype="float64"),)),
 ]
