@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import difflib
 import os
+import sys
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -80,7 +81,9 @@ def parse_submission(path: str) -> tuple[ast.Module | None, str, str | None]:
     try:
         return ast.parse(source, filename=path), source, None
     except SyntaxError as exc:
-        return None, source, f"{os.path.basename(path)} does not parse: line {exc.lineno}: {exc.msg}"
+        return None, source, (f"{os.path.basename(path)} does not parse: line {exc.lineno}: {exc.msg} (if it runs "
+                              f"under your own Python, it uses syntax newer than Python "
+                              f"{sys.version_info[0]}.{sys.version_info[1]}, which reads it here)")
 
 
 def select_exercises(tree: ast.Module, names: list[str] | None, path: str | None = None) -> list[Exercise]:
