@@ -15,7 +15,7 @@ from pathlib import Path
 
 from common.checks import InputError
 
-__all__ = ["MODELS", "ModelMissingError", "cache_dir"]
+__all__ = ["MODELS", "ModelMissingError", "cache_dir", "digest_memo"]
 
 # Name on the command line -> (the module that loads it, what it is).
 MODELS = {
@@ -33,3 +33,9 @@ def cache_dir() -> Path:
     from corpora import data_dir
 
     return data_dir() / "models"
+
+
+def digest_memo() -> Path:
+    """Where the content hashes of model files are remembered between runs (common.cache.source_digest),
+    so a 100 MB GGUF is hashed once per version, not on every load."""
+    return cache_dir() / "source-digests.json"

