@@ -19,7 +19,8 @@ from pretrained import digest_memo
 # one line naming the install that the CLI prints).
 from pretrained.smollm2 import GGUF_NAME, PACKAGE, gguf_path
 
-__all__ = ["GGUF_NAME", "PACKAGE", "conversion_fingerprint", "gguf_path", "hf_tokenizer", "tokenizer_json"]
+__all__ = ["GGUF_NAME", "PACKAGE", "conversion_fingerprint", "gguf_path", "hf_tokenizer", "save_tokenizer_json",
+           "tokenizer_json"]
 
 
 def hf_tokenizer():
@@ -30,12 +31,13 @@ def hf_tokenizer():
     return AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
 
 
-def _save_tokenizer_json(out: Path) -> None:
-    """The conversion itself: HF's tokenizer built from the GGUF, its tokenizer.json written to `out`."""
+def save_tokenizer_json(out: Path, tok=None) -> None:
+    """The conversion itself: HF's tokenizer built from the GGUF (or `tok`, one already built by
+    hf_tokenizer()), its tokenizer.json written to `out`. No cache involved."""
     import shutil
     import tempfile
 
-    tok = hf_tokenizer()
+    tok = tok if tok is not None else hf_tokenizer()
     with tempfile.TemporaryDirectory() as tmp:
         tok.save_pretrained(tmp)
         shutil.copyfile(Path(tmp) / "tokenizer.json", out)
@@ -46,7 +48,7 @@ def conversion_fingerprint() -> str:
     versions (transformers converts the GGUF fields, tokenizers serializes the result)."""
     from importlib.metadata import version
 
-    return code_fingerprint(hf_tokenizer, _save_tokenizer_json, f"transformers {version('transformers')}",
+    return code_fingerprint(hf_tokenizer, save_tokenizer_json, f"transformers {version('transformers')}",
                             f"tokenizers {version('tokenizers')}")
 
 
@@ -75,6 +77,6 @@ def tokenizer_json() -> Path:
             return target
         say_rebuilding(target, why)
     with atomic_path(target) as out:
-        _save_tokenizer_json(out)
+        save_tokenizer_json(out)
     atomic_write_json(key_file, {**key, "sha256": file_sha256(target)})
     return target

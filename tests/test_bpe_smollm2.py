@@ -2,16 +2,18 @@
 
 The reference is transformers' own conversion of the GGUF's tokenizer fields
 (AutoTokenizer.from_pretrained(folder, gguf_file=...)); ours is built three ways: from the
-tokenizer.json that conversion saves, from the GGUF fields directly, and from vocab.json + merges.txt.
+tokenizer.json that conversion saves (converted afresh, and the data folder's cached copy checked
+against it), from the GGUF fields directly, and from vocab.json + merges.txt.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from bpe import Tokenizer
-from bpe.smollm2 import gguf_path, hf_tokenizer, tokenizer_json
+from bpe.smollm2 import gguf_path, hf_tokenizer, save_tokenizer_json, tokenizer_json
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -45,8 +47,22 @@ def hf():
 
 
 @pytest.fixture(scope="module")
-def ours():
-    return Tokenizer.from_tokenizer_json(tokenizer_json())
+def fresh_json(hf, tmp_path_factory):
+    """tokenizer.json converted now from the GGUF (the module's HF tokenizer saved), not the data
+    folder's cache: the conversion under test runs every time."""
+    path = tmp_path_factory.mktemp("smollm2-tokenizer") / "tokenizer.json"
+    save_tokenizer_json(path, hf)
+    return path
+
+
+@pytest.fixture(scope="module")
+def ours(fresh_json):
+    return Tokenizer.from_tokenizer_json(fresh_json)
+
+
+def test_cached_tokenizer_json_is_the_fresh_conversion(fresh_json):
+    # The data folder's copy (rebuilt first if another GGUF, library or code made it) says the same.
+    assert json.loads(tokenizer_json().read_text(encoding="utf-8")) == json.loads(fresh_json.read_text(encoding="utf-8"))
 
 
 def test_the_reference_is_what_the_docs_say(hf):
