@@ -98,3 +98,61 @@ def test_bad_logits_same_words_in_three_backends():
         for f, x in ((np_probs, bad), (jax_probs, bad), (hf_probs, torch.from_numpy(bad))):
             with pytest.raises(InputError, match=message):
                 f(x)
+
+
+# Top-p and top-k at their boundaries, worked by hand. Equal logits give probabilities that are exact
+# in binary (1/4, 1/8), so the cumulative sums land exactly on 1 - top_p and the comparison itself
+# decides, not rounding: HF's TopPLogitsWarper drops a token when the probability of it and every
+# less likely one is <= 1 - top_p (equality drops), and TopKLogitsWarper keeps every logit equal to
+# the k-th. Which of several tied tokens survive follows the ascending sort (the later indices).
+#   (logits, top_k, top_p, expected probabilities)
+BOUNDARY = [
+    # Four equal logits, top_p 0.5: the tail 1/4 + 1/4 is exactly 1 - 0.5, so two go and two stay.
+    ([0, 0, 0, 0], None, 0.5, [0, 0, 1 / 2, 1 / 2]),
+    # top_p 0.75: only the first 1/4 meets 1 - 0.75; three stay.
+    ([0, 0, 0, 0], None, 0.75, [0, 1 / 3, 1 / 3, 1 / 3]),
+    # A hair above 0.5 needs a third token; a hair below is still two.
+    ([0, 0, 0, 0], None, 0.5 + 1e-6, [0, 1 / 3, 1 / 3, 1 / 3]),
+    ([0, 0, 0, 0], None, 0.5 - 1e-6, [0, 0, 1 / 2, 1 / 2]),
+    # Eight equal, top_p 0.25: six eighths make exactly 1 - 0.25.
+    ([1.5] * 8, None, 0.25, [0] * 6 + [1 / 2, 1 / 2]),
+    # Tokens whose probability underflows to 0 sit below the cut and change nothing.
+    ([3, 3, 3, 3, -1000, -1000], None, 0.5, [0, 0, 1 / 2, 1 / 2, 0, 0]),
+    # top-k first keeps the four tied best (ties with the k-th stay), then top-p halves them.
+    ([5, 1, 5, 5, 0, 5], 2, 0.5, [0, 0, 0, 1 / 2, 0, 1 / 2]),
+    # top-k ties alone: k = 2 keeps all three logits equal to the 2nd largest.
+    ([1, 2, 2, 2, 0], 2, None, [0, 1 / 3, 1 / 3, 1 / 3, 0]),
+    ([2, 2, 1], 1, None, [1 / 2, 1 / 2, 0]),
+    ([0, 0, 0, 0], 3, None, [1 / 4] * 4),
+]
+
+
+def _hf_warpers(logits, top_k, top_p):
+    """HF's warpers called directly (no torch_ref in between), softmax after."""
+    from transformers.generation.logits_process import TopKLogitsWarper, TopPLogitsWarper
+
+    scores = torch.from_numpy(logits)[None]
+    if top_k is not None:
+        scores = TopKLogitsWarper(top_k)(None, scores)
+    if top_p is not None:
+        scores = TopPLogitsWarper(top_p)(None, scores)
+    return torch.softmax(scores, dim=-1)[0].numpy()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("logits,top_k,top_p,expected", BOUNDARY,
+                         ids=[f"{len(b[0])}-logits-k{b[1]}-p{b[2]}" for b in BOUNDARY])
+def test_top_p_and_top_k_at_the_boundary_by_hand(dtype, logits, top_k, top_p, expected):
+    logits = np.array(logits, dtype=dtype)
+    expected = np.array(expected, dtype=dtype)
+    ref = _hf_warpers(logits, top_k, top_p)
+    # The hand-worked answer is HF's answer, exactly: every probability is a simple fraction.
+    np.testing.assert_allclose(ref, expected, rtol=1e-6 if dtype == "float32" else 1e-15, atol=0)
+    for name, probs in (("numpy", np_probs(logits, top_k=top_k, top_p=top_p)),
+                        ("jax", np.asarray(jax_probs(logits, top_k=top_k, top_p=top_p))),
+                        ("torch_ref", hf_probs(torch.from_numpy(logits), top_k=top_k, top_p=top_p).numpy())):
+        kept = int((probs > 0).sum())
+        assert kept == int((expected > 0).sum()), f"{name}: keeps {kept} tokens, HF's warpers {int((ref > 0).sum())}"
+        assert np.array_equal(probs > 0, ref > 0), f"{name}: other tied tokens survive than HF's"
+        np.testing.assert_allclose(probs, expected, rtol=1e-6 if dtype == "float32" else 1e-15, atol=0,
+                                   err_msg=name)
