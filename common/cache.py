@@ -51,7 +51,8 @@ def code_fingerprint(*parts) -> str:
             except (OSError, TypeError) as error:  # a builtin, or source not shipped: fail loudly, not silently
                 raise TypeError(f"code_fingerprint: expected functions, classes, modules or str, "
                                 f"got {part!r} ({error})") from None
-            text = f"{getattr(part, '__module__', '')}.{getattr(part, '__qualname__', '')}\n{text}"
+            # The name, not the module: run as `python -m pkg.mod` the same function's module is __main__.
+            text = f"{getattr(part, '__qualname__', '')}\n{text}"
         h.update(text.encode("utf-8"))
         h.update(b"\0")  # ("ab", "c") and ("a", "bc") must not hash alike
     return h.hexdigest()[:16]
@@ -105,6 +106,7 @@ def source_digest(path: str | os.PathLike, memo: str | os.PathLike | None = None
 # What a differing field means, in the one line the user reads.
 _FIELD_MEANING = {
     "source_sha256": "its source file changed",
+    "source_digest": "its source archive changed",
     "code": "the code that converts it changed",
 }
 

@@ -14,6 +14,7 @@ A loader whose dataset is absent raises DataMissingError, which tells the user w
 """
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -66,12 +67,40 @@ def dataset_dir(name: str) -> Path:
     return data_dir() / name
 
 
+_WARNED: set[str] = set()  # datasets whose staleness this process has already reported
+
+
 def require(name: str) -> Path:
-    """The folder of a fetched dataset, or DataMissingError naming the path and the fix."""
+    """The folder of a fetched dataset, or DataMissingError naming the path and the fix.
+
+    A file missing or of another size than the manifest records (a damaged folder) is never read:
+    DataMissingError says to fetch again, which rebuilds it. A dataset converted by other code than
+    this version's is still read, with one line on stderr saying that fetching again rebuilds it (a
+    loader does not download behind the user's back)."""
     folder = dataset_dir(name)
-    if not (folder / COMPLETE_MARKER).is_file():
-        raise DataMissingError(
-            f"dataset {name!r} not found at {folder}: run "
-            + (f"`make data` (or `{fetch_command(name)}`)" if IN_CLONE else f"`{fetch_command(name)}`")
-        )
+    manifest_path = folder / COMPLETE_MARKER
+    fix = f"`make data` (or `{fetch_command(name)}`)" if IN_CLONE else f"`{fetch_command(name)}`"
+    if not manifest_path.is_file():
+        raise DataMissingError(f"dataset {name!r} not found at {folder}: run {fix}")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        manifest = None
+    if not isinstance(manifest, dict):
+        raise DataMissingError(f"dataset {name!r} at {folder} has an unreadable {COMPLETE_MARKER}: run "
+                               f"`{fetch_command(name)}` to rebuild it")
+    for filename, info in (manifest.get("files") or {}).items():
+        path = folder / filename
+        if not path.is_file() or path.stat().st_size != info.get("bytes"):
+            raise DataMissingError(f"dataset {name!r} at {folder} is damaged ({filename} is missing or cut short): "
+                                   f"run `{fetch_command(name)}` to rebuild it")
+    if name not in _WARNED:
+        from common.cache import stale_reason
+        from corpora.fetch import dataset_key
+
+        why = stale_reason(manifest if "code" in manifest else None, dataset_key(name))
+        if why:
+            _WARNED.add(name)
+            print(f"triptych: dataset {name} at {folder} is out of date: {why}; `{fetch_command(name)}` "
+                  f"rebuilds it", file=sys.stderr, flush=True)
     return folder

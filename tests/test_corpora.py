@@ -172,7 +172,10 @@ def test_checksum_mismatch_says_how_to_retry():
 def test_present_dataset_is_not_fetched_again(tmp_path, monkeypatch):
     monkeypatch.setenv("TRIPTYCH_DATA", str(tmp_path))
     (tmp_path / "brown").mkdir()
-    (tmp_path / "brown" / corpora.COMPLETE_MARKER).write_text(json.dumps({"dataset": "brown"}))
+    (tmp_path / "brown" / "ca01").write_text("The/at jury/nn\n")
+    # A current manifest: this archive, this converter, these files (tests/test_data_cache.py: stale ones).
+    manifest = {"dataset": "brown", **fetch.dataset_key("brown"), "files": fetch._file_table(tmp_path / "brown")}
+    (tmp_path / "brown" / corpora.COMPLETE_MARKER).write_text(json.dumps(manifest))
 
     def no_network(*args, **kwargs):
         raise AssertionError("a present dataset must not be downloaded")

@@ -242,3 +242,67 @@ def test_tokenizer_json_rebuilt_on_source_code_or_damage(fake_tokenizer_source, 
     path.with_name("key.json").unlink()  # a cache from before keys were recorded
     bpe_smollm2.tokenizer_json()
     assert len(built) == 5 and "older version" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------ corpora datasets
+
+
+@pytest.fixture
+def fake_brown(tmp_path, monkeypatch):
+    """A private data folder and a stand-in for the Brown download whose conversion counts its runs."""
+    import corpora
+    from corpora import fetch
+
+    monkeypatch.setenv("TRIPTYCH_DATA", str(tmp_path / "data"))
+    monkeypatch.setattr(fetch, "download", lambda source, on_bytes: b"tarball")
+    built = []
+
+    def fake_convert(archive, out, scratch):
+        built.append(archive)
+        (out / "ca01").write_text(f"The/at jury/nn build {len(built)}\n")
+        return {"documents": 1}
+
+    monkeypatch.setitem(fetch.CONVERTERS, "brown", fake_convert)
+    monkeypatch.setattr(fetch, "convert_brown", fake_convert)  # what the fingerprint reads
+    monkeypatch.setattr(corpora, "_WARNED", set())
+    return fetch, built
+
+
+def _fetch(fetch):
+    return fetch.fetch_one("brown", force=False, on_stage=lambda s: None, on_bytes=lambda n: None)["status"]
+
+
+def test_dataset_converted_again_when_its_converter_changes(fake_brown, monkeypatch, capsys):
+    import corpora
+
+    fetch, built = fake_brown
+    assert _fetch(fetch) == "fetched" and _fetch(fetch) == "present" and len(built) == 1
+    assert capsys.readouterr().err == ""
+    real = fetch.converter_fingerprint
+    monkeypatch.setattr(fetch, "converter_fingerprint", lambda name: real(name)[::-1])  # the converter was edited
+    # A loader still reads it but says, once, that it is out of date and what rebuilds it.
+    corpora.require("brown")
+    corpora.require("brown")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "out of date" in err[0] and "code that converts it changed" in err[0]
+    assert "corpora.fetch --only brown" in err[0]
+    assert _fetch(fetch) == "rebuilt" and len(built) == 2  # no --force, no deleting by hand
+    assert "rebuilding" in capsys.readouterr().err
+    assert _fetch(fetch) == "present"
+
+
+def test_damaged_dataset_is_not_read_and_fetch_rebuilds_it(fake_brown, capsys):
+    import corpora
+
+    fetch, built = fake_brown
+    _fetch(fetch)
+    folder = corpora.require("brown")
+    (folder / "ca01").write_text("The/at")  # cut short
+    with pytest.raises(corpora.DataMissingError, match=r"damaged \(ca01 is missing or cut short\).*--only brown"):
+        corpora.require("brown")
+    assert _fetch(fetch) == "rebuilt" and len(built) == 2
+    assert "ca01 is missing or differs" in capsys.readouterr().err
+    assert (corpora.require("brown") / "ca01").read_text() == "The/at jury/nn build 2\n"
+    # Same size, other bytes: require's size check passes it, fetch's sha256 check does not.
+    (folder / "ca01").write_text("The/at jury/nn build 9\n")
+    assert _fetch(fetch) == "rebuilt" and len(built) == 3
