@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import marshal
 import os
 import sys
 from collections.abc import Mapping
@@ -48,9 +49,13 @@ def code_fingerprint(*parts) -> str:
         else:
             try:
                 text = inspect.getsource(part)
-            except (OSError, TypeError) as error:  # a builtin, or source not shipped: fail loudly, not silently
-                raise TypeError(f"code_fingerprint: expected functions, classes, modules or str, "
-                                f"got {part!r} ({error})") from None
+            except (OSError, TypeError) as error:
+                code = getattr(part, "__code__", None)
+                if code is None:  # a builtin: refuse, rather than a fingerprint that never changes
+                    raise TypeError(f"code_fingerprint: expected functions, classes, modules or str, "
+                                    f"got {part!r} ({error})") from None
+                # An install that ships only .pyc: the compiled code changes with the source too.
+                text = marshal.dumps(code).hex()
             # The name, not the module: run as `python -m pkg.mod` the same function's module is __main__.
             text = f"{getattr(part, '__qualname__', '')}\n{text}"
         h.update(text.encode("utf-8"))

@@ -38,6 +38,11 @@ def test_code_fingerprint_follows_the_source_text(tmp_path, monkeypatch):
     assert cache.code_fingerprint(mod.convert, "lib 1.0") != first
     with pytest.raises(TypeError, match="code_fingerprint"):
         cache.code_fingerprint(len)  # a builtin has no source: refusing beats a fingerprint that never changes
+    # Without a source file (an install of .pyc only) the compiled code stands in, and still tells edits apart.
+    one, two = {}, {}
+    exec("def convert(w):\n    return w.T\n", one)
+    exec("def convert(w):\n    return w\n", two)
+    assert cache.code_fingerprint(one["convert"]) != cache.code_fingerprint(two["convert"])
     sys.modules.pop("convert_mod", None)
 
 
