@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse prints a usage block on error; the brief asks for one line and exit code 2."""
+    """argparse prints a usage block on error; misuse is one line and exit code 2 everywhere in this CLI."""
 
     json_errors = False  # set by main() when --json was asked for: errors go out as JSON on stdout
 

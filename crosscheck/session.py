@@ -212,6 +212,11 @@ def import_note(hello: dict) -> str | None:
         names = ", ".join(f"`{n}`" for n in hello["standins"])
         parts.append(f"{names} not installed for this Python: stand-ins let your package load, and code that uses "
                      f"them raises (--python PATH runs your code under your own environment)")
+    for name in hello.get("absent_names") or []:
+        lib = name.split(".")[0]
+        parts.append(f"`{name}` is not in the {lib} {hello.get('versions', {}).get(lib, '')} running your code "
+                     f"(your project may pin another version): a stand-in lets your package load, and code that "
+                     f"uses it raises (--python PATH runs your code under your own environment)".replace("  ", " "))
     return "; ".join(parts) or None
 
 

@@ -226,3 +226,45 @@ def test_same_bytes_in_other_pieces_is_explained():
     assert row["verdict"] == "FAIL" and "aaaaaaa aaa" in row["message"]
     assert row["diagnosis"] == "your ids spell the same bytes but split them differently"
     assert "from left to right" in row["explanation"]
+
+
+# ---------------------------------------------------------------- processes the user's code starts
+
+def test_a_forkserver_pool_in_the_users_package_imports_it_too(tmp_path):
+    """A BPE trainer's `get_context("forkserver").Pool` starts fresh interpreters that import the
+    user's uninstalled package: they get the same metadata answers, or the pool waits forever. The
+    same package also names a torch object that this torch version lacks (a stand-in)."""
+    repo = _write(tmp_path, {
+        "pyproject.toml": '[project]\nname = "cs336_basics"\nversion = "1.0.2"\n',
+        "cs336_basics/__init__.py": STOCK_INIT,
+        "cs336_basics/parallel.py": """
+            from multiprocessing import get_context
+
+            import numpy as np
+            from torch.serialization import NAME_OF_ANOTHER_TORCH_VERSION  # noqa: F401
+
+
+            def _silu_row(row):
+                return row / (1.0 + np.exp(-row))
+
+
+            def silu_rows(x: np.ndarray) -> np.ndarray:
+                with get_context("forkserver").Pool(processes=2) as pool:
+                    return np.stack(pool.map(_silu_row, list(x.reshape(-1, x.shape[-1]))))
+        """,
+        "tests/__init__.py": "",
+        "tests/adapters.py": """
+            import torch
+
+            from cs336_basics.parallel import silu_rows
+
+
+            def run_silu(in_features):
+                out = silu_rows(in_features.numpy())
+                return torch.from_numpy(out).reshape(in_features.shape).to(in_features.dtype)
+        """,
+    })
+    report = check_path(str(repo / "tests" / "adapters.py"), exercise_names=["run_silu"], timeout_s=60)[0]
+    rows = _rows(report, "run_silu")
+    assert rows and all(r["verdict"] == "pass" for r in rows), [r["message"] for r in rows]
+    assert "`torch.serialization.NAME_OF_ANOTHER_TORCH_VERSION` is not in the torch" in " ".join(report.notes)

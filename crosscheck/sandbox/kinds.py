@@ -173,13 +173,18 @@ def _tokenizer(obj, target, live, framework):
     tok = obj(vocab, merges, live.get(target["specials"]))
     ids, decoded, streamed = [], [], []
     for text in live[target["texts"]]:
-        one = [int(i) for i in tok.encode(text)]
-        ids.append(one)
-        back = tok.decode(one)
-        if not isinstance(back, str):
-            raise TypeError(f"decode returned {type(back).__name__}, expected str")
-        decoded.append(back.encode("utf-8", "surrogatepass"))
-        streamed.append([int(i) for i in tok.encode_iterable(io.StringIO(text))])
+        try:
+            one = [int(i) for i in tok.encode(text)]
+            ids.append(one)
+            back = tok.decode(one)
+            if not isinstance(back, str):
+                raise TypeError(f"decode returned {type(back).__name__}, expected str")
+            decoded.append(back.encode("utf-8", "surrogatepass"))
+            streamed.append([int(i) for i in tok.encode_iterable(io.StringIO(text))])
+        except Exception as exc:
+            if hasattr(exc, "add_note"):  # the text it failed on, beside the user's own traceback
+                exc.add_note(f"on the text {text[:40]!r}")
+            raise
     return (*pack(ids, np.int64), *pack(decoded, np.uint8), *pack(streamed, np.int64))
 
 

@@ -274,6 +274,7 @@ class _Finder:
         self.root = os.path.realpath(root)
         self.case_fixes: list[str] = []
         self.standins: set[str] = set()
+        self.absent_names: list[str] = []  # names given stand-ins in libraries that lack them
 
     def _ours(self, folder: str) -> bool:
         folder = os.path.realpath(folder)
@@ -321,19 +322,47 @@ def _absent_third_party(exc: BaseException, root: str) -> str | None:
 
 
 def _import_with_standins(dotted: str, root: str, finder: _Finder):
-    """Import the submission's module; when it fails on an absent third-party module, forget the
-    submission's half-imported modules and try again with a stand-in for it."""
+    """Import the submission's module. When it fails on an absent third-party module, or on a name
+    that this version of a library lacks, forget the submission's half-imported modules and try
+    again with a stand-in for it."""
     while True:
         try:
             return importlib.import_module(dotted)
-        except ModuleNotFoundError as exc:
-            top = _absent_third_party(exc, root)
-            if top is None or len(finder.standins) >= MAX_STANDINS:
+        except ImportError as exc:
+            if len(finder.standins) + len(finder.absent_names) >= MAX_STANDINS:
                 raise
-            finder.standins.add(top)
-            ours = local_packages(root)
-            for name in [n for n in sys.modules if n.split(".")[0] in ours]:
-                del sys.modules[name]
+            top = _absent_third_party(exc, root)
+            # `from torch.serialization import FILE_LIKE`: a name of the library version the project
+            # pins (torch 2.6) that this one no longer has; usually a type for annotations.
+            found = re.match(r"cannot import name '(\w+)' from '([\w.]+)'", str(exc))
+            owner = sys.modules.get(found.group(2)) if found else None
+            if top is not None:
+                finder.standins.add(top)
+            elif owner is not None and found.group(2).split(".")[0] not in local_packages(root):
+                setattr(owner, found.group(1), _stand_in(f"{found.group(2)}.{found.group(1)}"))
+                finder.absent_names.append(f"{found.group(2)}.{found.group(1)}")
+            else:
+                raise
+        ours = local_packages(root)
+        for name in [n for n in sys.modules if n.split(".")[0] in ours]:
+            del sys.modules[name]
+
+
+def prepare_subprocess(root: str, standins: list[str], absent_names: list[str]) -> None:
+    """In a process the user's code started (multiprocessing spawn or forkserver): the metadata
+    answers, the finder and the stand-ins the loading process had, so the user's package imports
+    the same way."""
+    global FINDER
+    shim_metadata(root)
+    FINDER = _Finder(root)
+    FINDER.standins.update(standins)
+    sys.meta_path.append(FINDER)
+    for dotted in absent_names:
+        owner, name = dotted.rsplit(".", 1)
+        try:
+            setattr(importlib.import_module(owner), name, _stand_in(dotted))
+        except ImportError:
+            pass  # the import fails here as it would in the user's own process
 
 
 def load(path: str) -> tuple[types.ModuleType, dict]:
@@ -352,13 +381,14 @@ def load(path: str) -> tuple[types.ModuleType, dict]:
         # Imported as its package imports it: a failure here is the user's own import error.
         module = _import_with_standins(dotted, root, finder)
         return module, {"root": root, "skipped": [], "package": dotted, "standins": sorted(finder.standins),
-                        "case_fixes": finder.case_fixes}
+                        "absent_names": finder.absent_names, "case_fixes": finder.case_fixes}
     source, cells = read_source(path)
     module = types.ModuleType(MODULE_NAME)
     module.__file__ = path
     sys.modules[MODULE_NAME] = module
     skipped = run_statements(source, path, module.__dict__, cells)
-    return module, {"root": root, "skipped": skipped, "package": None, "standins": [], "case_fixes": finder.case_fixes}
+    return module, {"root": root, "skipped": skipped, "package": None, "standins": [], "absent_names": [],
+                    "case_fixes": finder.case_fixes}
 
 
 def frameworks_loaded() -> list[str]:

@@ -269,7 +269,7 @@ def user_frames(tb, where: str) -> list[list]:
 
 def describe_error(exc: BaseException, where: str) -> dict:
     name = type(exc).__name__
-    message = str(exc)
+    message = " ".join([str(exc), *map(str, getattr(exc, "__notes__", None) or [])])
     memory = isinstance(exc, MemoryError) or "can't allocate memory" in message or "out of memory" in message.lower()
     not_graded = message if type(exc).__name__ == "NotGraded" and type(exc).__module__.endswith("binding") else None
     # A module no finder has and the submission does not hold: a package of the user's environment.
@@ -339,14 +339,19 @@ def main(argv: list[str]) -> int:
     loader = _sibling("loader")
     root = loader.locate(path)[0]
     hello = {"ready": True, "root": root}
+    os.environ[SUBMISSION_ROOT] = root  # for the processes the user's code starts (see the end of this file)
     try:
         module, info = loader.load(path)
+        os.environ[STANDINS] = ",".join(info["standins"])
+        os.environ[ABSENT_NAMES] = ",".join(info["absent_names"])
         hello.update(skipped=info["skipped"], package=info["package"], standins=info["standins"],
-                     case_fixes=info["case_fixes"])
+                     absent_names=info["absent_names"], case_fixes=info["case_fixes"])
     except BaseException as exc:  # the user's own import error: a verdict for every case
         hello.update(ready=False, error=describe_error(exc, root))
         module = None
     hello["loaded"] = loader.frameworks_loaded()
+    hello["versions"] = {name: getattr(sys.modules[name], "__version__", "")
+                         for name in {n.split(".")[0] for n in hello.get("absent_names") or []} if name in sys.modules}
     send(hello)
     if module is None:
         return 0
@@ -360,6 +365,16 @@ def main(argv: list[str]) -> int:
         send(serve_one(module, request, root))
     return 0
 
+
+# A process that the user's code starts with multiprocessing's "spawn" or "forkserver" (a BPE
+# trainer's Pool) imports this file first, as its main module, before it unpickles its task: it gets
+# the same view of the submission as this child (its uninstalled package's metadata, stand-ins),
+# else it dies importing the user's package and the pool waits for it forever.
+SUBMISSION_ROOT, STANDINS, ABSENT_NAMES = "TRIPTYCH_SUBMISSION_ROOT", "TRIPTYCH_STANDINS", "TRIPTYCH_ABSENT_NAMES"
+if __name__ == "__mp_main__" and os.environ.get(SUBMISSION_ROOT):
+    _sibling("loader").prepare_subprocess(os.environ[SUBMISSION_ROOT],
+                                          [n for n in os.environ.get(STANDINS, "").split(",") if n],
+                                          [n for n in os.environ.get(ABSENT_NAMES, "").split(",") if n])
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
