@@ -1,7 +1,8 @@
 """`triptych exercise list|show NAME|new GROUP`: the catalogue `check` grades against.
 
 `list` groups the exercises by course section, `show` prints one exercise's signature, shape
-contract, cases and the mistakes it can name, `new` writes a skeleton file to fill in."""
+contract, cases and the mistakes it can name, `new` writes a skeleton file to fill in: a .py file, or with --out NAME.ipynb a notebook with
+one cell per exercise."""
 from __future__ import annotations
 
 ORDER = 24
@@ -18,10 +19,10 @@ def register(sub) -> None:
     sh.add_argument("name", metavar="NAME")
     sh.add_argument("--json", action="store_true")
     sh.set_defaults(func=run_show)
-    nw = s.add_parser("new", help="write a skeleton file with one TODO stub per exercise of a group")
+    nw = s.add_parser("new", help="write a skeleton (.py, or .ipynb: one cell per exercise) with a TODO stub per exercise of a group")
     nw.add_argument("group", metavar="GROUP", help="course-a, course-b, ... (`exercise list` names them)")
     nw.add_argument("--framework", choices=["numpy", "torch", "jax"], default="numpy")
-    nw.add_argument("--out", required=True, metavar="FILE", help="where to write it (refuses to overwrite)")
+    nw.add_argument("--out", required=True, metavar="FILE", help="where to write it: NAME.py, or NAME.ipynb for a notebook (refuses to overwrite)")
     nw.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
     nw.set_defaults(func=run_new)
 
@@ -100,14 +101,23 @@ def run_new(args) -> int:
     from commands._common import CLIError, console
     from common.io import atomic_path
     from crosscheck.exercises import get_group, groups
-    from crosscheck.skeleton import render
+    from crosscheck.skeleton import render, render_notebook
 
     exs = get_group(args.group)
+    # A folder (or a name ending in /) is never replaced, --force or not: the skeleton is one file.
+    if os.path.isdir(args.out) or args.out.endswith(("/", os.sep)):
+        raise CLIError(f"--out: expected a file name such as my_attention.py or my.ipynb, got the folder {args.out}")
     if os.path.exists(args.out) and not args.force:
         raise CLIError(f"--out: {args.out} exists; choose another name or pass --force")
-    text = render(args.group, groups()[args.group][0], exs, args.framework)
+    notebook = args.out.endswith(".ipynb")
+    text = (render_notebook if notebook else render)(args.group, groups()[args.group][0], exs, args.framework)
     with atomic_path(args.out) as tmp:
         tmp.write_text(text, encoding="utf-8")
-    console.print(f"wrote {args.out}: {len(exs)} stubs ({args.framework}). Fill them in, then: "
-                  f"triptych check {args.out}")
+    if notebook:
+        console.print(f"wrote {args.out}: {len(exs)} cells ({args.framework}), each graded when run "
+                      f"(%%check NAME, after %load_ext triptych). All at once: triptych check {args.out}",
+                      soft_wrap=True, markup=False)
+    else:
+        console.print(f"wrote {args.out}: {len(exs)} stubs ({args.framework}). Fill them in, then: "
+                      f"triptych check {args.out}")
     return 0

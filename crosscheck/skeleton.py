@@ -1,5 +1,6 @@
 """`triptych exercise new GROUP`: a file with one stub per exercise, each raising
-NotImplementedError (which `check` reports as "not implemented yet" rather than as an error).
+NotImplementedError (which `check` reports as "not implemented yet" rather than as an error);
+as a .py file, or as a notebook (.ipynb) with one cell per stub that `%%check` grades when run.
 
 Function stubs are generated from the exercise's signature and shape contract; classes (course A)
 carry their own stub per framework, because the checker loads reference weights through the
@@ -39,3 +40,57 @@ def render(group: str, title: str, exercises: list[Exercise], framework: str) ->
         stub = ex.skeleton.get(framework) or function_stub(ex)
         parts.append("\n" + stub.rstrip() + "\n")
     return "\n".join(parts).rstrip() + "\n"
+
+
+# ---------------------------------------------------------------- the same skeleton as a notebook
+
+# nbformat 4.5: the first minor version with cell ids (Jupyter and Colab read it; nbformat
+# warns about cells without ids in 4.5, so every cell gets one).
+NBFORMAT, NBFORMAT_MINOR = 4, 5
+KERNELSPEC = {"display_name": "Python 3", "language": "python", "name": "python3"}
+
+
+def _lines(text: str) -> list[str]:
+    """Cell source the way Jupyter stores it: a list of lines, each but the last ending in \\n."""
+    lines = text.rstrip("\n").split("\n")
+    return [line + "\n" for line in lines[:-1]] + lines[-1:]
+
+
+def _cell(kind: str, n: int, text: str) -> dict:
+    cell = {"cell_type": kind, "id": f"cell-{n:02d}", "metadata": {}, "source": _lines(text)}
+    if kind == "code":
+        cell.update(execution_count=None, outputs=[])
+    return cell
+
+
+def check_name(ex: Exercise) -> str:
+    """The name `%%check` takes: the plain name, or group.name where another group shares it."""
+    from crosscheck.exercises import all_exercises
+
+    shared = sum(e.name == ex.name for e in all_exercises())
+    return ex.name if shared <= 1 else f"{ex.group}.{ex.name}"
+
+
+def render_notebook(group: str, title: str, exercises: list[Exercise], framework: str) -> str:
+    """The skeleton as a Jupyter notebook (nbformat 4 JSON): the imports and `%load_ext triptych`
+    first, then one code cell per exercise whose first line is `%%check NAME`, so running the cell
+    grades it in the sandbox. `triptych check FILE.ipynb` reads the same notebook: IPython lines
+    (`%...`) are blanked there, so the stubs load as plain Python."""
+    import json
+
+    intro = (f"# {title}\n\n"
+             f"Run the first cell once, then fill in each function ({ARRAY[framework]} in, "
+             f"{ARRAY[framework]} out). Running a cell grades it: its first line, `%%check NAME`, runs "
+             f"the cell's code in a sandboxed process against NumPy, JAX and torch, and names a known "
+             f"mistake when your output matches one.\n\n"
+             f"From a terminal, `triptych check THIS_NOTEBOOK.ipynb` grades every cell at once; "
+             f"`%exercise show NAME` (or `triptych exercise show NAME`) prints what each case checks.")
+    cells = [_cell("markdown", 0, intro),
+             _cell("code", 1, HEADERS[framework].rstrip() + "\n\n%load_ext triptych")]
+    for n, ex in enumerate(exercises, start=2):
+        stub = ex.skeleton.get(framework) or function_stub(ex)
+        cells.append(_cell("code", n, f"%%check {check_name(ex)}\n" + stub.rstrip()))
+    nb = {"cells": cells,
+          "metadata": {"kernelspec": KERNELSPEC, "language_info": {"name": "python"}},
+          "nbformat": NBFORMAT, "nbformat_minor": NBFORMAT_MINOR}
+    return json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
