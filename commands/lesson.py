@@ -42,18 +42,18 @@ def run(args) -> int:
         save_reports(args)
         return 0
 
-    lesson = load_lesson(args.name)
-    result = lesson.compute()
     if args.json:
+        lesson = load_lesson(args.name)
+        result = lesson.compute()
         print_json(lesson.to_json(result))
+        passed = lesson.passed(result)
     else:
-        lesson.render(result, console)
-        if hasattr(lesson, "plot"):  # curves (error vs scale, ...) read better as a picture
-            from pathlib import Path
+        # The same object a notebook displays (lessons.run): the panels replayed here, then the plot's path.
+        from lessons import run as run_lesson
 
-            path = Path(args.out) / f"{args.name}.png"
-            lesson.plot(result, path)
-            console.print(f"plot saved: {path}", soft_wrap=True)
+        view = run_lesson(args.name, out=args.out)
+        view.print_to(console)
+        passed = view.passed
     save_reports(args)
     # A lesson whose numbers disagree with their reference (torch, the library it teaches) says so.
-    return 0 if lesson.passed(result) else 1
+    return 0 if passed else 1

@@ -9,6 +9,9 @@ Each lesson is one module with two halves:
     passed(result)         False when a number disagrees with its reference: the CLI exits 1
 
 torch, JAX and transformers are imported inside compute(), so `lesson list` stays instant.
+
+In a notebook, `lessons.run(NAME)` returns the lesson as one object (lessons/_notebook.py): Jupyter
+and Colab show its panels as HTML with the plot inline, print() gives the text.
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ from types import ModuleType
 
 from common.checks import InputError
 
-__all__ = ["LESSONS", "load_lesson"]
+__all__ = ["LESSONS", "load_lesson", "run"]
 
 # name -> (module, one-line description), in the order a course meets them.
 LESSONS: dict[str, tuple[str, str]] = {
@@ -43,3 +46,11 @@ def load_lesson(name: str) -> ModuleType:
     if name not in LESSONS:
         raise InputError(f"lesson: expected one of {', '.join(LESSONS)} (or 'list'), got {name!r}")
     return importlib.import_module(LESSONS[name][0])
+
+
+def run(name: str, out=None):
+    """Run lesson `name` and return a LessonView (lessons/_notebook.py): displayed in a notebook it
+    shows the lesson's panels and its plot inline; `out` is a folder to also save the plot in."""
+    from lessons._notebook import run as _run
+
+    return _run(name, out)

@@ -75,21 +75,19 @@ def panel(title: str, *parts) -> Panel:
 
 
 def figure(ncols: int = 1, width: float = 6.0, height: float = 4.0):
-    """A matplotlib figure on the Agg backend (no display needed)."""
-    import matplotlib
+    """A matplotlib Figure and its (1, ncols) axes, made without pyplot: no backend is chosen or
+    switched, so a lesson run in a notebook leaves the notebook's own backend (inline, widget) as
+    it was, and no display is needed anywhere. The PNG is drawn by Agg when it is saved."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt.subplots(1, ncols, figsize=(width * ncols, height), squeeze=False)
+    fig = Figure(figsize=(width * ncols, height))
+    return fig, fig.subplots(1, ncols, squeeze=False)
 
 
 def save_figure(fig, path) -> None:
-    """Write the PNG atomically (common/io.py), then free the figure."""
-    import matplotlib.pyplot as plt
-
+    """Write the PNG atomically (common/io.py). The figure belongs to no pyplot state, so there is
+    nothing to close: it is freed with its last reference."""
     from common.io import atomic_save
 
     fig.tight_layout()
     atomic_save(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
-    plt.close(fig)
