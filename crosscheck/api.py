@@ -42,16 +42,31 @@ class Report:
         """Names of the planted-mistake variants matched (e.g. {'no_scale'})."""
         return {r["mistake"] for r in self.rows if r.get("mistake")}
 
+    # What a notebook, print() and the REPL show: the table `triptych check` prints, built by the
+    # same code (crosscheck/report.py); repr() stays one line.
+    def _renderables(self, width: int | None = None) -> list:
+        from crosscheck.report import NOTEBOOK_WIDTH, rows_renderables
+
+        return rows_renderables(self.exercise, self.exercise, self.framework, self.rows, self.ok,
+                                width or NOTEBOOK_WIDTH)
+
+    def _repr_html_(self) -> str:
+        from crosscheck.report import renderables_html
+
+        return renderables_html(self._renderables())
+
+    def _repr_pretty_(self, printer, cycle) -> None:
+        printer.text(repr(self) if cycle else str(self))
+
     def __str__(self) -> str:
-        lines = [f"{self.exercise} ({self.framework}): {sum(r['ok'] for r in self.rows)}/{len(self.rows)} cases pass"]
-        for r in self.rows:
-            if not r["ok"]:
-                lines.append(f"  {r['case']}: {r['verdict']}: {r['message']}")
-                if r.get("diagnosis"):
-                    lines.append(f"    {r['diagnosis']}. {r.get('explanation') or ''}".rstrip())
-                if r.get("fix_at"):
-                    lines.append(f"    see {r['fix_at']}")
-        return "\n".join(lines)
+        from crosscheck.report import renderables_text
+
+        return renderables_text(self._renderables())
+
+    def __repr__(self) -> str:
+        from crosscheck.report import short_repr
+
+        return short_repr("Report", self.exercise, self.framework, self.rows, self.ok)
 
 
 def _guess_framework(obj) -> str:

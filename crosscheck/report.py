@@ -2,8 +2,12 @@
 torch's), the diagnosis under it, and the JSON rows for autograders."""
 from __future__ import annotations
 
+import io
+
+from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from crosscheck.session import FileReport
 
@@ -109,16 +113,22 @@ def details(rows: list[dict]) -> list[str]:
 
 
 def print_file_report(console, report: FileReport) -> None:
-    for note in report.notes:
-        console.print(f"[yellow]note:[/] {escape(note)}")
+    for item in file_report_renderables(report, console.width):
+        console.print(item)
+
+
+def file_report_renderables(report: FileReport, width: int) -> list:
+    """What print_file_report prints, as rich renderables: the notes, one table per exercise with
+    its lines under it, the footer. The terminal, the notebook (HTML) and str() all show these."""
+    items: list = [Text.from_markup(f"[yellow]note:[/] {escape(note)}") for note in report.notes]
     by_exercise: dict[str, list[dict]] = {}
     for r in report.rows:
         by_exercise.setdefault(r["exercise"] or "?", []).append(r)
     for name, rows in by_exercise.items():
-        console.print(exercise_table(name, rows, report.framework, console.width))
-        for line in details(rows):
-            console.print(line, highlight=False)
-    console.print(footer(report), highlight=False)
+        items.append(exercise_table(name, rows, report.framework, width))
+        items.extend(Text.from_markup(line) for line in details(rows))
+    items.append(Text.from_markup(footer(report)))
+    return items
 
 
 def counts(rows: list[dict]) -> tuple[int, int, int, int]:
@@ -131,10 +141,15 @@ def counts(rows: list[dict]) -> tuple[int, int, int, int]:
 
 def footer(report: FileReport) -> str:
     """'N/G cases pass (M with a note), K not graded' and what the comparison is."""
-    passed, noted, ungraded, graded = counts(report.rows)
-    colour = "green" if report.ok else "red"
+    return summary_line(report.path, report.rows, report.ok)
+
+
+def summary_line(label: str, rows: list[dict], ok: bool) -> str:
+    """The footer for any rows: a file's path, or an exercise's name for the in-process check()."""
+    passed, noted, ungraded, graded = counts(rows)
+    colour = "green" if ok else "red"
     extra = "".join((f" ({noted} with a note)" if noted else "", f", {ungraded} not graded" if ungraded else ""))
-    return (f"[{colour}]{escape(report.path)}: {passed}/{graded} cases pass{extra}[/] "
+    return (f"[{colour}]{escape(label)}: {passed}/{graded} cases pass{extra}[/] "
             "(|yours - reference| <= each row's tolerance, common/tolerances.py; `exercise show NAME` "
             "says what the reference is)")
 
@@ -154,3 +169,47 @@ def print_folder_summary(console, reports: list[FileReport]) -> None:
     console.print(table)
     n_ok = sum(rep.ok for rep in reports)
     console.print(f"{n_ok}/{len(reports)} submissions pass every case")
+
+
+# ---------------------------------------------------------------- the same report in a notebook or a string
+
+# A notebook's output area scrolls sideways (the <pre> below says so) but a student reads the first
+# screen: 130 columns hold the eight columns exercise_table keeps below 140 with a mistake's name
+# (up to its 24-column cap) unfolded; NumPy's and JAX's norms, which agree with torch's, are in --json.
+NOTEBOOK_WIDTH = 130
+# rich's Jupyter output is a <pre> of inline-styled spans; the same, so the table looks the same there.
+_PRE = ('<pre style="white-space:pre;overflow-x:auto;line-height:normal;'
+        "font-family:Menlo,'DejaVu Sans Mono',consolas,'Courier New',monospace\">{code}</pre>")
+
+
+def _recorded(renderables: list, width: int) -> Console:
+    # A StringIO is no terminal, so nothing is drawn; the record keeps the segments and their styles.
+    console = Console(file=io.StringIO(), record=True, width=width, highlight=False)
+    for item in renderables:
+        console.print(item)
+    return console
+
+
+def renderables_html(renderables: list, width: int = NOTEBOOK_WIDTH) -> str:
+    """An HTML fragment (for `_repr_html_`): the text the terminal shows, its colours inline."""
+    return _recorded(renderables, width).export_html(inline_styles=True, code_format=_PRE)
+
+
+def renderables_text(renderables: list, width: int = NOTEBOOK_WIDTH) -> str:
+    """Plain text of the same (for `str()` and `print()`), without colour codes."""
+    text = _recorded(renderables, width).export_text()
+    return "\n".join(line.rstrip() for line in text.splitlines())  # rich pads each line to the width
+
+
+def rows_renderables(label: str, exercise: str, framework: str, rows: list[dict], ok: bool,
+                     width: int = NOTEBOOK_WIDTH) -> list:
+    """One exercise's table, its lines and its footer: the in-process check()'s report."""
+    return [exercise_table(exercise, rows, framework, width), *(Text.from_markup(line) for line in details(rows)),
+            Text.from_markup(summary_line(label, rows, ok))]
+
+
+def short_repr(kind: str, label: str, framework: str, rows: list[dict], ok: bool) -> str:
+    """`<Report split_heads (numpy): 1/2 cases pass, FAIL>`: a repr of one line, not the rows."""
+    passed, _, _, graded = counts(rows)
+    state = "pass" if ok else "FAIL"
+    return f"<{kind} {label} ({framework}): {passed}/{graded} cases pass, {state}>"

@@ -41,6 +41,25 @@ class FileReport:
     def ok(self) -> bool:
         return bool(self.rows) and all(r["ok"] for r in self.rows)
 
+    # A notebook shows the table `triptych check` prints (crosscheck/report.py); print() its text.
+    def _repr_html_(self) -> str:
+        from crosscheck.report import NOTEBOOK_WIDTH, file_report_renderables, renderables_html
+
+        return renderables_html(file_report_renderables(self, NOTEBOOK_WIDTH))
+
+    def _repr_pretty_(self, printer, cycle) -> None:
+        printer.text(repr(self) if cycle else str(self))
+
+    def __str__(self) -> str:
+        from crosscheck.report import NOTEBOOK_WIDTH, file_report_renderables, renderables_text
+
+        return renderables_text(file_report_renderables(self, NOTEBOOK_WIDTH))
+
+    def __repr__(self) -> str:
+        from crosscheck.report import short_repr
+
+        return short_repr("FileReport", self.path, self.framework, self.rows, self.ok)
+
 
 def detect_framework(tree: ast.Module) -> str:
     """torch or JAX when the file imports them (torch wins when both appear), else NumPy."""
