@@ -27,7 +27,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 TOP_LEVEL = {"accounting", "benchmarks", "bpe", "commands", "common", "corpora", "crosscheck", "generation",
-             "gptlab", "jax_impl", "lessons", "numpy_impl", "pretrained", "torch_ref"}
+             "gptlab", "jax_impl", "lessons", "numpy_impl", "pretrained", "torch_ref", "triptych"}
 NOT_SHIPPED = {"tests", "parity_tests", "docs"}
 
 
