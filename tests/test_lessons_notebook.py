@@ -87,3 +87,39 @@ def test_lesson_saved_plot_and_cli_output_are_the_lessons_own(tmp_path, capsys):
 def test_unknown_lesson_is_input_error():
     with pytest.raises(InputError, match="lesson: expected one of"):
         run("no-such-lesson")
+
+
+@pytest.mark.slow
+def test_example_notebook_runs_headless(tmp_path):
+    """docs/examples/check_in_a_notebook.ipynb, executed as a student runs it (nbclient, this venv's
+    python3 kernel): the first split_heads is named as the reshape-only mistake, the fix passes,
+    %check grades merge_heads from an earlier cell, and the lesson shows its panels and its plot inline."""
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    nb = nbformat.read(root / "docs" / "examples" / "check_in_a_notebook.ipynb", as_version=4)
+    nbformat.validate(nb)
+    assert all(c.outputs == [] for c in nb.cells if c.cell_type == "code")  # shipped without outputs
+    nbclient.NotebookClient(nb, timeout=240, kernel_name="python3",
+                            resources={"metadata": {"path": str(root)}}).execute()
+
+    def shown(first_line: str, nth: int = 0) -> str:
+        cells = [c for c in nb.cells if c.cell_type == "code" and c.source.startswith(first_line)]
+        outs = cells[nth].outputs
+        assert not [o for o in outs if o.output_type == "error"], outs
+        return "\n".join(_visible_text(o.data.get("text/html", "")) + o.data.get("text/plain", "")
+                         if "data" in o else o.get("text", "") for o in outs)
+
+    assert "split_reshape_only" in shown("%%check split_heads", 0)
+    assert "0/2 cases pass" in shown("%%check split_heads", 0)
+    assert "2/2 cases pass" in shown("%%check split_heads", 1)
+    assert "2/2 cases pass" in shown("%check merge_heads")
+    assert "split_no_transpose" in shown("%exercise show split_heads")
+    lesson = [c for c in nb.cells if c.cell_type == "code" and "lessons.run(" in c.source][0]
+    (result,) = [o for o in lesson.outputs if o.output_type == "execute_result"]
+    page = result.data["text/html"]
+    assert "E.1 Reading v_a out of (v_a + v_b)/2" in _visible_text(page)
+    (png,) = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
+    assert base64.b64decode(png).startswith(PNG_SIGNATURE)
