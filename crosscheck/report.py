@@ -184,7 +184,8 @@ _PRE = ('<pre style="white-space:pre;overflow-x:auto;line-height:normal;'
 
 def _recorded(renderables: list, width: int) -> Console:
     # A StringIO is no terminal, so nothing is drawn; the record keeps the segments and their styles.
-    console = Console(file=io.StringIO(), record=True, width=width, highlight=False)
+    # force_jupyter=False: in a kernel rich would otherwise display every print as an output of its own.
+    console = Console(file=io.StringIO(), record=True, width=width, highlight=False, force_jupyter=False)
     for item in renderables:
         console.print(item)
     return console

@@ -23,6 +23,7 @@ import shlex
 import sys
 import tempfile
 import textwrap
+import warnings
 
 from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 
@@ -190,7 +191,10 @@ def grade_source(code: str, preamble: list[str], label: str, exercises: list[str
         raise InputError(f"--timeout: expected a positive number of seconds, got {args.timeout:g}")
     memory = _bytes(args.memory_limit)
     head = "".join(line + "\n" for line in preamble)
-    with tempfile.TemporaryDirectory(prefix="triptych-cell-") as folder:
+    with tempfile.TemporaryDirectory(prefix="triptych-cell-") as folder, warnings.catch_warnings():
+        # The references' first run imports transformers, whose tqdm warns in a kernel without
+        # ipywidgets: a red box under the report about progress bars nobody asked for.
+        warnings.filterwarnings("ignore", message="IProgress not found")
         path = os.path.join(folder, CELL_FILE)
         with open(path, "w", encoding="utf-8") as f:
             f.write(head + code)
@@ -234,7 +238,9 @@ class TriptychMagics(Magics):
             _say(f"check: {exc}" if not str(exc).startswith(("%check", "%%check")) else str(exc))
 
     def _label(self) -> str:
-        return f"cell In [{self.shell.execution_count}]"
+        # The running cell is already the last of In[] (IPython stores it before running it), in
+        # every IPython version; execution_count is bumped before the run in some, after in others.
+        return f"cell In [{len(self.shell.history_manager.input_hist_raw) - 1}]"
 
     def _check_cell(self, line: str, cell: str) -> None:
         from IPython.display import display
