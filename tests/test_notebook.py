@@ -131,6 +131,8 @@ def test_magics_in_a_real_notebook(tmp_path):
         "%check my_merge --exercise merge_heads",                                    # 8
         "%check nothing_here",                                                       # 9
         "%exercise show split_heads\n%exercise show splitheads",                     # 10
+        "%%check\nanswer = 41",                                                      # 11
+        "print(answer + 1)\n%lesson subspace",                                       # 12
     ]
     nb = _notebook(cells)
     client = nbclient.NotebookClient(nb, timeout=240, kernel_name="python3",
@@ -157,6 +159,8 @@ def test_magics_in_a_real_notebook(tmp_path):
     assert "split_reshape_only" in (text + _visible(out[10][0])) and "Traceback" not in err
     assert err.strip().startswith("exercise: no exercise 'splitheads' (closest: split_heads")  # one line
     assert len(err.strip().splitlines()) == 1
+    assert out[11][2].strip().startswith("check: this cell defines none of the exercise names")
+    assert out[12][1].startswith("42") and 'src="data:image/png;base64,' in out[12][0]  # the lesson's plot inline
     print(f"\nnotebook: {wall:.1f} s in all; %%check cells: buggy {_seconds(nb.cells[1]):.1f} s, "
           f"correct {_seconds(nb.cells[2]):.1f} s, endless loop {_seconds(nb.cells[4]):.1f} s, "
           f"%check {_seconds(nb.cells[8]):.1f} s")

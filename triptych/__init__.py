@@ -5,6 +5,7 @@
     %check split_heads           # grade a function defined in an earlier cell
     %exercise show split_heads   # what `triptych exercise show` prints
     %exercise new course-b       # the skeleton as the next cell
+    %lesson subspace             # a lesson, its plot inline
 
 The magics live in triptych/notebook.py; nothing heavy (IPython, torch, the checker) is imported
 until the extension loads.

@@ -1,4 +1,4 @@
-"""The notebook magics: `%%check`, `%check NAME` and `%exercise`.
+"""The notebook magics: `%%check`, `%check NAME`, `%exercise` and `%lesson`.
 
 Grading runs in the same sandboxed worker as `triptych check FILE` (crosscheck.session.check_file,
 the same time and memory limits): the code is written to a file in a temporary folder, so an
@@ -182,6 +182,12 @@ def _relabel(report, path: str, label: str, offset: int) -> None:
     report.path = label
 
 
+def plain_python(cell: str) -> str:
+    """The cell with its IPython lines (`%time`, `!pip`) blanked, as `check FILE.ipynb` reads a
+    notebook: the rest compiles, and line numbers stay the cell's."""
+    return "\n".join("" if line.lstrip().startswith(("!", "%")) else line for line in cell.splitlines()) + "\n"
+
+
 def grade_source(code: str, preamble: list[str], label: str, exercises: list[str] | None, args):
     """Grade `code` (with `preamble` above it) in the sandboxed worker; returns the FileReport."""
     from commands.check import _bytes
@@ -190,6 +196,8 @@ def grade_source(code: str, preamble: list[str], label: str, exercises: list[str
     if args.timeout <= 0:
         raise InputError(f"--timeout: expected a positive number of seconds, got {args.timeout:g}")
     memory = _bytes(args.memory_limit)
+    # The kernel's folder after the temporary one on sys.path: modules beside the notebook import.
+    preamble = [f"__import__('sys').path.append({os.getcwd()!r})", *preamble]
     head = "".join(line + "\n" for line in preamble)
     with tempfile.TemporaryDirectory(prefix="triptych-cell-") as folder, warnings.catch_warnings():
         # The references' first run imports transformers, whose tqdm warns in a kernel without
@@ -253,11 +261,16 @@ class TriptychMagics(Magics):
             # The exercises the cell defines, named, so the report does not list the group's other
             # functions as missing: they are in other cells.
             try:
-                names = [ex.name for ex in select_exercises(ast.parse(cell), None)]
+                names = [ex.name for ex in select_exercises(ast.parse(plain_python(cell)), None)]
             except SyntaxError:
-                pass  # check_file reports it, as a row
+                names = None  # check_file reports it, as a row
+            if names == []:
+                _say("check: this cell defines none of the exercise names (`%exercise list` names them; "
+                     "`%check NAME --exercise EXERCISE` grades a function of another name); it ran as a plain cell")
+                self.shell.run_cell(cell, store_history=False)
+                return
         try:
-            report = grade_source(cell, history_imports(self.shell), self._label(), names or None, args)
+            report = grade_source(plain_python(cell), history_imports(self.shell), self._label(), names or None, args)
         except InputError as exc:
             _say(f"check: {exc}")
             report = None
@@ -292,6 +305,25 @@ class TriptychMagics(Magics):
         code = "\n\n".join(parts) + "\n"
         report = grade_source(code, history_imports(self.shell), f"`{name}`", [ex.name for ex in exs], args)
         display(report)
+
+    @line_magic
+    def lesson(self, line: str) -> None:
+        """%lesson NAME: run a lesson here; its panels and its plot show inline (lessons.run)."""
+        from IPython.display import display
+
+        import lessons
+
+        names = shlex.split(line)
+        if len(names) != 1:
+            _say(f"lesson: expected one lesson name, e.g. %lesson {next(iter(lessons.LESSONS))} "
+                 f"(the lessons: {', '.join(lessons.LESSONS)})")
+            return
+        try:
+            lessons.load_lesson(names[0])
+        except InputError as exc:
+            _say(str(exc))
+            return
+        display(lessons.run(names[0]))
 
     @line_magic
     def exercise(self, line: str) -> None:
