@@ -71,11 +71,37 @@ def check_name(ex: Exercise) -> str:
     return ex.name if shared <= 1 else f"{ex.group}.{ex.name}"
 
 
+def _called(obj) -> set[str]:
+    """Names of the user's own functions an exercise's target calls to make an argument
+    ({"call": "make_causal_mask"}: apply_causal_mask is graded with the student's own mask)."""
+    if isinstance(obj, dict):
+        return ({obj["call"]} if "call" in obj else set()).union(*map(_called, obj.values()))
+    if isinstance(obj, (list, tuple)):
+        return set().union(*map(_called, obj))
+    return set()
+
+
+def _cell_groups(exercises: list[Exercise]) -> list[list[Exercise]]:
+    """One cell per exercise, except that an exercise which calls another one's function shares that
+    one's cell: `%%check` grades a cell's own code, so both must be in it."""
+    cells: list[list[Exercise]] = []
+    home: dict[str, list[Exercise]] = {}
+    for ex in exercises:
+        needed = [home[name] for name in sorted(_called(ex.target)) if name in home]
+        cell = needed[0] if needed else []
+        if not needed:
+            cells.append(cell)
+        cell.append(ex)
+        home[ex.defines] = cell
+    return cells
+
+
 def render_notebook(group: str, title: str, exercises: list[Exercise], framework: str) -> str:
     """The skeleton as a Jupyter notebook (nbformat 4 JSON): the imports and `%load_ext triptych`
     first, then one code cell per exercise whose first line is `%%check NAME`, so running the cell
-    grades it in the sandbox. `triptych check FILE.ipynb` reads the same notebook: IPython lines
-    (`%...`) are blanked there, so the stubs load as plain Python."""
+    grades it in the sandbox (an exercise that calls another's function shares its cell).
+    `triptych check FILE.ipynb` reads the same notebook: IPython lines (`%...`) are blanked there,
+    so the stubs load as plain Python."""
     import json
 
     intro = (f"# {title}\n\n"
@@ -87,9 +113,9 @@ def render_notebook(group: str, title: str, exercises: list[Exercise], framework
              f"`%exercise show NAME` (or `triptych exercise show NAME`) prints what each case checks.")
     cells = [_cell("markdown", 0, intro),
              _cell("code", 1, HEADERS[framework].rstrip() + "\n\n%load_ext triptych")]
-    for n, ex in enumerate(exercises, start=2):
-        stub = ex.skeleton.get(framework) or function_stub(ex)
-        cells.append(_cell("code", n, f"%%check {check_name(ex)}\n" + stub.rstrip()))
+    for n, group_exs in enumerate(_cell_groups(exercises), start=2):
+        stubs = "\n\n\n".join((ex.skeleton.get(framework) or function_stub(ex)).rstrip() for ex in group_exs)
+        cells.append(_cell("code", n, f"%%check {' '.join(check_name(ex) for ex in group_exs)}\n" + stubs))
     nb = {"cells": cells,
           "metadata": {"kernelspec": KERNELSPEC, "language_info": {"name": "python"}},
           "nbformat": NBFORMAT, "nbformat_minor": NBFORMAT_MINOR}

@@ -48,10 +48,17 @@ def test_every_group_is_a_valid_notebook_with_one_check_cell_per_exercise(tmp_pa
                 assert cell["outputs"] == [] and cell["execution_count"] is None
         code = [c for c in nb["cells"] if c["cell_type"] == "code"]
         assert code[0]["source"][-1] == "%load_ext triptych"
-        # One cell per exercise, the cell magic on its first line, naming an exercise `check` knows.
-        names = [c["source"][0].removeprefix("%%check ").strip() for c in code[1:]]
+        # A cell per exercise, the cell magic on its first line naming exercises `check` knows, each once.
         assert all(c["source"][0].startswith("%%check ") for c in code[1:])
-        assert [exercises.get(n).name for n in names] == [ex.name for ex in exs]
+        names = [n for c in code[1:] for n in c["source"][0].split()[1:]]
+        assert sorted(exercises.get(n).name for n in names) == sorted(ex.name for ex in exs)
+        for c in code[1:]:  # each cell defines what its %%check line names (a function or a value)
+            for n in c["source"][0].split()[1:]:
+                defines = exercises.get(n).defines
+                assert any(line.startswith((f"def {defines}(", f"class {defines}", f"{defines} = "))
+                           for line in c["source"]), (n, c["source"])
+        if group == "course-b":  # apply_causal_mask is graded with the student's own make_causal_mask
+            assert "%%check make_causal_mask apply_causal_mask\n" in [c["source"][0] for c in code]
         # What `check FILE.ipynb` reads of it (IPython lines blanked) is Python, and defines each exercise.
         path = tmp_path / f"{group}.ipynb"
         path.write_text(json.dumps(nb))
