@@ -118,10 +118,10 @@ def test_out_that_is_a_folder_is_refused_in_one_line(tmp_path):
 
 def test_example_notebook_is_graded_by_check():
     """docs/examples/check_in_a_notebook.ipynb read as `check` reads any notebook: the magic lines are
-    blanked, the last split_heads (the fixed one) and merge_heads pass; the lesson cell runs at load
-    like any other statement (or is skipped with a note where `lessons` does not import), no crash."""
+    blanked, the last split_heads (the fixed one) and merge_heads pass, and nothing else is graded."""
     from crosscheck.session import check_file
 
     report = check_file(str(ROOT / "docs" / "examples" / "check_in_a_notebook.ipynb"))
     assert {r["exercise"] for r in report.rows} == {"split_heads", "merge_heads"}
     assert report.ok and all(r["verdict"] == "pass" for r in report.rows)
+    assert not [n for n in report.notes if "skipped" in n]  # every statement the notebook has loads

@@ -93,7 +93,8 @@ def test_unknown_lesson_is_input_error():
 def test_example_notebook_runs_headless(tmp_path):
     """docs/examples/check_in_a_notebook.ipynb, executed as a student runs it (nbclient, this venv's
     python3 kernel): the first split_heads is named as the reshape-only mistake, the fix passes,
-    %check grades merge_heads from an earlier cell, and the lesson shows its panels and its plot inline."""
+    %check grades merge_heads from an earlier cell, and %lesson (lessons.run) shows the lesson's panels
+    and its plot inline."""
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
     from pathlib import Path
@@ -117,9 +118,8 @@ def test_example_notebook_runs_headless(tmp_path):
     assert "2/2 cases pass" in shown("%%check split_heads", 1)
     assert "2/2 cases pass" in shown("%check merge_heads")
     assert "split_no_transpose" in shown("%exercise show split_heads")
-    lesson = [c for c in nb.cells if c.cell_type == "code" and "lessons.run(" in c.source][0]
-    (result,) = [o for o in lesson.outputs if o.output_type == "execute_result"]
-    page = result.data["text/html"]
+    lesson = [c for c in nb.cells if c.cell_type == "code" and c.source.startswith("%lesson ")][0]
+    (page,) = [o.data["text/html"] for o in lesson.outputs if "text/html" in o.get("data", {})]
     assert "E.1 Reading v_a out of (v_a + v_b)/2" in _visible_text(page)
     (png,) = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
     assert base64.b64decode(png).startswith(PNG_SIGNATURE)
