@@ -133,6 +133,7 @@ def test_magics_in_a_real_notebook(tmp_path):
         "%exercise show split_heads\n%exercise show splitheads",                     # 10
         "%%check\nanswer = 41",                                                      # 11
         "print(answer + 1)\n%lesson subspace",                                       # 12
+        "%%check\ndef merge_heads(y):\n    raise ValueError('boom')",                  # 13
     ]
     nb = _notebook(cells)
     client = nbclient.NotebookClient(nb, timeout=240, kernel_name="python3",
@@ -161,6 +162,9 @@ def test_magics_in_a_real_notebook(tmp_path):
     assert len(err.strip().splitlines()) == 1
     assert out[11][2].strip().startswith("check: this cell defines none of the exercise names")
     assert out[12][1].startswith("42") and 'src="data:image/png;base64,' in out[12][0]  # the lesson's plot inline
+    # The error's place as the notebook numbers it: the cell's line 3 (line 1 is `%%check`), not the
+    # temporary file's, whose first lines are the imports of earlier cells.
+    assert "ValueError: boom at cell In [14]:3 in merge_heads" in _visible(out[13][0]), out[13]
     print(f"\nnotebook: {wall:.1f} s in all; %%check cells: buggy {_seconds(nb.cells[1]):.1f} s, "
           f"correct {_seconds(nb.cells[2]):.1f} s, endless loop {_seconds(nb.cells[4]):.1f} s, "
           f"%check {_seconds(nb.cells[8]):.1f} s")

@@ -163,9 +163,10 @@ def helper_sources(shell, source: str, skip: set[str], limit: int = 20) -> list[
 
 # ---------------------------------------------------------------- grading
 
-def _relabel(report, path: str, label: str, offset: int) -> None:
-    """Say `label` (`cell In [7]`) where the report would name the temporary file, with line numbers
-    of the code itself (the imports added above it shifted them by `offset`)."""
+def _relabel(report, path: str, label: str, offset: int, first: int = 1) -> None:
+    """Say `label` (`cell In [7]`) where the report would name the temporary file, with the line
+    numbers the notebook shows: the imports added above the code shifted them by `offset`, and the
+    code starts on line `first` (2 under a `%%check` line)."""
     base = os.path.basename(path)
     pattern = re.compile(rf"(?:[^\s`'\"]*/)?{re.escape(base)}:(\d+)")
 
@@ -177,8 +178,11 @@ def _relabel(report, path: str, label: str, offset: int) -> None:
             row[key] = fix(row.get(key))
         row["traceback"] = [(label, line - offset, func, text) if os.path.basename(str(file)) == base
                             else (file, line, func, text) for file, line, func, text in row.get("traceback") or []]
-    shift = re.compile(r"\bline (\d+)\b")
-    report.notes = [shift.sub(lambda m: f"line {int(m.group(1)) - offset}", fix(n)) for n in report.notes]
+    def line(m):  # a skipped statement's "line N": the code's own line, or one of the imports added
+        n = int(m.group(1)) - offset
+        return f"line {n}" if n >= first else "an earlier cell's import"
+
+    report.notes = [re.sub(r"\bline (\d+)\b", line, fix(n)) for n in report.notes]
     report.path = label
 
 
@@ -188,15 +192,16 @@ def plain_python(cell: str) -> str:
     return "\n".join("" if line.lstrip().startswith(("!", "%")) else line for line in cell.splitlines()) + "\n"
 
 
-def grade_source(code: str, preamble: list[str], label: str, exercises: list[str] | None, args):
-    """Grade `code` (with `preamble` above it) in the sandboxed worker; returns the FileReport."""
+def grade_source(code: str, preamble: list[str], label: str, exercises: list[str] | None, args, first: int = 1):
+    """Grade `code` (with `preamble` above it) in the sandboxed worker; returns the FileReport whose
+    line numbers count from `first` for the code's first line."""
     from commands.check import _bytes
     from crosscheck.session import check_file
 
     if args.timeout <= 0:
         raise InputError(f"--timeout: expected a positive number of seconds, got {args.timeout:g}")
     memory = _bytes(args.memory_limit)
-    # The kernel's folder after the temporary one on sys.path: modules beside the notebook import.
+    # The kernel's folder at the end of sys.path: modules beside the notebook import there too.
     preamble = [f"__import__('sys').path.append({os.getcwd()!r})", *preamble]
     head = "".join(line + "\n" for line in preamble)
     with tempfile.TemporaryDirectory(prefix="triptych-cell-") as folder, warnings.catch_warnings():
@@ -207,7 +212,7 @@ def grade_source(code: str, preamble: list[str], label: str, exercises: list[str
         with open(path, "w", encoding="utf-8") as f:
             f.write(head + code)
         report = check_file(path, exercises, framework=args.framework, timeout_s=args.timeout, memory_bytes=memory)
-    _relabel(report, path, label, head.count("\n"))
+    _relabel(report, path, label, head.count("\n") - (first - 1), first)
     return report
 
 
@@ -270,7 +275,8 @@ class TriptychMagics(Magics):
                 self.shell.run_cell(cell, store_history=False)
                 return
         try:
-            report = grade_source(plain_python(cell), history_imports(self.shell), self._label(), names or None, args)
+            report = grade_source(plain_python(cell), history_imports(self.shell), self._label(), names or None, args,
+                                  first=2)  # the cell's line 1 is `%%check`
         except InputError as exc:
             _say(f"check: {exc}")
             report = None
