@@ -9,6 +9,8 @@
 
 Your function runs in this process (it is your own code, in your own test run), on the same cases
 and with the same judging as `triptych check FILE`, which runs a file in a sandboxed child instead.
+In Jupyter or Colab the returned Report shows as the table `triptych check` prints (print() gives
+its text); `%load_ext triptych` adds `%%check`, which grades a cell in the sandboxed child.
 """
 from __future__ import annotations
 

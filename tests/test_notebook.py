@@ -14,6 +14,8 @@ import re
 import time
 from pathlib import Path
 
+import nbclient
+import nbformat
 import pytest
 
 from crosscheck import check
@@ -86,7 +88,6 @@ def test_report_renders_as_the_terminal_table_in_html_and_text():
 
 
 def _notebook(cells: list[str]):
-    nbformat = pytest.importorskip("nbformat")
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(src.strip("\n")) for src in cells]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -118,7 +119,6 @@ def _seconds(cell) -> float:
 
 @pytest.mark.slow
 def test_magics_in_a_real_notebook(tmp_path):
-    nbclient = pytest.importorskip("nbclient")
     cells = [
         "%load_ext triptych\nimport numpy as np",                                   # 0
         "%%check\n" + BUGGY,                                                         # 1
