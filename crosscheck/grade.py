@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from common.invocation import command
 from common.tolerances import Tol, tolerance
 from crosscheck._match import (compare, find_variant, float32_reference, float32_tol, match_outputs,
                                numpy_promotion_note)
@@ -114,7 +115,7 @@ def _error_row(ex: Exercise, case: Case, reply: dict, path_hint: str) -> dict:
     if err.get("missing"):
         return _row(ex, case, verdict="missing",
                     message=f"{path_hint} defines no `{err['missing']}`; expected {ex.signature} "
-                            f"(`triptych exercise new {ex.group}` writes a skeleton)")
+                            f"(`{command('exercise', 'new', ex.group)}` writes a skeleton)")
     if err.get("not_implemented"):
         return _row(ex, case, verdict="not implemented yet", message=f"{ex.defines} still raises NotImplementedError")
     if err.get("exit_code") is not None:

