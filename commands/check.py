@@ -40,6 +40,9 @@ def register(sub) -> None:
     p.add_argument("--python", metavar="PATH",
                    help="run your code under this interpreter (your own torch and packages, e.g. a CS336 "
                         "uv environment's .venv/bin/python); it needs only NumPy. Default: triptych's own")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="show every exercise's table of cases (default: one line per exercise, and the table "
+                        "only for one with a failing case)")
     p.add_argument("--json", action="store_true", help="print a JSON list of case results (for autograders)")
     p.add_argument("--timeout", type=float, default=20.0, metavar="S", help="seconds per case (default 20)")
     p.add_argument("--memory-limit", default="4GiB", metavar="SIZE", help="memory per run of your code (default 4GiB)")
@@ -100,6 +103,6 @@ def _run(args) -> int:
         if folder:
             print_folder_summary(console, reports)
         else:
-            print_file_report(console, reports[0])
+            print_file_report(console, reports[0], verbose=args.verbose)
     save_reports(args)
     return 0 if all(rep.ok for rep in reports) else 1

@@ -118,9 +118,10 @@ class RecordingConsole(Console):
             recorder.print(text, markup=False, highlight=False, emoji=False, soft_wrap=True, end="")
 
 
-# Piped output (tests, `| less`, CI logs) has no terminal width; rich would fall back to 80 columns
-# and wrap the parity tables into unreadable cells, so give it room unless COLUMNS says otherwise.
-_width = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 150
+# Piped output (tests, `| less`, CI logs) has no terminal width of its own. COLUMNS, when set, is the
+# width of whatever reads the pipe (rich reads it itself); otherwise 100 columns: more than rich's 80,
+# so the parity tables keep their numbers on one line, yet narrow enough for a pager or a CI log.
+_width = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 100
 console = RecordingConsole(width=_width)
 err_console = Console(stderr=True)
 

@@ -40,36 +40,115 @@ def json_rows(report: FileReport, with_file: bool = False) -> list[dict]:
     return rows
 
 
-def exercise_table(name: str, rows: list[dict], framework: str, width: int = 200) -> Table:
-    """One row per case. The diagnosis column names the mistake briefly; the sentence, the reason
-    and the line of numpy_impl that does it right follow under the table.
+# Which columns of a case table give way when the terminal is narrow, first to last: NumPy's and JAX's
+# norms (they agree with torch's, or parity would have failed; --json keeps them), then the norms
+# left, the tolerances, the shapes and the error. The case, the verdict and the diagnosis always stay.
+DROP_ORDER = ("L2 numpy", "L2 jax", "L2 yours", "L2 torch", "tol ours / course", "shape yours / expected",
+              "max |err|")
+# Preferred widest a column grows to when there is room (a long case name or mistake then wraps at
+# its spaces instead of widening the table past a screen); None: as wide as its longest cell.
+_CAP = {"case": 30, "shape yours / expected": 26, "verdict": 14, "diagnosis": 24}
+_BORDER = 3  # rich's default box: one space each side of a cell and one vertical line per column
 
-    Below 140 columns (an 80-column terminal, CI's log) ten columns would fold every cell into
-    slivers: the three reference norms shrink to torch's alone (NumPy's and JAX's are in --json and
-    in a wider terminal; a backend that disagreed with torch would be a bug of ours, caught by parity)."""
-    narrow = width < 140
-    table = Table(title=f"{name}  ({framework})", title_justify="left")
-    columns = [("case", "left", 30), ("shape yours / expected", "left", 26), ("L2 yours", "right", None)]
-    columns += [("L2 torch", "right", None)] if narrow else [
-        ("L2 numpy", "right", None), ("L2 jax", "right", None), ("L2 torch", "right", None)]
-    columns += [("max |err|", "right", None), ("tol ours / course", "right", None), ("verdict", "left", 14),
-                ("diagnosis", "left", 24)]
-    for col, justify, col_width in columns:
-        table.add_column(col, justify=justify, max_width=col_width, overflow="fold")
-    refs = ("torch",) if narrow else ("numpy", "jax", "torch")
-    for r in rows:
-        shape = "-" if r.get("shape") is None else (
-            r["shape"] if r["shape"] == r.get("expected_shape") else f"{r['shape']} / {r.get('expected_shape')}")
-        if r.get("shape") is None and r.get("expected_shape"):
-            shape = f"- / {r['expected_shape']}"
-        l2_ref = r.get("l2_ref") or {}
-        tol = _num(r.get("tolerance"), ".1e") + " / " + _num(r.get("course_tol"), "g")
-        short = (r.get("mistake") or r.get("convention") or r.get("precision")
-                 or ("see below" if r.get("diagnosis") or r.get("note") else ""))
-        table.add_row(escape(r["case"] or ""), escape(shape), _num(r.get("l2"), ".6g"),
-                      *(_num(l2_ref.get(b), ".6g") for b in refs),
-                      _num(r.get("max_abs_err")), tol, _verdict(r), f"[yellow]{escape(short)}[/]")
+
+def _longest_word(text: str) -> int:
+    return max((len(word) for word in text.split()), default=0)
+
+
+def _longest_line(text: str) -> int:
+    return max((len(line) for line in text.splitlines()), default=0)
+
+
+def fit_columns(headers: list[str], cells: list[list[str]], width: int, drop_order=(),
+                caps: dict | None = None) -> dict[str, int]:
+    """The columns that fit in `width` and each one's width, so that no word or number is split.
+
+    cells are markup strings, one list per row. A column is never narrower than its longest word
+    (rich then wraps its cells at spaces only); columns in drop_order go, first to last, until the
+    narrowest table fits; what room is left widens columns towards their longest line, left to right
+    but the first last.
+    Returns {header: width} in the headers' order (a table wider than `width` only when even the
+    columns that always stay cannot fit)."""
+    caps = caps or {}
+    plain = [[Text.from_markup(c).plain for c in row] for row in cells]
+    least, most = {}, {}
+    for i, h in enumerate(headers):
+        column = [row[i] for row in plain]
+        least[h] = max([_longest_word(h)] + [_longest_word(c) for c in column])
+        natural = max([_longest_line(h)] + [_longest_line(c) for c in column])
+        most[h] = max(least[h], min(natural, caps.get(h, natural)))
+    kept = list(headers)
+    for h in drop_order:
+        if sum(least[k] for k in kept) + _BORDER * len(kept) + 1 <= width:
+            break
+        if h in kept:
+            kept.remove(h)
+    widths = {h: least[h] for h in kept}
+    room = width - sum(widths.values()) - _BORDER * len(kept) - 1
+    for h in kept[1:] + kept[:1]:  # the first column (a case's name) wraps best at its spaces: it grows last
+        grow = max(0, min(room, most[h] - widths[h]))
+        widths[h] += grow
+        room -= grow
+    return widths
+
+
+def fitted_table(title: str | None, columns: list[tuple[str, str]], cells: list[list[str]], width: int,
+                 drop_order=(), caps: dict | None = None) -> Table:
+    """A rich Table of the columns fit_columns keeps, each at its fixed width (so rich never folds a
+    word); columns are (header, justify)."""
+    headers = [h for h, _ in columns]
+    widths = fit_columns(headers, cells, width, drop_order, caps)
+    table = Table(title=title, title_justify="left")
+    keep = [i for i, h in enumerate(headers) if h in widths]
+    for i in keep:
+        header, justify = columns[i]
+        table.add_column(header, justify=justify, width=widths[header], overflow="fold")
+    for row in cells:
+        table.add_row(*(row[i] for i in keep))
     return table
+
+
+def _case_cells(r: dict) -> list[str]:
+    shape = "-" if r.get("shape") is None else (
+        r["shape"] if r["shape"] == r.get("expected_shape") else f"{r['shape']} / {r.get('expected_shape')}")
+    if r.get("shape") is None and r.get("expected_shape"):
+        shape = f"- / {r['expected_shape']}"
+    l2_ref = r.get("l2_ref") or {}
+    tol = _num(r.get("tolerance"), ".1e") + " / " + _num(r.get("course_tol"), "g")
+    short = (r.get("mistake") or r.get("convention") or r.get("precision")
+             or ("see below" if r.get("diagnosis") or r.get("note") else ""))
+    return [escape(r["case"] or ""), escape(shape), _num(r.get("l2"), ".6g"),
+            *(_num(l2_ref.get(b), ".6g") for b in ("numpy", "jax", "torch")),
+            _num(r.get("max_abs_err")), tol, _verdict(r), f"[yellow]{escape(short)}[/]"]
+
+
+def exercise_table(name: str, rows: list[dict], framework: str, width: int = 200) -> Table:
+    """One row per case, fitted to `width` columns (fit_columns: no number or word is ever split;
+    columns give way in DROP_ORDER). The diagnosis column names the mistake briefly; the sentence,
+    the reason and the line of numpy_impl that does it right follow under the table."""
+    columns = [("case", "left"), ("shape yours / expected", "left"), ("L2 yours", "right"),
+               ("L2 numpy", "right"), ("L2 jax", "right"), ("L2 torch", "right"), ("max |err|", "right"),
+               ("tol ours / course", "right"), ("verdict", "left"), ("diagnosis", "left")]
+    return fitted_table(f"{escape(name)}  ({framework})", columns, [_case_cells(r) for r in rows], width,
+                        DROP_ORDER, _CAP)
+
+
+def exercise_line(rows: list[dict]) -> list[str]:
+    """One exercise in a line's cells: cases passed, the verdict, the named mistake or note."""
+    passed, noted, ungraded, graded = counts(rows)
+    bad = [r for r in rows if not r["ok"]]
+    if bad:
+        verdicts = [r["verdict"] for r in bad]
+        verdict = f"[bold red]{escape(max(set(verdicts), key=verdicts.count))}[/]"
+        named = next((r["mistake"] for r in bad if r.get("mistake")), None)
+        short = named or ("see the cases below" if any(r.get("diagnosis") or r.get("message") for r in bad) else "")
+    elif graded == 0:
+        verdict, short = "[dim]not graded[/]", next((r.get("message") for r in rows if r.get("message")), "") or ""
+    else:
+        verdict = "[green]pass*[/]" if noted else "[green]pass[/]"
+        names = sorted({r.get("convention") or r.get("precision") or "" for r in rows if r.get("note")} - {""})
+        short = ", ".join(names) or ("note (-v shows it)" if noted else "")
+    return [f"{passed}/{graded}", verdict, f"[yellow]{escape(short)}[/]"]
 
 
 def details(rows: list[dict]) -> list[str]:
@@ -112,22 +191,33 @@ def details(rows: list[dict]) -> list[str]:
     return lines
 
 
-def print_file_report(console, report: FileReport) -> None:
-    for item in file_report_renderables(report, console.width):
+def print_file_report(console, report: FileReport, verbose: bool = False) -> None:
+    """The terminal's report: compact (one line per exercise, the case table only for an exercise
+    with a failing case) or, verbose, every exercise's table."""
+    for item in file_report_renderables(report, console.width, verbose=verbose):
         console.print(item)
 
 
-def file_report_renderables(report: FileReport, width: int) -> list:
+def file_report_renderables(report: FileReport, width: int, verbose: bool = True) -> list:
     """What print_file_report prints, as rich renderables: the notes, one table per exercise with
-    its lines under it, the footer. The terminal, the notebook (HTML) and str() all show these."""
+    its lines under it, the footer. The terminal, the notebook (HTML) and str() all show these.
+
+    verbose=False: one line per exercise first (cases passed, verdict, the named mistake or note),
+    then the table and lines of each exercise that has a failing case only."""
     items: list = [Text.from_markup(f"[yellow]note:[/] {escape(note)}") for note in report.notes]
     by_exercise: dict[str, list[dict]] = {}
     for r in report.rows:
         by_exercise.setdefault(r["exercise"] or "?", []).append(r)
-    for name, rows in by_exercise.items():
+    shown = by_exercise
+    if not verbose:
+        cells = [[escape(name), *exercise_line(rows)] for name, rows in by_exercise.items()]
+        columns = [("exercise", "left"), ("cases", "right"), ("verdict", "left"), ("mistake or note", "left")]
+        items.append(fitted_table(None, columns, cells, width))  # the footer names the file
+        shown = {name: rows for name, rows in by_exercise.items() if not all(r["ok"] for r in rows)}
+    for name, rows in shown.items():
         items.append(exercise_table(name, rows, report.framework, width))
         items.extend(Text.from_markup(line) for line in details(rows))
-    items.append(Text.from_markup(footer(report)))
+    items.append(Text.from_markup(footer(report) + ("" if verbose else " [dim]-v: every case[/]")))
     return items
 
 
@@ -155,18 +245,17 @@ def summary_line(label: str, rows: list[dict], ok: bool) -> str:
 
 
 def print_folder_summary(console, reports: list[FileReport]) -> None:
-    table = Table(title="Submissions", title_justify="left")
-    for col, justify in (("file", "left"), ("framework", "left"), ("cases passed", "right"),
-                         ("failing exercises", "left"), ("first diagnosis or message", "left")):
-        table.add_column(col, justify=justify, overflow="fold")
+    columns = [("file", "left"), ("framework", "left"), ("cases passed", "right"), ("failing exercises", "left"),
+               ("first diagnosis or message", "left")]
+    cells = []
     for rep in reports:
         bad = [r for r in rep.rows if not r["ok"]]
         failing = sorted({r["exercise"] for r in bad if r["exercise"]})
         first = next((r.get("diagnosis") for r in bad if r.get("diagnosis")), None) or (bad[0]["message"] if bad else "")
         passed, _, _, graded = counts(rep.rows)
-        table.add_row(escape(rep.path), rep.framework, f"{passed}/{graded}",
-                      escape(", ".join(failing)), escape(first or ""))
-    console.print(table)
+        cells.append([escape(rep.path), rep.framework, f"{passed}/{graded}", escape(", ".join(failing)),
+                      escape(first or "")])
+    console.print(fitted_table("Submissions", columns, cells, console.width, ("framework",)))
     n_ok = sum(rep.ok for rep in reports)
     console.print(f"{n_ok}/{len(reports)} submissions pass every case")
 

@@ -224,7 +224,7 @@ def test_report_marks_passes_with_a_note(numpy_run):
     from crosscheck.report import json_rows, print_file_report
     _, report = numpy_run
     console = Console(record=True, width=220)
-    print_file_report(console, report)
+    print_file_report(console, report, verbose=True)  # every table, every note
     text = console.export_text()
     noted = sum(r["ok"] and bool(r.get("note")) for r in report.rows)
     assert "pass*" in text and f"({noted} with a note)" in text
