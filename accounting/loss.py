@@ -2,6 +2,7 @@
 
     p_target = softmax(z)[t] = exp(z_t - m) / sum_j exp(z_j - m)      (m = max z: no overflow)
     CE       = -log p_target = logsumexp(z) - z_t                      (in nats)
+             = log sum_j exp(z_j - m) - (z_t - m)                     (computed so: no rounding at large z)
 """
 from __future__ import annotations
 
@@ -28,8 +29,11 @@ def _check(logits, target: int) -> list[float]:
 def target_probability_and_loss(logits, target: int, labels=None) -> list[Quantity]:
     z = _check(logits, target)
     m = max(z)
-    lse = m + math.log(sum(math.exp(v - m) for v in z))
-    ce = lse - z[target]
+    # CE = log sum_j e^(z_j - m) - (z_t - m), both terms small. Adding m back first (lse - z_t) would
+    # round: at z = 1e15 floats are 0.125 apart, so 1e15 + ln 2 - 1e15 gives 0.75 instead of ln 2.
+    shifted_lse = math.log(sum(math.exp(v - m) for v in z))
+    ce = shifted_lse - (z[target] - m)
+    lse = m + shifted_lse  # for the formula shown
     p = math.exp(-ce)
     name = f"'{labels[target]}'" if labels else f"index {target}"
     if m <= 50:  # small logits: show the exponentials themselves
@@ -40,5 +44,6 @@ def target_probability_and_loss(logits, target: int, labels=None) -> list[Quanti
     return [
         Quantity("p_target", f"probability of the correct word {name}", p, "probability", p_formula),
         Quantity("cross_entropy", "cross-entropy loss", ce, "nats",
-                 f"-ln p = logsumexp(z) - z_t = {lse:.6g} - {z[target]:g} = {ce:.6g}"),
+                 f"-ln p = logsumexp(z) - z_t = {lse:.6g} - {z[target]:g} = {ce:.6g}" if m <= 50 else
+                 f"-ln p = ln sum_j e^(z_j - {m:g}) - (z_t - {m:g}) = {shifted_lse:.6g} - ({z[target] - m:g}) = {ce:.6g}"),
     ]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import time
 
+from common.argtypes import Default, output_dir
 from common.console import positive_int as _positive
 
 SPECIAL = "<|endoftext|>"
@@ -32,7 +33,7 @@ def register(bsub) -> None:
     t.add_argument("--repeats", type=_positive, default=3, help="interleaved rounds; medians are shown (default 3)")
     t.add_argument("--no-smollm2", action="store_true", help="skip the SmolLM2 tokenizer rows")
     t.add_argument("--json", action="store_true", help="print the figures as JSON instead of a table")
-    t.add_argument("--out", default="runs/bench", help="folder for tokenizer.json (the figures)")
+    t.add_argument("--out", type=output_dir, default=Default("runs/bench"), help="folder for tokenizer.json (the figures)")
     t.add_argument("--max-bytes", type=_positive, default=None, help=argparse.SUPPRESS)  # tests: a slice
     t.set_defaults(func=run)
 

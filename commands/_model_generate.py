@@ -19,6 +19,7 @@ from __future__ import annotations
 import sys
 import time
 
+from common.argtypes import SEED, count, nonneg_number, number, text
 from common.console import CLIError
 
 
@@ -26,18 +27,18 @@ def register_actions(msub) -> None:
     """Adds `generate` under `model` (commands/model.py calls this; the leading underscore keeps
     cli.py from registering this module as a command of its own)."""
     s = msub.add_parser("generate", help="SmolLM2 writes text by our NumPy / JAX engine (or HF torch), streamed")
-    s.add_argument("prompt", help="the prompt (quote it); with --chat, the user's message")
+    s.add_argument("prompt", type=text, help="the prompt (quote it); with --chat, the user's message")
     s.add_argument("--model", choices=["smollm2"], default="smollm2")
     s.add_argument("--backend", choices=["numpy", "jax", "torch"], default="numpy",
                    help="numpy / jax: our engines with their KV caches; torch: HF LlamaForCausalLM (default numpy)")
-    s.add_argument("--max-new-tokens", type=int, default=64, help="at most this many new tokens (default 64)")
-    s.add_argument("--temperature", type=float, default=0.0,
+    s.add_argument("--max-new-tokens", type=count(8192, why="SmolLM2 has 8,192 positions"), default=64, help="at most this many new tokens (default 64)")
+    s.add_argument("--temperature", type=nonneg_number(), default=0.0,
                    help="0 (default): greedy, the most likely token each time; > 0: sample")
-    s.add_argument("--top-k", type=int, default=None, help="sample among the k most likely tokens only")
-    s.add_argument("--top-p", type=float, default=None, help="sample among the most likely tokens that reach p")
-    s.add_argument("--seed", type=int, default=0, help="the sampling seed (default 0)")
+    s.add_argument("--top-k", type=count(), default=None, help="sample among the k most likely tokens only")
+    s.add_argument("--top-p", type=number(0, 1), default=None, help="sample among the most likely tokens that reach p")
+    s.add_argument("--seed", type=SEED, default=0, help="the sampling seed (default 0)")
     s.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
-    s.add_argument("--system", default=None, help="with --chat: a system message (else the template's default)")
+    s.add_argument("--system", type=text, default=None, help="with --chat: a system message (else the template's default)")
     s.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     s.add_argument("--tokenizer", choices=["ours", "hf"], default="ours",
                    help="ours: bpe/ from the GGUF (default); hf: transformers' tokenizer")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import time
 
+from common.argtypes import Default, output_dir, text, whole
 from common.console import CLIError, add_report_flags
 
 LAYERS_HELP = "--layers N: the first N layers; --layers 0,1,29 (or 7, for one): those layers"
@@ -28,7 +29,7 @@ def register_actions(msub) -> None:
     """Adds `inspect` and `attention` under `model`: commands/model.py calls this with its subparsers
     (the leading underscore keeps cli.py from registering this module as a command of its own)."""
     s = msub.add_parser("inspect", help="a real model step by step: NumPy | JAX | HF per layer and step, first divergence")
-    s.add_argument("text", help="the input text (quote it)")
+    s.add_argument("text", type=text, help="the input text (quote it)")
     s.add_argument("--model", choices=["smollm2", "minilm"], default="smollm2")
     s.add_argument("--backend", default="numpy,jax", help="our engines, comma-separated: numpy, jax (default both)")
     s.add_argument("--layers", default=None, help=f"{LAYERS_HELP} (default all)")
@@ -38,11 +39,11 @@ def register_actions(msub) -> None:
     s.set_defaults(func=run_inspect)
 
     s = msub.add_parser("attention", help="one head's attention probabilities, ours vs HF: table and PNG heatmap")
-    s.add_argument("text", help="the input text (quote it)")
+    s.add_argument("text", type=text, help="the input text (quote it)")
     s.add_argument("--model", choices=["smollm2", "minilm"], default="smollm2")
-    s.add_argument("--layer", type=int, required=True, help="the layer, from 0")
-    s.add_argument("--head", type=int, required=True, help="the query head, from 0")
-    s.add_argument("--out", default="runs/attention", help="folder for the PNG (default runs/attention)")
+    s.add_argument("--layer", type=whole(), required=True, help="the layer, from 0")
+    s.add_argument("--head", type=whole(), required=True, help="the query head, from 0")
+    s.add_argument("--out", type=output_dir, default=Default("runs/attention"), help="folder for the PNG (default runs/attention)")
     s.add_argument("--json", action="store_true", help="print a JSON object instead of the table")
     add_report_flags(s)
     s.set_defaults(func=run_attention)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 
+from common.argtypes import Default, output_dir
 from common.console import positive_int as _positive
 
 ORDER = 80
@@ -41,7 +42,7 @@ def register(sub) -> None:
     a = bsub.add_parser("attention", help="forward and forward+backward times, GFLOP/s, %% of matmul peak, ratio to torch")
     a.add_argument("--json", action="store_true", help="print a JSON list of rows instead of a table")
     a.add_argument("--repeats", type=_positive, default=7, help="timed calls per row (median reported)")
-    a.add_argument("--out", default="runs/bench", help="folder for attention.png and attention.json")
+    a.add_argument("--out", type=output_dir, default=Default("runs/bench"), help="folder for attention.png and attention.json")
     a.add_argument("--causal", choices=["both", "no", "yes"], default="both", help="which masking to time")
     # Tests run a tiny shape and a small GEMM; users get the two shapes and a 2048^2 GEMM.
     a.add_argument("--shape", type=_shape, action="append", help=argparse.SUPPRESS)
@@ -56,7 +57,7 @@ def register(sub) -> None:
     lc.add_argument("--causal", action=argparse.BooleanOptionalAction, default=True,
                     help="decoder (GPT) attention, as in G.2 (default); --no-causal for full attention")
     lc.add_argument("--backends", default="numpy,jax", help="comma-separated subset of numpy,jax")
-    lc.add_argument("--out", default="runs/bench", help="folder for long_context.json")
+    lc.add_argument("--out", type=output_dir, default=Default("runs/bench"), help="folder for long_context.json")
     lc.set_defaults(func=run_long_context)
 
     from bpe.bench import register as register_tokenizer  # `bench tokenizer`: all of it lives in bpe/bench.py

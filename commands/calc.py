@@ -13,6 +13,8 @@ details (units, GB/GiB, formulas) under "details".
 """
 from __future__ import annotations
 
+from common.argtypes import SEED, Default, count, output_dir, positive_number, whole
+
 ORDER = 40
 
 
@@ -36,37 +38,37 @@ def register(sub) -> None:
     s.set_defaults(func=run_mlm_toy)
 
     s = calc.add_parser("model", help="any architecture from flags: parameters, score memory, LoRA, optimizer state")
-    s.add_argument("--layers", type=int, required=True)
-    s.add_argument("--hidden", type=int, required=True, help="d_model")
-    s.add_argument("--heads", type=int, required=True)
-    s.add_argument("--context", type=int, required=True, help="tokens per sequence")
-    s.add_argument("--vocab", type=int, default=None, help="vocabulary size (without it: no embedding/head/total)")
+    s.add_argument("--layers", type=count(), required=True)
+    s.add_argument("--hidden", type=count(), required=True, help="d_model")
+    s.add_argument("--heads", type=count(), required=True)
+    s.add_argument("--context", type=count(), required=True, help="tokens per sequence")
+    s.add_argument("--vocab", type=count(), default=None, help="vocabulary size (without it: no embedding/head/total)")
     ffn = s.add_mutually_exclusive_group()
-    ffn.add_argument("--ffn-inner", type=int, default=None, help="FFN inner size d_ff")
-    ffn.add_argument("--ffn-mult", type=int, default=4, help="d_ff = mult * d_model (default 4)")
+    ffn.add_argument("--ffn-inner", type=count(), default=None, help="FFN inner size d_ff")
+    ffn.add_argument("--ffn-mult", type=count(), default=4, help="d_ff = mult * d_model (default 4)")
     s.add_argument("--ffn", choices=["gelu", "swiglu"], default="gelu",
                    help="gelu: d -> d_ff -> d; swiglu: gate, up and down (Llama; GeGLU counts the same)")
     s.add_argument("--norm", choices=["layernorm", "rmsnorm"], default="layernorm",
                    help="rmsnorm has a weight and no bias (Llama)")
-    s.add_argument("--kv-heads", type=int, default=None,
+    s.add_argument("--kv-heads", type=count(), default=None,
                    help="key/value heads, a divisor of --heads (grouped-query attention; 1 = multi-query)")
-    s.add_argument("--head-dim", type=int, default=None,
+    s.add_argument("--head-dim", type=count(), default=None,
                    help="size of one head (default hidden / heads; heads x head-dim may differ from hidden: Gemma)")
     s.add_argument("--kind", choices=["decoder", "encoder"], default="decoder")
     s.add_argument("--positions", choices=["learned", "sinusoidal", "rope", "none"], default="learned")
-    s.add_argument("--n-positions", type=int, default=None, help="rows of the learned position table (default: context)")
+    s.add_argument("--n-positions", type=count(), default=None, help="rows of the learned position table (default: context)")
     s.add_argument("--no-bias", action="store_true", help="no biases on Linear and LayerNorm layers")
     s.add_argument("--qkv-bias", action="store_true", help="biases on W_q, W_k, W_v even with --no-bias (Qwen2)")
     s.add_argument("--untied", action="store_true", help="decoder LM head not tied to the token embedding")
-    s.add_argument("--token-types", type=int, default=0, help="segment-embedding rows (BERT 2, RoBERTa 1)")
+    s.add_argument("--token-types", type=whole(), default=0, help="segment-embedding rows (BERT 2, RoBERTa 1)")
     s.add_argument("--pooler", action="store_true", help="encoder: add BERT's d x d pooler")
-    s.add_argument("--bytes-per-score", type=int, default=2, help="bytes per attention score (default 2: fp16)")
-    s.add_argument("--batch", type=int, default=1, help="sequences for the score and KV-cache lines (default 1)")
-    s.add_argument("--kv-bytes", type=int, default=2, help="bytes per cached key/value number (default 2: fp16/bf16)")
-    s.add_argument("--lora-rank", type=int, default=8)
+    s.add_argument("--bytes-per-score", type=count(16), default=2, help="bytes per attention score (default 2: fp16)")
+    s.add_argument("--batch", type=count(), default=1, help="sequences for the score and KV-cache lines (default 1)")
+    s.add_argument("--kv-bytes", type=count(16), default=2, help="bytes per cached key/value number (default 2: fp16/bf16)")
+    s.add_argument("--lora-rank", type=count(), default=8)
     s.add_argument("--lora-targets", default="q,v", help="comma list from q,k,v,o,ffn_in,ffn_out (default q,v)")
     s.add_argument("--optimizer", choices=["adam", "adamw", "sgd-momentum", "sgd"], default="adam")
-    s.add_argument("--bytes-per-state", type=int, default=4, help="bytes per optimizer state value (default 4: fp32)")
+    s.add_argument("--bytes-per-state", type=count(16), default=4, help="bytes per optimizer state value (default 4: fp32)")
     s.add_argument("--check-torch", action="store_true",
                    help="also build the model in torch and as its Hugging Face family where one has this shape "
                         "(GPT-2, GPT-NeoX, Llama, Qwen2; meta device: no memory) and compare counts")
@@ -75,20 +77,20 @@ def register(sub) -> None:
 
     s = calc.add_parser("loss", help="probability of the target and cross-entropy from logits")
     s.add_argument("--logits", required=True, help="comma-separated numbers, e.g. 0.5,0.1,3.0")
-    s.add_argument("--target", type=int, required=True, help="index of the correct class")
+    s.add_argument("--target", type=whole(), required=True, help="index of the correct class")
     s.add_argument("--labels", default=None, help="optional comma-separated class names")
     _add_json(s)
     s.set_defaults(func=run_loss)
 
     s = calc.add_parser("lora-demo", help="train only LoRA's A and B (NumPy backward) to fit a low-rank change")
-    s.add_argument("--d-in", type=int, default=64)
-    s.add_argument("--d-out", type=int, default=48)
-    s.add_argument("--rank", type=int, default=4, help="adapter rank r")
-    s.add_argument("--target-rank", type=int, default=4, help="rank of the change to learn")
-    s.add_argument("--steps", type=int, default=300)
-    s.add_argument("--lr", type=float, default=0.02)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--out", default="runs/lora_demo", help="folder for loss.png and result.json")
+    s.add_argument("--d-in", type=count(), default=64)
+    s.add_argument("--d-out", type=count(), default=48)
+    s.add_argument("--rank", type=count(), default=4, help="adapter rank r")
+    s.add_argument("--target-rank", type=count(), default=4, help="rank of the change to learn")
+    s.add_argument("--steps", type=count(), default=300)
+    s.add_argument("--lr", type=positive_number(), default=0.02)
+    s.add_argument("--seed", type=SEED, default=0)
+    s.add_argument("--out", type=output_dir, default=Default("runs/lora_demo"), help="folder for loss.png and result.json")
     _add_json(s)
     s.set_defaults(func=run_lora_demo)
 

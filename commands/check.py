@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 
+from common.argtypes import positive_number
 from common.console import add_report_flags
 
 ORDER = 25
@@ -44,7 +45,7 @@ def register(sub) -> None:
                    help="show every exercise's table of cases (default: one line per exercise, and the table "
                         "only for one with a failing case)")
     p.add_argument("--json", action="store_true", help="print a JSON list of case results (for autograders)")
-    p.add_argument("--timeout", type=float, default=20.0, metavar="S", help="seconds per case (default 20)")
+    p.add_argument("--timeout", type=positive_number(), default=20.0, metavar="S", help="seconds per case (default 20)")
     p.add_argument("--memory-limit", default="4GiB", metavar="SIZE", help="memory per run of your code (default 4GiB)")
     add_report_flags(p)  # --html FILE / --svg FILE: exactly what the terminal showed
     p.set_defaults(func=run)

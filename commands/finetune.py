@@ -15,31 +15,17 @@ from __future__ import annotations
 
 import argparse
 
-from commands._common import CLIError, console, print_json
+from commands._common import (SEED, CLIError, console, count, nonneg_number, number, output_dir, positive_number,
+                              print_json)
+from commands._common import text as _text
 
 ORDER = 60
 
 STUDIES = ("overfit", "batch-size", "grid", "optimizers", "methods", "pretrained-vs-scratch", "topic-news")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
+_positive_int = count()  # the CLI's shared checked types (common/argtypes.py): the same words everywhere
+_positive_float = positive_number()
 
 
 def _float_list(text: str) -> list[float]:
@@ -100,10 +86,10 @@ def _add_common(p, study: bool = False) -> None:
     p.add_argument("--lr", type=_positive_float, default=None,
                    help=f"learning rate ({default}by method: {_lr_by_method()})")
     p.add_argument("--optimizer", default=d("optimizer"), choices=OPTIMIZERS)
-    p.add_argument("--weight-decay", type=float, default=d("weight_decay"), help="AdamW only")
-    p.add_argument("--warmup", type=float, default=d("warmup"),
+    p.add_argument("--weight-decay", type=nonneg_number(), default=d("weight_decay"), help="AdamW only")
+    p.add_argument("--warmup", type=number(0, 1, low_open=False), default=d("warmup"),
                    help=f"fraction of steps warming the lr up ({default}{base.warmup:g})")
-    p.add_argument("--max-grad-norm", type=float, default=d("max_grad_norm"), help="clip the global gradient norm (0: off)")
+    p.add_argument("--max-grad-norm", type=nonneg_number(), default=d("max_grad_norm"), help="clip the global gradient norm (0: off)")
     p.add_argument("--max-length", type=_positive_int, default=d("max_length"), help="tokens per text (truncation)")
     p.add_argument("--train-size", type=_positive_int, default=None, help="random subset of train (default all)")
     p.add_argument("--val-size", type=_positive_int, default=None)
@@ -111,9 +97,9 @@ def _add_common(p, study: bool = False) -> None:
     p.add_argument("--prefix-length", type=_positive_int, default=d("prefix_length"), help="prefix method: trainable embeddings")
     p.add_argument("--lora-r", type=_positive_int, default=d("lora_r"))
     p.add_argument("--lora-alpha", type=_positive_int, default=d("lora_alpha"))
-    p.add_argument("--lora-dropout", type=float, default=d("lora_dropout"))
-    p.add_argument("--seed", type=int, default=d("seed"))
-    p.add_argument("--out", default=None, help="output folder (default under runs/finetune/)")
+    p.add_argument("--lora-dropout", type=number(0, 1, low_open=False, high_open=True), default=d("lora_dropout"))
+    p.add_argument("--seed", type=SEED, default=d("seed"))
+    p.add_argument("--out", type=output_dir, default=None, help="output folder (default under runs/finetune/)")
 
 
 def register(sub) -> None:
@@ -137,8 +123,8 @@ def register(sub) -> None:
     s = ft.add_parser("predict", help="label and class probabilities from a checkpoint")
     s.add_argument("--checkpoint", default=f"{TrainConfig().out}/best",
                    help="a best/ or last/ folder (default %(default)s: what `finetune train` keeps)")
-    s.add_argument("texts", nargs="+", help="texts to classify")
-    s.add_argument("--pair", action="append", default=None,
+    s.add_argument("texts", nargs="+", type=_text, help="texts to classify")
+    s.add_argument("--pair", action="append", type=_text, default=None,
                    help="pair tasks (austen-pairs, boolq): the second text, once per text")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=run_predict)

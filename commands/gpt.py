@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import math
 
+from common.argtypes import SEED, Default, count, nonneg_number, number, output_dir, positive_number, text, whole
+
 ORDER = 60
+MAX_THREADS = 1024  # far above any CPU this runs on; a larger count is a typo, not a machine
 
 
 def _model_flags(p, defaults: bool = True) -> None:
     from common.gpt_config import ATTENTIONS, POSITIONS, SHARES, SIMILARITIES, GPTConfig
     d = GPTConfig()
     g = p.add_argument_group("model (GPTConfig)")
-    g.add_argument("--block-size", type=int, default=d.block_size if defaults else None)
-    g.add_argument("--n-layer", type=int, default=d.n_layer if defaults else None)
-    g.add_argument("--n-head", type=int, default=d.n_head if defaults else None)
-    g.add_argument("--n-embd", type=int, default=d.n_embd if defaults else None)
-    g.add_argument("--dropout", type=float, default=d.dropout)
+    g.add_argument("--block-size", type=count(), default=d.block_size if defaults else None)
+    g.add_argument("--n-layer", type=count(), default=d.n_layer if defaults else None)
+    g.add_argument("--n-head", type=count(), default=d.n_head if defaults else None)
+    g.add_argument("--n-embd", type=count(), default=d.n_embd if defaults else None)
+    g.add_argument("--dropout", type=number(0, 1, low_open=False, high_open=True), default=d.dropout)
     g.add_argument("--positions", choices=POSITIONS, default=d.positions)
     g.add_argument("--similarity", choices=SIMILARITIES, default=d.similarity)
     g.add_argument("--share-qkv", choices=SHARES, default=d.share_qkv)
@@ -30,12 +33,12 @@ def _model_flags(p, defaults: bool = True) -> None:
     from common.llama_config import ROPE_LAYOUTS, LlamaConfig
     ld = LlamaConfig()
     g = p.add_argument_group("--arch llama (LlamaConfig; --block-size, --n-layer, --n-head, --n-embd above apply too)")
-    g.add_argument("--n-kv-heads", type=int, default=None, help="key/value heads for grouped-query attention "
+    g.add_argument("--n-kv-heads", type=count(), default=None, help="key/value heads for grouped-query attention "
                    "(default: --n-head, plain multi-head attention)")
-    g.add_argument("--d-ff", type=int, default=None, help="SwiGLU hidden size (default: 8/3 n_embd, rounded up to 8)")
-    g.add_argument("--rope-base", type=float, default=ld.rope_base)
+    g.add_argument("--d-ff", type=count(), default=None, help="SwiGLU hidden size (default: 8/3 n_embd, rounded up to 8)")
+    g.add_argument("--rope-base", type=positive_number(), default=ld.rope_base)
     g.add_argument("--rope-layout", choices=ROPE_LAYOUTS, default=ld.rope_layout)
-    g.add_argument("--norm-eps", type=float, default=ld.norm_eps)
+    g.add_argument("--norm-eps", type=positive_number(), default=ld.norm_eps)
     g.add_argument("--untied", action="store_true", help="a separate output head (lm_head) instead of the embedding")
 
 
@@ -52,22 +55,22 @@ def register(sub) -> None:
     s.add_argument("--arch", choices=ARCHS, default="gpt",
                    help="gpt: the GPT-2 block; llama: RMSNorm, RoPE, grouped-query attention, SwiGLU")
     s.add_argument("--dtype", choices=("float32", "float64"), default=t.dtype)
-    s.add_argument("--steps", type=int, default=None, help=f"total optimizer steps (default {t.steps})")
-    s.add_argument("--batch-size", type=int, default=t.batch_size)
-    s.add_argument("--lr", type=float, default=t.lr)
-    s.add_argument("--min-lr", type=float, default=t.min_lr)
-    s.add_argument("--warmup", type=int, default=t.warmup)
-    s.add_argument("--weight-decay", type=float, default=t.weight_decay)
-    s.add_argument("--grad-clip", type=float, default=t.grad_clip, help="global-norm clip (0: off)")
-    s.add_argument("--eval-interval", type=int, default=t.eval_interval)
-    s.add_argument("--eval-batches", type=int, default=t.eval_batches)
-    s.add_argument("--ckpt-interval", type=int, default=t.ckpt_interval)
-    s.add_argument("--seed", type=int, default=t.seed)
-    s.add_argument("--max-minutes", type=float, default=t.max_minutes, help="stop (and checkpoint) after this long")
-    s.add_argument("--limit-chars", type=int, default=None, help="train on the first N characters only")
-    s.add_argument("--out", default=None, help="run folder (default runs/gpt/BACKEND)")
+    s.add_argument("--steps", type=count(), default=None, help=f"total optimizer steps (default {t.steps})")
+    s.add_argument("--batch-size", type=count(), default=t.batch_size)
+    s.add_argument("--lr", type=positive_number(), default=t.lr)
+    s.add_argument("--min-lr", type=nonneg_number(), default=t.min_lr)
+    s.add_argument("--warmup", type=whole(), default=t.warmup)
+    s.add_argument("--weight-decay", type=nonneg_number(), default=t.weight_decay)
+    s.add_argument("--grad-clip", type=nonneg_number(), default=t.grad_clip, help="global-norm clip (0: off)")
+    s.add_argument("--eval-interval", type=count(), default=t.eval_interval)
+    s.add_argument("--eval-batches", type=count(), default=t.eval_batches)
+    s.add_argument("--ckpt-interval", type=count(), default=t.ckpt_interval)
+    s.add_argument("--seed", type=SEED, default=t.seed)
+    s.add_argument("--max-minutes", type=positive_number(), default=t.max_minutes, help="stop (and checkpoint) after this long")
+    s.add_argument("--limit-chars", type=count(), default=None, help="train on the first N characters only")
+    s.add_argument("--out", type=output_dir, default=None, help="run folder (default runs/gpt/BACKEND)")
     s.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
-    s.add_argument("--threads", type=int, default=0,
+    s.add_argument("--threads", type=whole(MAX_THREADS), default=0,
                    help="torch threads (0: torch's default; 1 is often fastest on a busy or 2-core CPU)")
     s.add_argument("--no-progress", action="store_true")
     _model_flags(s)
@@ -75,11 +78,12 @@ def register(sub) -> None:
 
     s = gsub.add_parser("sample", help="generate text from a checkpoint")
     s.add_argument("--ckpt", default="runs/gpt/torch/ckpt.npz")
-    s.add_argument("--prompt", default="It is a truth universally acknowledged")
-    s.add_argument("--length", type=int, default=400)
-    s.add_argument("--temperature", type=float, default=0.8)
-    s.add_argument("--top-k", type=int, default=None)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--prompt", type=text, default="It is a truth universally acknowledged")
+    s.add_argument("--length", type=whole(), default=400)
+    s.add_argument("--temperature", type=nonneg_number(), default=0.8,
+                   help="0: greedy, the most likely character each time (as `model generate`); > 0: sample")
+    s.add_argument("--top-k", type=count(), default=None)
+    s.add_argument("--seed", type=SEED, default=0)
     s.add_argument("--backend", choices=BACKENDS, default="numpy", help="which implementation runs the forward")
     s.set_defaults(func=run_sample)
 
@@ -87,16 +91,16 @@ def register(sub) -> None:
     s = gsub.add_parser("experiment", help="the course's attention experiments: " + ", ".join(EXPERIMENTS) + " or all")
     s.add_argument("name", choices=(*EXPERIMENTS, "all"))
     s.add_argument("--backend", choices=BACKENDS, default="torch")
-    s.add_argument("--steps", type=int, default=None, help="training steps per variant (default 1000; numpy 200)")
-    s.add_argument("--batch-size", type=int, default=16)
-    s.add_argument("--block-size", type=int, default=64)
-    s.add_argument("--n-layer", type=int, default=2)
-    s.add_argument("--n-head", type=int, default=4)
-    s.add_argument("--n-embd", type=int, default=64)
-    s.add_argument("--lr", type=float, default=3e-3)
-    s.add_argument("--limit-chars", type=int, default=None)
-    s.add_argument("--threads", type=int, default=1, help="torch threads (tiny models run best on 1; 0: torch's default)")
-    s.add_argument("--out", default="runs/gpt_experiments")
+    s.add_argument("--steps", type=count(), default=None, help="training steps per variant (default 1000; numpy 200)")
+    s.add_argument("--batch-size", type=count(), default=16)
+    s.add_argument("--block-size", type=count(), default=64)
+    s.add_argument("--n-layer", type=count(), default=2)
+    s.add_argument("--n-head", type=count(), default=4)
+    s.add_argument("--n-embd", type=count(), default=64)
+    s.add_argument("--lr", type=positive_number(), default=3e-3)
+    s.add_argument("--limit-chars", type=count(), default=None)
+    s.add_argument("--threads", type=whole(MAX_THREADS), default=1, help="torch threads (tiny models run best on 1; 0: torch's default)")
+    s.add_argument("--out", type=output_dir, default=Default("runs/gpt_experiments"))
     s.add_argument("--report", action="store_true", help="write report.md (table + plots) in --out")
     s.add_argument("--resume", action="store_true",
                    help="continue an interrupted study in --out: finished variants are read back, the rest resume from their checkpoints")
@@ -104,10 +108,10 @@ def register(sub) -> None:
     s.set_defaults(func=run_experiment)
 
     s = gsub.add_parser("bench", help="time one training step of the default config in numpy, jax and torch")
-    s.add_argument("--batch-size", type=int, default=t.batch_size)
-    s.add_argument("--repeats", type=int, default=5)
+    s.add_argument("--batch-size", type=count(), default=t.batch_size)
+    s.add_argument("--repeats", type=count(), default=5)
     s.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    s.add_argument("--threads", type=int, default=1,
+    s.add_argument("--threads", type=whole(MAX_THREADS), default=1,
                    help="compute threads for every backend (0: each library's default; on a busy CPU extra "
                         "threads mostly spin)")
     s.add_argument("--json", action="store_true")
@@ -225,8 +229,11 @@ def run_sample(args) -> int:
 
     params, _, meta = load_checkpoint(args.ckpt)
     config, tok = meta["config"], CharTokenizer(meta["chars"])
+    # temperature 0 is greedy decoding, as in `model generate`: keeping only the most likely character
+    # (top-k 1) makes the draw that character every time, whatever the seed.
+    temperature, top_k = (1.0, 1) if args.temperature == 0 else (args.temperature, args.top_k)
     text = generate(logits_fn_for(args.backend, params, config), config.block_size, tok, args.prompt, args.length,
-                    args.temperature, args.top_k, args.seed)
+                    temperature, top_k, args.seed)
     console.print(f"[dim]{args.ckpt}: step {meta['step']}, {args.backend} forward, temperature {args.temperature}[/]")
     console.print(text, markup=False, highlight=False)
     return 0

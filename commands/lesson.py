@@ -5,6 +5,7 @@ read from a table of answers. `lesson list` names the lessons; `--json` prints t
 Exit code 1 when a lesson's numbers disagree with their reference."""
 from __future__ import annotations
 
+from common.argtypes import Default, output_dir, text
 from common.console import add_report_flags
 
 ORDER = 20
@@ -14,9 +15,9 @@ def register(sub) -> None:
     from lessons import LESSONS
 
     p = sub.add_parser("lesson", help="guided lessons: crafted queries, argmax attention, subspaces, tokenizers, ...")
-    p.add_argument("name", metavar="NAME", help=f"'list', or one of: {', '.join(LESSONS)}")
+    p.add_argument("name", metavar="NAME", type=text, help=f"'list', or one of: {', '.join(LESSONS)}")
     p.add_argument("--json", action="store_true", help="print the lesson's computed values as JSON")
-    p.add_argument("--out", default="runs/lessons",
+    p.add_argument("--out", type=output_dir, default=Default("runs/lessons"),
                    help="folder for the lesson's PNG plot, when it has one (default runs/lessons; not with --json)")
     add_report_flags(p)
     p.set_defaults(func=run)

@@ -13,6 +13,8 @@
 """
 from __future__ import annotations
 
+from common.argtypes import text
+
 ORDER = 70
 
 
@@ -26,7 +28,7 @@ def register(sub) -> None:
     s.set_defaults(func=run_list)
 
     s = msub.add_parser("embed", help="MiniLM sentence embeddings: cosine-similarity matrix, ours vs HF")
-    s.add_argument("sentences", nargs="+", help="two or more sentences (quote each)")
+    s.add_argument("sentences", nargs="+", type=text, help="two or more sentences (quote each)")
     s.add_argument("--backend", choices=["numpy", "jax", "torch"], default="numpy", help="our engine (default numpy)")
     s.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     s.add_argument("--json", action="store_true", help="print a JSON object instead of tables")

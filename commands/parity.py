@@ -3,6 +3,7 @@
 Exit code 1 if any row fails, so the command can gate a script or a CI job."""
 from __future__ import annotations
 
+from common.argtypes import SEED
 from common.console import add_report_flags
 
 ORDER = 20
@@ -12,7 +13,7 @@ def register(sub) -> None:
     p = sub.add_parser("parity", help="NumPy and JAX vs torch for every core op (shape, L2 norms, max error)")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float64")
     p.add_argument("--json", action="store_true", help="print a JSON list of rows instead of a table")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=SEED, default=0)
     add_report_flags(p)
     p.set_defaults(func=run)
 

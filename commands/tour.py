@@ -5,6 +5,7 @@ tensor's shape, its L2 norm in each backend and the max error against torch. Exi
 disagrees beyond the tolerance table."""
 from __future__ import annotations
 
+from common.argtypes import SEED
 from common.console import add_report_flags
 
 ORDER = 10
@@ -16,7 +17,7 @@ B, T, D_MODEL, N_HEADS, T_CROSS = 1, 3, 8, 2, 5
 
 def register(sub) -> None:
     p = sub.add_parser("tour", help="guided walkthrough: multi-head attention from parts, three backends side by side")
-    p.add_argument("--seed", type=int, default=0, help="seed for inputs and weights (default 0)")
+    p.add_argument("--seed", type=SEED, default=0, help="seed for inputs and weights (default 0)")
     p.add_argument("--dtype", choices=["float64", "float32"], default="float64")
     p.add_argument("--json", action="store_true", help="print the steps as JSON rows instead of panels")
     add_report_flags(p)

@@ -30,6 +30,7 @@ import sys
 from rich.console import Console, NewLine
 from rich.control import Control
 
+from common.argtypes import count, output_file
 from common.checks import InputError
 from common.io import atomic_write_text
 
@@ -142,22 +143,17 @@ class _RecordTo(argparse.Action):
         console.start_recording()
 
 
-def positive_int(text: str) -> int:
-    """argparse type for counts (--repeats, --tokens, --vocab-size): a positive integer, or the one-line error."""
-    try:
-        n = int(text)
-    except ValueError:
-        n = 0
-    if n <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return n
+# argparse type for counts (--repeats, --tokens, --vocab-size): a positive integer, or the one-line error.
+positive_int = count()
 
 
 def add_report_flags(parser: argparse.ArgumentParser) -> None:
     """Add --html FILE and --svg FILE to a command's parser (call save_reports(args) at its end)."""
-    parser.add_argument("--html", metavar="FILE", action=_RecordTo,
+    # output_file: a folder or a path that cannot be written is refused as the command line is read,
+    # before the command runs (not after, when the report is saved).
+    parser.add_argument("--html", metavar="FILE", action=_RecordTo, type=output_file,
                         help="also save what the terminal shows as an HTML page")
-    parser.add_argument("--svg", metavar="FILE", action=_RecordTo,
+    parser.add_argument("--svg", metavar="FILE", action=_RecordTo, type=output_file,
                         help="also save what the terminal shows as an SVG picture")
 
 

@@ -50,24 +50,27 @@ import time
 
 import numpy as np
 
+from common.argtypes import Default, count, output_dir
 from common.console import positive_int as _positive
 
 BACKENDS = ("numpy", "jax", "torch", "torch-sdpa", "numpy-concat")
 REFERENCE = "torch"  # HF eager
 GOALS = {("numpy", "decode"): 1.0, ("jax", "decode"): 1.5, ("numpy", "prefill"): 0.7, ("jax", "prefill"): 1.0}
 DECODE_PROMPT = 16  # tokens before the timed decode steps
+POSITIONS = 8192  # SmolLM2-135M's max_position_embeddings: RoPE was trained up to here, no prompt is longer
 
 
 def register(bsub) -> None:
     d = bsub.add_parser("decode", help="SmolLM2-135M prefill and KV-cache decode tokens/s: numpy, jax, HF eager; "
                                        "bandwidth and matmul bounds")
-    d.add_argument("--prompt-tokens", type=_positive, default=512, help="prefill prompt length (default 512)")
-    d.add_argument("--new-tokens", type=_positive, default=32, help="timed decode steps (default 32)")
+    d.add_argument("--prompt-tokens", type=count(POSITIONS, why="SmolLM2 has 8,192 positions"), default=512, help="prefill prompt length (default 512)")
+    d.add_argument("--new-tokens", type=count(POSITIONS - DECODE_PROMPT, why=f"{DECODE_PROMPT} prompt tokens + these "
+                   "fill SmolLM2's 8,192 positions"), default=32, help="timed decode steps (default 32)")
     d.add_argument("--rounds", type=_positive, default=3, help="interleaved rounds; medians shown (default 3)")
     d.add_argument("--backends", default="numpy,jax,torch", help=f"comma-separated subset of {','.join(BACKENDS)}")
-    d.add_argument("--threads", type=_positive, default=None, help="torch and OpenBLAS threads (default: all cores)")
+    d.add_argument("--threads", type=count(1024), default=None, help="torch and OpenBLAS threads (default: all cores)")
     d.add_argument("--json", action="store_true", help="print the figures as JSON instead of a table")
-    d.add_argument("--out", default="runs/bench", help="folder for decode.json (the figures)")
+    d.add_argument("--out", type=output_dir, default=Default("runs/bench"), help="folder for decode.json (the figures)")
     d.add_argument("--model", choices=["smollm2", "tiny"], default="smollm2", help=argparse.SUPPRESS)  # tests
     d.set_defaults(func=run)
 

@@ -231,7 +231,18 @@ def train(cfg: TrainConfig, task: Task | None = None, console=None, quiet: bool 
     say = console.print if accelerator.is_main_process and not quiet else (lambda *a, **k: None)
 
     path = resolve_model(cfg.model)  # before the data: a typo in --model should fail in a second
-    task = _subset(task or load_task(cfg.task, seed=cfg.seed, data_files=cfg.data_files), cfg)
+    task = task or load_task(cfg.task, seed=cfg.seed, data_files=cfg.data_files)
+    for split, asked in (("train", cfg.train_size), ("val", cfg.val_size), ("test", cfg.test_size)):
+        have = len(getattr(task, split))
+        if asked is not None and asked > have and accelerator.is_main_process:  # take() keeps all: say so
+            note = (f"note: --{split}-size {asked:,} is more than the {have:,} examples of {task.name}'s {split} "
+                    f"split; using all {have:,}")
+            if quiet:  # --json: stdout is the JSON alone
+                import sys
+                sys.stderr.write(note + "\n")
+            else:
+                say(note, highlight=False)
+    task = _subset(task, cfg)
     baseline = print_summary(task, console) if not quiet and accelerator.is_main_process else \
         dataset_summary(task)[2]["majority_acc"]
 
