@@ -2,7 +2,7 @@
 
     finetune datasets                         the tasks, their sizes, class balance and majority baselines
     finetune train [--task fine-foods] [--method full|head|prefix|lora] [--model minilm] ...
-    finetune predict --checkpoint runs/finetune/default/best "a review" ["another"] [--pair B ...]
+    finetune predict --checkpoint runs/finetune/default "a review" ["another"] [--pair B ...]
     finetune study NAME                       overfit, batch-size, grid, optimizers, methods,
                                               pretrained-vs-scratch, topic-news
 
@@ -116,13 +116,18 @@ def register(sub) -> None:
 
     s = ft.add_parser("train", help="fine-tune, keep the best epoch on validation, report test accuracy")
     _add_common(s)
-    s.add_argument("--resume", action="store_true", help="continue the run in --out from its last finished epoch")
+    s.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its last finished epoch with its own settings (run.json): "
+                        "other flags need not be repeated; --epochs N beyond the finished count extends it")
     s.add_argument("--json", action="store_true", help="print results.json's content at the end")
+    from commands._resume import record_given
+    record_given(s)  # --resume compares the typed flags with the run's own
     s.set_defaults(func=run_train)
 
     s = ft.add_parser("predict", help="label and class probabilities from a checkpoint")
     s.add_argument("--checkpoint", default=f"{TrainConfig().out}/best",
-                   help="a best/ or last/ folder (default %(default)s: what `finetune train` keeps)")
+                   help="a run folder (its best/) or a best/ or last/ folder (default %(default)s: what "
+                        "`finetune train` keeps)")
     s.add_argument("texts", nargs="+", type=_text, help="texts to classify")
     s.add_argument("--pair", action="append", type=_text, default=None,
                    help="pair tasks (austen-pairs, boolq): the second text, once per text")
@@ -178,13 +183,37 @@ def run_datasets(args) -> int:
     return 0
 
 
+def _resumed_config(args):
+    """The TrainConfig of the run in --out, from its run.json: typed flags must agree with it (refused by
+    name), except --epochs, which may extend it."""
+    from commands._resume import check_length, check_same, given
+    from torch_ref.finetune.config import TrainConfig
+    from torch_ref.finetune.train import read_run
+
+    run = read_run(args.out)
+    if run is None:
+        raise CLIError(f"--resume: expected a run folder of `finetune train` (with run.json), got {args.out!r}; "
+                       f"start the run without --resume")
+    typed = given(args)
+    check_same(run["config"], {k: getattr(args, k) for k in sorted(typed - {"out", "resume", "json", "epochs"})},
+               args.out)
+    config = dict(run["config"])
+    if "epochs" in typed:
+        check_length("epochs", args.epochs, run["epoch"], args.out)
+        config["epochs"] = args.epochs
+    if not getattr(args, "json", False):
+        console.print(f"resuming {args.out} after epoch {run['epoch']} of {config['epochs']} "
+                      f"(its settings from run.json)", highlight=False)
+    return TrainConfig(**config, out=args.out, resume=True)
+
+
 def run_train(args) -> int:
     from torch_ref.finetune.train import train
 
     if args.out is None:
         args.out = "runs/finetune/default" if (args.task, args.method, args.model) == ("fine-foods", "full", "minilm") \
             else f"runs/finetune/{args.task}-{args.method}"
-    cfg = _train_config(args, out=args.out, resume=args.resume)
+    cfg = _resumed_config(args) if args.resume else _train_config(args, out=args.out, resume=False)
     results = train(cfg, console=console, quiet=args.json)
     if args.json:
         print_json({k: v for k, v in results.items() if k != "config"})

@@ -1,7 +1,7 @@
 """`python cli.py gpt ...`: the tiny GPT trained on Jane Austen, three ways.
 
     gpt train --backend numpy|jax|torch [--arch gpt|llama] [model/optimizer flags] [--resume]
-    gpt sample --ckpt runs/gpt/torch/ckpt.npz --prompt "It is a truth"
+    gpt sample [--ckpt RUN_FOLDER] --prompt "It is a truth"   (default: the latest run of any backend)
     gpt experiment NAME|all [--report] [--resume]  the course's attention experiments (exercises.md I)
     gpt bench                               one training step of the default config, three backends
 """
@@ -69,15 +69,20 @@ def register(sub) -> None:
     s.add_argument("--max-minutes", type=positive_number(), default=t.max_minutes, help="stop (and checkpoint) after this long")
     s.add_argument("--limit-chars", type=count(), default=None, help="train on the first N characters only")
     s.add_argument("--out", type=output_dir, default=None, help="run folder (default runs/gpt/BACKEND)")
-    s.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    s.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its checkpoint with its own settings (run.json): other "
+                        "flags need not be repeated; --steps N beyond the finished count extends it")
     s.add_argument("--threads", type=whole(MAX_THREADS), default=0,
                    help="torch threads (0: torch's default; 1 is often fastest on a busy or 2-core CPU)")
     s.add_argument("--no-progress", action="store_true")
     _model_flags(s)
+    from commands._resume import record_given
+    record_given(s)  # --resume compares the typed flags with the run's own
     s.set_defaults(func=run_train)
 
     s = gsub.add_parser("sample", help="generate text from a checkpoint")
-    s.add_argument("--ckpt", default="runs/gpt/torch/ckpt.npz")
+    s.add_argument("--ckpt", default=None,
+                   help="a run folder (what `gpt train` prints) or its ckpt.npz (default: the latest run under runs/gpt/)")
     s.add_argument("--prompt", type=text, default="It is a truth universally acknowledged")
     s.add_argument("--length", type=whole(), default=400)
     s.add_argument("--temperature", type=nonneg_number(), default=0.8,
@@ -148,22 +153,54 @@ def _config_from(args, vocab_size: int):
                      attention=args.attention)
 
 
+# flags of one invocation, not settings of the run: free to differ on --resume (a checkpoint of one
+# backend continues in another)
+_PER_INVOCATION = {"out", "resume", "threads", "no_progress", "max_minutes", "backend", "steps"}
+_GPT_FLAGS = ("block_size", "n_layer", "n_head", "n_embd", *_GPT_ONLY)
+
+
+def _flags_of(arch: str, config: dict) -> dict:
+    """The model flags' values that built `config` (a config dict): what a typed flag is compared with."""
+    if arch != "llama":
+        return {k: config[k] for k in _GPT_FLAGS}
+    return {"block_size": config["block_size"], "n_layer": config["n_layers"], "n_head": config["n_heads"],
+            "n_embd": config["d_model"], "n_kv_heads": config["n_kv_heads"], "d_ff": config["d_ff"],
+            "rope_base": config["rope_base"], "rope_layout": config["rope_layout"], "norm_eps": config["norm_eps"],
+            "untied": not config["tie_embeddings"]}
+
+
+def _resumed_settings(args, out):
+    """-> (TrainArgs, config, finished step) of the run in `out`, from its run.json. Flags typed on the
+    command line must agree with it (InputError naming the first that does not); --steps may extend it."""
+    from commands._resume import check_length, check_same, given
+    from gptlab.backends import config_from_dict
+    from gptlab.checkpoint import read_run
+    from gptlab.trainer import TrainArgs
+
+    run = read_run(out)
+    saved = {**run["args"], "arch": run["arch"], **_flags_of(run["arch"], run["config"])}
+    check_same(saved, {k: getattr(args, k) for k in sorted(given(args) - _PER_INVOCATION)}, out)
+    check_length("steps", args.steps, run["step"], out)
+    targs = TrainArgs(**run["args"])
+    if args.steps is not None:
+        targs.steps = args.steps
+    if "backend" in given(args):
+        targs.backend = args.backend
+    return targs, config_from_dict(run["arch"], run["config"]), run["step"]
+
+
 def run_train(args) -> int:
     from pathlib import Path
 
     from commands._common import console
     from common.invocation import command
-    from gptlab.checkpoint import load_checkpoint
     from gptlab.data import load_char_data
     from gptlab.trainer import TrainArgs, train
 
     out = Path(args.out or (f"runs/gpt/{args.backend}" if args.arch == "gpt" else f"runs/gpt/llama-{args.backend}"))
-    if args.resume:  # the run's own arguments, except where the command line says otherwise
-        _, _, meta = load_checkpoint(out / "ckpt.npz")
-        targs = TrainArgs(**meta["args"])
-        targs.steps = args.steps or targs.steps
-        targs.backend = args.backend
-        config = meta["config"]
+    if args.resume:  # the run's own settings (run.json); a typed flag must agree, --steps may extend
+        targs, config, done = _resumed_settings(args, out)
+        console.print(f"resuming {out} at step {done} of {targs.steps} (its settings from run.json)", highlight=False)
     else:
         targs = TrainArgs(backend=args.backend, dtype=args.dtype, steps=args.steps or TrainArgs.steps,
                           batch_size=args.batch_size, lr=args.lr, min_lr=args.min_lr, warmup=args.warmup,
@@ -181,7 +218,8 @@ def run_train(args) -> int:
                   f"{len(data.train):,} train / {len(data.val):,} val chars, batch {targs.batch_size}x{config.block_size}")
     res, _ = train(targs, config, data, out=out, resume=args.resume, progress=not args.no_progress)
     state = "interrupted, checkpoint saved" if res.interrupted else "done"
-    val = f"val loss {res.val_loss:.4f} nats/char (perplexity {math.exp(res.val_loss):.3f})" if res.val_loss else "no validation yet"
+    val = f"val loss {res.val_loss:.4f} nats/char (perplexity {math.exp(res.val_loss):.3f})" \
+        if res.val_loss is not None else "no validation yet"
     console.print(f"{state} at step {res.step} in {res.seconds:.0f} s: train loss {res.train_loss:.4f}, {val}")
     console.print(f"checkpoint {res.checkpoint}; loss curve {out / 'loss.png'}")
     console.print(f"resume: {command('gpt', 'train', '--backend', targs.backend, '--out', str(out), '--resume')}",
@@ -223,10 +261,11 @@ def logits_fn_for(backend: str, params: dict, config):
 
 def run_sample(args) -> int:
     from commands._common import console
-    from gptlab.checkpoint import load_checkpoint
+    from gptlab.checkpoint import load_checkpoint, resolve_checkpoint
     from gptlab.data import CharTokenizer
     from gptlab.sample import generate
 
+    args.ckpt = resolve_checkpoint(args.ckpt)
     params, _, meta = load_checkpoint(args.ckpt)
     config, tok = meta["config"], CharTokenizer(meta["chars"])
     # temperature 0 is greedy decoding, as in `model generate`: keeping only the most likely character

@@ -14,6 +14,7 @@ import math
 import signal
 import threading
 import time
+from collections import deque
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,10 +24,11 @@ import numpy as np
 from common.checks import InputError
 from common.gpt_config import GPTConfig
 from gptlab.backends import BACKENDS, OptimConfig, arch_of, init_params, make_backend
-from gptlab.checkpoint import load_checkpoint, save_checkpoint
+from gptlab.checkpoint import load_checkpoint, save_checkpoint, write_run_file
 from gptlab.data import CharData, get_batch
 
 VAL_SEED = 2**20  # validation batches are drawn from their own fixed stream
+TPS_WINDOW = 20  # the progress bar's tokens/s: the mean over this many recent steps (one step is noisy)
 
 
 @dataclass
@@ -111,7 +113,7 @@ def train(args: TrainArgs, config, data: CharData, out: str | Path | None = None
           on_eval=None) -> tuple[TrainResult, object]:
     """Train (or resume training) and return (TrainResult, backend). config: a GPTConfig or a
     LlamaConfig (the Llama-style model). With `out`, checkpoints go to out/ckpt.npz and the loss
-    curve to out/loss.png."""
+    curve to out/loss.png, and out/run.json records the run's settings (what `--resume` reads)."""
     args.check()
     ckpt_path = Path(out) / "ckpt.npz" if out is not None else None
     history = {"train": [], "val": []}
@@ -127,6 +129,8 @@ def train(args: TrainArgs, config, data: CharData, out: str | Path | None = None
         if config.vocab_size != data.tokenizer.vocab_size:
             raise InputError(f"vocab_size: expected the corpus' {data.tokenizer.vocab_size} characters, got {config.vocab_size}")
         params, opt_state = init_params(config, args.seed, np.dtype(args.dtype)), None
+    if out is not None:
+        write_run_file(out, arch_of(config), asdict(args), config.to_dict())
     hp = OptimConfig(weight_decay=args.weight_decay, grad_clip=args.grad_clip)
     backend = make_backend(args.backend, config, params, opt_state, args.dtype, hp, args.seed)
 
@@ -138,13 +142,17 @@ def train(args: TrainArgs, config, data: CharData, out: str | Path | None = None
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
     cols = [TextColumn(f"[bold]{args.backend}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]:.3f}  val {task.fields[val]}  {task.fields[tps]:,.0f} tok/s"),
+            TextColumn("loss {task.fields[loss]:.3f}  val {task.fields[val]}  "
+                       f"{{task.fields[tps]:,.0f}} tok/s (last {TPS_WINDOW} steps)  ETA"),
             TimeRemainingColumn()]
     t0 = time.perf_counter()
     step, interrupted, tokens = start, False, args.batch_size * config.block_size
-    val = None
+    # a resumed run starts from the checkpoint's last validation loss, not from "none yet"
+    val = history["val"][-1][1] if history["val"] else None
+    recent = deque(maxlen=TPS_WINDOW)  # seconds of the latest steps
+    shown = f"{val:.3f} (ppl {math.exp(val):.2f})" if val is not None else "-"
     with Progress(*cols, disable=not progress, transient=False) as bar, _ctrl_c_stops_between_steps() as ctrl_c:
-        task = bar.add_task("train", total=args.steps, completed=start, loss=float("nan"), val="-", tps=0.0)
+        task = bar.add_task("train", total=args.steps, completed=start, loss=float("nan"), val=shown, tps=0.0)
         try:
             while step < args.steps:
                 if ctrl_c.is_set():
@@ -166,7 +174,8 @@ def train(args: TrainArgs, config, data: CharData, out: str | Path | None = None
                         on_eval(step, val)
                 if step % args.ckpt_interval == 0:
                     checkpoint(step)
-                bar.update(task, advance=1, loss=loss, tps=tokens / (time.perf_counter() - ts))
+                recent.append(time.perf_counter() - ts)
+                bar.update(task, advance=1, loss=loss, tps=tokens * len(recent) / sum(recent))
                 if interrupt_at is not None and step == interrupt_at:
                     raise _Interrupt
         except KeyboardInterrupt:
@@ -178,6 +187,8 @@ def train(args: TrainArgs, config, data: CharData, out: str | Path | None = None
     seconds = elapsed + time.perf_counter() - t0
     if ckpt_path is not None and history["train"]:
         from gptlab.plots import plot_loss_curves
-        plot_loss_curves({args.backend: history}, ckpt_path.parent / "loss.png")
+        model = "Llama-style model" if arch_of(config) == "llama" else "GPT"
+        plot_loss_curves({args.backend: history}, ckpt_path.parent / "loss.png",
+                         title=f"tiny {model} on Jane Austen ({args.backend})")
     last = float(np.mean([l for _, l in history["train"][-20:]])) if history["train"] else float("nan")
     return TrainResult(step, last, val, seconds, interrupted, history, str(ckpt_path) if ckpt_path else None), backend

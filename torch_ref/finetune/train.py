@@ -131,6 +131,56 @@ def _existing_dir(target: Path) -> Path | None:
     return old if (old / "run.json").is_file() else None
 
 
+def checkpoint_dir(folder) -> Path:
+    """The checkpoint a person means: a best/ or last/ folder itself, or a run folder (what `finetune
+    train` prints), whose best/ it is."""
+    folder = Path(folder)
+    # best/ first: a run folder holds a run.json too (its settings), beside best/ and last/
+    found = _existing_dir(folder / "best") or _existing_dir(folder)
+    if found is None or not (found / "model.safetensors").is_file():
+        raise InputError(f"checkpoint: expected a run folder of `finetune train` or its best/ or last/ "
+                         f"(with run.json and model.safetensors), got {str(folder)!r}")
+    return found
+
+
+RUN_FORMAT = "triptych-finetune-run/1"
+_NOT_SETTINGS = ("out", "resume", "save_checkpoints")  # where and how this invocation runs, not what
+
+
+def run_settings(cfg: TrainConfig) -> dict:
+    """What out/run.json records: the TrainConfig fields that define the run."""
+    return {k: v for k, v in asdict(cfg).items() if k not in _NOT_SETTINGS}
+
+
+def read_run(out) -> dict | None:
+    """The settings of the run in folder `out` ({"config": {...}, "epoch": finished epochs}), or None
+    when it holds no run: out/run.json, else (runs written before it existed) last/'s record."""
+    out = Path(out)
+    last = _existing_dir(out / "last")
+    done = json.loads((last / "run.json").read_text()).get("epoch", 0) if last is not None else 0
+    if (out / "run.json").is_file():
+        try:
+            return {"config": json.loads((out / "run.json").read_text())["config"], "epoch": done}
+        except (ValueError, KeyError):
+            pass  # damaged: last/ holds the same settings
+    if last is not None:
+        config = json.loads((last / "run.json").read_text())["config"]
+        return {"config": {k: v for k, v in config.items() if k not in _NOT_SETTINGS}, "epoch": done}
+    return None
+
+
+def _write_run_file(cfg: TrainConfig) -> None:
+    """out/run.json, atomically: written when a run starts, rewritten only when a resume extends --epochs."""
+    path = Path(cfg.out) / "run.json"
+    run = {"format": RUN_FORMAT, "config": run_settings(cfg)}
+    try:
+        if json.loads(path.read_text()) == json.loads(json.dumps(run)):
+            return
+    except (OSError, ValueError):
+        pass  # absent or unreadable: written below
+    atomic_write_json(path, run)
+
+
 def save_checkpoint(folder, model, tokenizer, meta: dict, trainer_state: dict | None = None) -> None:
     from safetensors.torch import save_model
 
@@ -146,12 +196,11 @@ def save_checkpoint(folder, model, tokenizer, meta: dict, trainer_state: dict | 
 
 
 def load_checkpoint(folder):
-    """(model, tokenizer, meta) rebuilt from a checkpoint folder alone (no base weights needed)."""
+    """(model, tokenizer, meta) rebuilt from a checkpoint folder alone (no base weights needed); a run
+    folder stands for its best/."""
     from safetensors.torch import load_model
 
-    found = _existing_dir(Path(folder))
-    if found is None:
-        raise InputError(f"checkpoint: expected a folder written by `finetune train` (with run.json), got {str(folder)!r}")
+    found = checkpoint_dir(folder)
     meta = json.loads((found / "run.json").read_text())
     spec = ModelSpec(**{**meta["spec"], "pretrained": False})
     model = build_classifier(spec, path=str(found / "encoder"))
@@ -206,7 +255,7 @@ def _progress(console, quiet: bool):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                    TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
                     console=console, disable=quiet, transient=False)
 
 
@@ -226,6 +275,9 @@ def train(cfg: TrainConfig, task: Task | None = None, console=None, quiet: bool 
 
     console = console or Console(quiet=quiet)
     out = Path(cfg.out)
+    if cfg.resume and cfg.save_checkpoints and read_run(out) is None:
+        raise InputError(f"resume: expected a run folder of `finetune train` (run.json, last/), got {str(out)!r}; "
+                         f"start it without --resume")
     set_seed(cfg.seed)
     accelerator = Accelerator(mixed_precision="bf16" if torch.cuda.is_available() else "no")
     say = console.print if accelerator.is_main_process and not quiet else (lambda *a, **k: None)
@@ -272,13 +324,22 @@ def train(cfg: TrainConfig, task: Task | None = None, console=None, quiet: bool 
             "max_length": cfg.max_length, "spec": spec.to_dict(), "config": asdict(cfg)}
     history: list[dict] = []
     best_acc, start_epoch = -1.0, 1
+    if cfg.resume and cfg.save_checkpoints:
+        saved = read_run(out)["config"]
+        changed = [k for k, v in run_settings(cfg).items() if k != "epochs" and k in saved and saved[k] != v]
+        if changed:
+            raise InputError(f"resume: expected the settings of the run in {out} (see its run.json), "
+                             f"got different {', '.join(changed)}")
     if cfg.resume and _existing_dir(out / "last") is not None:
         from safetensors.torch import load_model
 
         last = _existing_dir(out / "last")
         state = torch.load(last / "trainer.pt", weights_only=False)
-        saved = {k: v for k, v in state["config"].items() if k != "resume"}
-        changed = [k for k, v in asdict(cfg).items() if k != "resume" and saved.get(k) != v]
+        # --epochs may grow (extending the run); out may move with its folder
+        saved = {k: v for k, v in state["config"].items() if k not in (*_NOT_SETTINGS, "epochs")}
+        changed = [k for k, v in run_settings(cfg).items() if k != "epochs" and saved.get(k) != v]
+        if cfg.epochs < state["epoch"]:
+            raise InputError(f"epochs: the run in {out} has already finished {state['epoch']} epochs, got {cfg.epochs}")
         if changed:
             raise InputError(f"resume: expected the settings of the run in {out} (see its run.json), "
                              f"got different {', '.join(changed)}")
@@ -290,6 +351,9 @@ def train(cfg: TrainConfig, task: Task | None = None, console=None, quiet: bool 
         np.random.set_state(state["rng"]["numpy"])
         torch.set_rng_state(state["rng"]["torch"])
         say(f"resumed from {last} after epoch {state['epoch']} (best validation accuracy {best_acc:.2%})")
+
+    if accelerator.is_main_process and cfg.save_checkpoints:
+        _write_run_file(cfg)  # before the first epoch: a resume needs no flags repeated
 
     for epoch in range(start_epoch, cfg.epochs + 1):
         model.train()
