@@ -144,6 +144,9 @@ def run_generate(args) -> int:
         "tokens_per_s": {"prefill": round(out.prefill_tokens_per_s, 2), "decode": round(out.decode_tokens_per_s, 2)},
     }
     code = 130 if out.stop == "interrupted" else 0
+    if not args.json:  # the text ends (its last characters, a newline) before anything else is printed
+        sys.stdout.write(stream.flush() + "\n")
+        sys.stdout.flush()
     if args.check_hf and out.stop != "interrupted":
         result["hf"] = _check_hf(prompt_ids, out.ids, args.dtype, eos)
         code = code or (0 if result["hf"]["identical"] else 1)
@@ -152,7 +155,6 @@ def run_generate(args) -> int:
 
         print_json(result)
         return code
-    sys.stdout.write(stream.flush() + "\n")
     _summary(result, out)
     return code
 

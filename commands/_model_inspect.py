@@ -347,34 +347,23 @@ def run_attention(args) -> int:
                     "seconds": round(wall, 3)})
         save_reports(args)
         return 0 if ok else 1
-    from rich.table import Table
+    from commands._attention_view import attention_table, top_keys_lines
 
     kind = "causal: a query sees only keys at or before it" if args.model == "smollm2" else "bidirectional"
+    title = f"{name} layer {args.layer} head {args.head}: attention probabilities, ours (NumPy), {kind}"
     T = len(labels)
     shown = _table_positions(T)
-    table = Table(title=f"{name} layer {args.layer} head {args.head}: attention probabilities, ours (NumPy), "
-                        f"{kind}" + (f"; {sum(p is not None for p in shown)} of {T} tokens shown" if T > len(shown) else ""))
-    table.add_column("query \\ key", no_wrap=True)
-    for p in shown:
-        table.add_column("…" if p is None else f"{p} {labels[p].strip()}", justify="right", max_width=9, overflow="ellipsis")
-    for q in shown:
-        if q is None:
-            table.add_row("…", *["…"] * len(shown))
-            continue
-        cells = []
-        for k in shown:
-            if k is None:
-                cells.append("…")
-            elif args.model == "smollm2" and k > q:
-                cells.append("[dim]·[/dim]")  # masked: exactly 0
-            else:
-                v = ours[q, k]
-                cells.append(f"[bold]{v:.2f}[/bold]" if v >= 0.5 else f"{v:.2f}")
-        table.add_row(f"{q} {labels[q].strip()}", *cells)
-    console.print(table)
+    cell = 9 + 3  # a key's column: at most 9 characters and its borders
+    if len(max(labels, key=len, default="")) + 6 + cell * len(shown) <= console.width:
+        console.print(attention_table(ours, labels, shown, title, args.model == "smollm2"))
+    else:  # a table of slivers would show "…" in every cell: each query's strongest keys instead
+        console.print(f"{title}; too wide for {console.width} columns (the heatmap has every cell), so each "
+                      "query's strongest keys:", highlight=False)
+        for line in top_keys_lines(ours, labels, console.width):
+            console.print(line, highlight=False, markup=False)
     colour = "green" if ok else "red"
     console.print(f"max |ours - HF output_attentions| = {err:.2e}: [{colour}]{verdict}[/{colour}] the float32 "
-                  f"tolerance (atol={tol.atol:g}, rtol={tol.rtol:g}); {wall:.1f} s", soft_wrap=True)
+                  f"tolerance (atol={tol.atol:g}, rtol={tol.rtol:g}); {wall:.1f} s")  # wrapped at spaces
     console.print(f"heatmap saved: {path}", soft_wrap=True, highlight=False)
     save_reports(args)
     return 0 if ok else 1

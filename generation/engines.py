@@ -205,11 +205,13 @@ def make_engine(backend: str, params: dict, config: LlamaConfig, hf=None, dtype=
         if hf is None:
             import torch
 
+            from common.quiet_loading import loading
             from torch_ref.llama import hf_model
 
             exact = np_dtype == np.float64
             attn = attn_implementation or ("sdpa" if exact else "eager")
-            hf = hf_model(params, config, getattr(torch, np_dtype.name), attn, exact_float64=exact)
+            with loading("Hugging Face's LlamaForCausalLM with these weights"):
+                hf = hf_model(params, config, getattr(torch, np_dtype.name), attn, exact_float64=exact)
         return TorchEngine(config, int(max_len), hf)
     if backend == "numpy-concat":
         return NumpyConcatEngine(config, int(max_len), _cast(params, np_dtype))

@@ -84,6 +84,16 @@ def figure(ncols: int = 1, width: float = 6.0, height: float = 4.0):
     return fig, fig.subplots(1, ncols, squeeze=False)
 
 
+def log_axis_keeping_zero(ax, values, axis: str = "y") -> None:
+    """A logarithmic axis on which an exact 0 is drawn at 0 (labelled "0"), not clipped to a tiny
+    number that would pass for a measured error: matplotlib's symlog, linear only below a tenth of the
+    smallest nonzero |value| (so every nonzero value sits on the log part, as on a log axis)."""
+    nonzero = [abs(float(v)) for v in values if v]
+    linthresh = min(nonzero) / 10 if nonzero else 1.0
+    setter = ax.set_yscale if axis == "y" else ax.set_xscale
+    setter("symlog", linthresh=linthresh, linscale=0.3)
+
+
 def save_figure(fig, path) -> None:
     """Write the PNG atomically (common/io.py). The figure belongs to no pyplot state, so there is
     nothing to close: it is freed with its last reference."""

@@ -169,8 +169,11 @@ def plot(result: dict, path) -> None:
     ax1.set_title("piecewise constant: gradient 0 or undefined")
     rows = result["temperature"]
     beta = [r["beta"] for r in rows]
-    ax2.loglog(beta, [max(r["distance_to_argmax"], 1e-17) for r in rows], "o-", label="max |out - argmax out|")
-    ax2.loglog(beta, [max(r["grad_q_norm"], 1e-17) for r in rows], "s-", label="|d loss / d q|")
+    distance, grad = [r["distance_to_argmax"] for r in rows], [r["grad_q_norm"] for r in rows]
+    ax2.plot(beta, distance, "o-", label="max |out - argmax out|")
+    ax2.plot(beta, grad, "s-", label="|d loss / d q|")
+    ax2.set_xscale("log")
+    R.log_axis_keeping_zero(ax2, distance + grad)  # an exact 0 (the softmax underflowed to argmax) shows as 0
     ax2.set_xlabel("beta = 1 / temperature")
     ax2.set_title("softmax(beta * scores): towards argmax")
     ax2.legend()

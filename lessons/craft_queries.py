@@ -230,11 +230,14 @@ def plot(result: dict, path) -> None:
 
     fig, ax = R.figure()
     ax = ax[0, 0]
+    errors = [result["promised"]]
     for t in result["tasks"]:
         if t["scale_table"]:
             S = [r["S"] for r in t["scale_table"]]
-            err = [max(r["max_error"], 1e-17) for r in t["scale_table"]]  # 0 cannot sit on a log axis
-            ax.semilogy(S, err, marker="o", label=f"task {t['task']}")
+            err = [r["max_error"] for r in t["scale_table"]]
+            errors += err
+            ax.plot(S, err, marker="o", label=f"task {t['task']}")
+    R.log_axis_keeping_zero(ax, errors)  # an exact 0 error is drawn at 0, not at a made-up 1e-17
     ax.axhline(result["promised"], color="gray", linestyle="--", label="1e-3 (promised)")
     ax.set_xlabel("scale S of the score gaps")
     ax.set_ylabel("max |output - target|")

@@ -132,10 +132,12 @@ def tokenizer():
 def hf_model(dtype="float32"):
     """HF BertModel from the same folder, eval mode (dropout off), eager attention (the plain maths)."""
     import torch
+    from common.quiet_loading import loading
     from transformers import AutoModel
 
     dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
-    return AutoModel.from_pretrained(str(model_path()), dtype=dtype, attn_implementation="eager").eval()
+    with loading("the Hugging Face reference model (all-MiniLM-L6-v2)"):
+        return AutoModel.from_pretrained(str(model_path()), dtype=dtype, attn_implementation="eager").eval()
 
 
 def embed(sentences: list[str], backend: str = "numpy", dtype="float32", params=None, config=None) -> np.ndarray:

@@ -273,11 +273,13 @@ def hf_model(dtype="float32"):
     own), in eval mode. About 20 s on an idle 2-core machine, more under load.
     """
     import torch
+    from common.quiet_loading import loading
     from transformers import AutoModelForCausalLM
 
     path = gguf_path()
     dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
-    return AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=dtype).eval()
+    with loading("the Hugging Face reference model (SmolLM2-135M-Instruct from its GGUF)"):
+        return AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=dtype).eval()
 
 
 def llama_config(config: SmolLM2Config, n_layers: int | None = None):
