@@ -3,7 +3,7 @@ is wide enough for every shown key's column, else each query's strongest keys, o
 PNG heatmap beside it always has every cell)."""
 from __future__ import annotations
 
-__all__ = ["attention_table", "top_keys_lines"]
+__all__ = ["attention_table", "table_fits", "top_keys_lines"]
 
 
 def attention_table(ours, labels: list[str], shown: list[int | None], title: str, causal: bool):
@@ -32,6 +32,15 @@ def attention_table(ours, labels: list[str], shown: list[int | None], title: str
                 cells.append(f"[bold]{v:.2f}[/bold]" if v >= 0.5 else f"{v:.2f}")
         table.add_row(f"{q} {labels[q].strip()}", *cells)
     return table
+
+
+def table_fits(console, table) -> bool:
+    """Whether the table's columns get their full width on this console (rich would otherwise squeeze
+    every key's column down to "…")."""
+    from rich.measure import Measurement
+
+    unbounded = console.options.update_width(10_000)  # measured without the terminal's limit
+    return Measurement.get(console, unbounded, table).maximum <= console.width
 
 
 def top_keys_lines(weights, labels: list[str], width: int, most: int = 4) -> list[str]:

@@ -347,15 +347,15 @@ def run_attention(args) -> int:
                     "seconds": round(wall, 3)})
         save_reports(args)
         return 0 if ok else 1
-    from commands._attention_view import attention_table, top_keys_lines
+    from commands._attention_view import attention_table, table_fits, top_keys_lines
 
     kind = "causal: a query sees only keys at or before it" if args.model == "smollm2" else "bidirectional"
     title = f"{name} layer {args.layer} head {args.head}: attention probabilities, ours (NumPy), {kind}"
     T = len(labels)
     shown = _table_positions(T)
-    cell = 9 + 3  # a key's column: at most 9 characters and its borders
-    if len(max(labels, key=len, default="")) + 6 + cell * len(shown) <= console.width:
-        console.print(attention_table(ours, labels, shown, title, args.model == "smollm2"))
+    table = attention_table(ours, labels, shown, title, args.model == "smollm2")
+    if table_fits(console, table):
+        console.print(table)
     else:  # a table of slivers would show "…" in every cell: each query's strongest keys instead
         console.print(f"{title}; too wide for {console.width} columns (the heatmap has every cell), so each "
                       "query's strongest keys:", highlight=False)
