@@ -248,3 +248,31 @@ def test_argtypes_bounds_and_defaults():
         argtypes.SEED(str(2**32))
     # a default output folder is not the user's choice: not looked at until something is written
     assert argtypes.output_dir(argtypes.Default(UNWRITABLE_DIR)) == UNWRITABLE_DIR
+
+
+def test_gpt_sample_temperature_0_is_greedy(tmp_path, capsys):
+    """gpt sample --temperature 0 takes the most likely character each time (as model generate does):
+    the same text for every seed, equal to an argmax loop over numpy_impl's forward written here."""
+    import numpy as np
+
+    from gptlab.checkpoint import load_checkpoint
+    from gptlab.data import CharTokenizer
+    from numpy_impl.gpt import gpt_forward
+
+    run = tmp_path / "run"
+    assert cli.main(["gpt", "train", "--backend", "numpy", "--steps", "2", "--out", str(run), "--limit-chars", "5000",
+                     "--n-layer", "1", "--n-embd", "16", "--n-head", "2", "--block-size", "8",
+                     "--eval-interval", "2", "--eval-batches", "1", "--no-progress"]) == 0
+    capsys.readouterr()
+    texts = []
+    for seed in ("0", "7"):
+        assert cli.main(["gpt", "sample", "--ckpt", str(run / "ckpt.npz"), "--temperature", "0", "--seed", seed,
+                         "--length", "12", "--prompt", "It is"]) == 0
+        texts.append(capsys.readouterr().out.strip().splitlines()[-1])
+    params, _, meta = load_checkpoint(run / "ckpt.npz")
+    tok, config = CharTokenizer(meta["chars"]), meta["config"]
+    ids = list(tok.encode("It is"))
+    for _ in range(12):
+        logits = gpt_forward(params, np.asarray([ids[-config.block_size:]]), config)
+        ids.append(int(np.argmax(logits[0, -1])))
+    assert texts[0] == texts[1] == tok.decode(ids)
