@@ -287,13 +287,12 @@ def train(cfg: TrainConfig, task: Task | None = None, console=None, quiet: bool 
     for split, asked in (("train", cfg.train_size), ("val", cfg.val_size), ("test", cfg.test_size)):
         have = len(getattr(task, split))
         if asked is not None and asked > have and accelerator.is_main_process:  # take() keeps all: say so
-            note = (f"note: --{split}-size {asked:,} is more than the {have:,} examples of {task.name}'s {split} "
-                    f"split; using all {have:,}")
+            note = f"note: --{split}-size {asked:,} is more than {task.name}'s {have:,} {split} examples; using all"
             if quiet:  # --json: stdout is the JSON alone
                 import sys
                 sys.stderr.write(note + "\n")
             else:
-                say(note, highlight=False)
+                say(note, highlight=False, soft_wrap=True)  # one line, never wrapped
     task = _subset(task, cfg)
     baseline = print_summary(task, console) if not quiet and accelerator.is_main_process else \
         dataset_summary(task)[2]["majority_acc"]
