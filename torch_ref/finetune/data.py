@@ -245,7 +245,10 @@ def hf_task(name: str, data_files: dict[str, str] | None = None, val_fraction: f
     try:
         import datasets
     except ImportError as e:  # pragma: no cover - datasets is pinned in requirements.txt
-        raise InputError(f"task {name}: needs the `datasets` package (pip install -r requirements.txt): {e}")
+        from common.invocation import module_command  # the interpreter that runs here, named
+
+        raise InputError(f"task {name}: needs the `datasets` package (`{module_command('pip', 'install', 'datasets')}`"
+                         f"): {e}")
     datasets.disable_progress_bars()
     try:
         if data_files is not None:
