@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from common.invocation import command
 from common.tolerances import tolerance
 from crosscheck.grade import l2
 from crosscheck.exercises._subspace import READER_VARIANTS, grade_reader, orthonormal, subspaces
@@ -359,8 +360,8 @@ EXERCISES = [
                Case("5 queries, 6 keys (D 4, D_v 5)", _d_inputs(5, 6, 4, 5)),
                Case("one query, 9 keys (float32)", _d_inputs(0, 9, 6, 3), dtype="float32")),
         variants=ARGMAX_VARIANTS,
-        notes="Why it cannot be trained: the output is piecewise constant in q and K (`triptych lesson "
-              "argmax-attention` shows the zero gradients).",
+        notes="Why it cannot be trained: the output is piecewise constant in q and K "
+              f"(`{command('lesson', 'argmax-attention')}` shows the zero gradients).",
     ),
     Exercise(
         "subspace_reader", GROUP, "subspace_reader(A, B)",

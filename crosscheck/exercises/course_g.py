@@ -20,6 +20,7 @@ from accounting import GB, GiB, attention_scores_bytes, count_parameters, lora_p
 from accounting.scenarios import (AETHER, AETHER_ADAM_BYTES_PER_STATE, AETHER_BYTES_PER_SCORE, AETHER_LORA_RANK,
                                   AETHER_LORA_TARGETS, ENCODER_COURSE, MLM_TOY_LOGITS, MLM_TOY_TARGET)
 from accounting.loss import target_probability_and_loss
+from common.invocation import command
 from common.tolerances import tolerance
 from crosscheck.spec import Case, Exercise, Variant, locate
 
@@ -246,7 +247,7 @@ def _grade_number(ex_variants, reference):
 
 def _exercise(name, what, reference, variants, scenario):
     return Exercise(
-        name, GROUP, f"{name} = <number>", what, f"your number vs `triptych calc {scenario}` (1e-9 relative)",
+        name, GROUP, f"{name} = <number>", what, f"your number vs `{command('calc', scenario)}` (1e-9 relative)",
         target={"kind": "value", "name": name},
         reference=lambda m, i: np.float64(reference()), backends=("numpy",),
         cases=(Case("the course's numbers", lambda rng, dt: {}),),
