@@ -17,7 +17,9 @@ GPTConfig field:
     nonlinear-qkv       linear Q/K/V | Q/K/V from small MLPs (C -> 2C -> GELU -> C)
     aft                 softmax attention | AFT-simple (Attention Free Transformer)
 
-Each row: final train loss (mean of the last 20 steps), validation loss and perplexity, seconds.
+Each row: final train loss (mean of the last 20 steps), validation loss and perplexity, and the
+seconds its own run took (training and its periodic validation, as its checkpoint records them; a
+variant shared with an earlier experiment, the baseline, is trained once and says so).
 With a run folder each variant checkpoints while it trains and saves its row when done (atomic
 writes), so `--resume` continues an interrupted study where it stopped.
 """
@@ -164,8 +166,9 @@ def long_window_losses(backend, data: np.ndarray, budget: Budget, lengths: list[
 def run_variant(experiment: str, variant: str, overrides: dict, budget: Budget, data: CharData,
                 progress: bool = True, cache: dict | None = None, run_dir: Path | None = None,
                 resume: bool = False) -> Row:
-    """Train one variant with the budget and measure it (a cache shares the baseline between experiments;
-    run_dir keeps its checkpoint and, once measured, its row: `resume` reuses both)."""
+    """Train one variant with the budget and measure it (a cache, (backend, config) -> (TrainResult,
+    backend, the experiment it was trained for), shares the baseline between experiments; run_dir keeps
+    its checkpoint and, once measured, its row: `resume` reuses both)."""
     from common.io import atomic_write_json
 
     config = _config(budget, data.tokenizer.vocab_size, overrides)
@@ -176,14 +179,14 @@ def run_variant(experiment: str, variant: str, overrides: dict, budget: Budget, 
         if saved.pop("stamp") == json.loads(json.dumps({"budget": budget.__dict__, "config": config.to_dict()})):
             return Row(**saved)
     key = (budget.backend, config)
-    if cache is not None and key in cache:
-        trained = cache[key]
-    else:
-        trained = _train_variant(config, budget, data, progress, run_dir, resume)
-        if cache is not None:
-            cache[key] = trained
-    res, backend = trained
     extra = {}
+    if cache is not None and key in cache:
+        res, backend, first = cache[key]
+        extra["trained_for"] = first  # one run, shown again: its time is not spent twice
+    else:
+        res, backend = _train_variant(config, budget, data, progress, run_dir, resume)
+        if cache is not None:
+            cache[key] = (res, backend, experiment)
     if experiment == "positions":
         lengths = eval_lengths(budget.block_size)
         # learned positions have no table rows past the training block
@@ -232,8 +235,10 @@ def _fmt(x, digits=3):
 
 
 def row_cells(r: Row) -> list[str]:
-    cells = [r.experiment, r.variant, _fmt(r.train_loss), _fmt(r.val_loss), _fmt(r.val_ppl, 2), f"{r.seconds:.0f}"]
+    cells = [r.experiment, r.variant, _fmt(r.train_loss), _fmt(r.val_loss), _fmt(r.val_ppl, 2), f"{r.seconds:.1f}"]
     notes = []
+    if "trained_for" in r.extra:
+        notes.append(f"same run as in {r.extra['trained_for']}")
     for key in sorted((k for k in r.extra if k.startswith("val@")), key=lambda k: int(k[4:])):
         notes.append(f"{key} {_fmt(r.extra[key])}")
     if "val_last_position" in r.extra:
@@ -241,7 +246,7 @@ def row_cells(r: Row) -> list[str]:
     return cells + ["; ".join(notes)]
 
 
-HEADERS = ["experiment", "variant", "train loss", "val loss", "val ppl", "time (s)", "notes"]
+HEADERS = ["experiment", "variant", "train loss", "val loss", "val ppl", "run time (s)", "notes"]
 
 
 def lengths_table(rows: list[Row], block_size: int) -> tuple[list[str], list[list[str]]]:
@@ -341,7 +346,7 @@ def run_experiments_cli(args) -> int:
     if args.json:
         print_json([{k: v for k, v in r.__dict__.items() if k != "history"} for r in rows])
     else:
-        table = Table(title=f"attention experiments, {budget.backend}, {time.perf_counter() - t0:.0f} s")
+        table = Table(title=f"attention experiments, {budget.backend}, {time.perf_counter() - t0:.0f} s in all")
         for h in HEADERS:
             table.add_column(h)
         for r in rows:

@@ -134,11 +134,11 @@ def train(args: TrainArgs, config, data: CharData, out: str | Path | None = None
     hp = OptimConfig(weight_decay=args.weight_decay, grad_clip=args.grad_clip)
     backend = make_backend(args.backend, config, params, opt_state, args.dtype, hp, args.seed)
 
-    def checkpoint(step):
+    def checkpoint(step, seconds=None):
         if ckpt_path is not None:
             save_checkpoint(ckpt_path, backend.params(), backend.opt_state(),
                             {"arch": arch_of(config), "config": config.to_dict(), "step": step, "seed": args.seed, "args": asdict(args),
-                             "chars": data.tokenizer.chars, "history": history, "seconds": elapsed + time.perf_counter() - t0})
+                             "chars": data.tokenizer.chars, "history": history, "seconds": seconds or elapsed + time.perf_counter() - t0})
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
     cols = [TextColumn(f"[bold]{args.backend}"), BarColumn(), MofNCompleteColumn(),
@@ -183,8 +183,8 @@ def train(args: TrainArgs, config, data: CharData, out: str | Path | None = None
         if not interrupted and step > start and (not history["val"] or history["val"][-1][0] != step):
             val = estimate_loss(backend, data.val, config, args.batch_size, args.eval_batches)  # stopped by the clock
             history["val"].append((step, val))
-        checkpoint(step)
-    seconds = elapsed + time.perf_counter() - t0
+        seconds = elapsed + time.perf_counter() - t0  # the run's own time, as its checkpoint records it
+        checkpoint(step, seconds)
     if ckpt_path is not None and history["train"]:
         from gptlab.plots import plot_loss_curves
         model = "Llama-style model" if arch_of(config) == "llama" else "GPT"

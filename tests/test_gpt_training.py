@@ -147,7 +147,7 @@ def test_every_experiment_runs_in_numpy_and_reports_torch_checked_losses(data):
             assert math.isfinite(r.train_loss) and math.isclose(r.val_ppl, math.exp(r.val_loss))
     # the reported validation loss of a trained variant equals torch's loss of its weights on the same windows
     from gptlab.trainer import VAL_SEED
-    for (backend_name, cfg), (res, backend) in list(cache.items())[:4]:
+    for (backend_name, cfg), (res, backend, _) in list(cache.items())[:4]:
         x, y = get_batch(data.val, budget.batch_size, cfg.block_size, VAL_SEED, 0)
         ref = gpt_loss(params_to_torch(backend.params()), torch.tensor(x), torch.tensor(y), cfg)
         assert_close(res.val_loss, float(ref), "float32", what=str(cfg))

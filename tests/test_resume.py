@@ -144,3 +144,30 @@ def test_finetune_resume_extends_refuses_and_predicts_from_the_run_folder(tmp_pa
     assert by_folder[0] == by_best[0] == 0 and by_folder[1] == by_best[1]
     probs = json.loads(by_folder[1])[0]["probs"]
     assert abs(sum(probs.values()) - 1) < 1e-6 and np.isfinite(list(probs.values())).all()
+
+
+def test_experiment_time_is_each_runs_own_and_llama_plot_is_titled_by_arch(tmp_path, capsys, monkeypatch):
+    import time
+
+    from gptlab.data import load_char_data
+    from gptlab.experiments import Budget, row_cells, run_experiment
+
+    data = load_char_data(limit_chars=20_000)
+    budget = Budget(backend="numpy", steps=3, batch_size=2, block_size=8, n_layer=1, n_head=2, n_embd=16,
+                    eval_batches=1)
+    cache, t0 = {}, time.perf_counter()
+    rows = run_experiment("similarity", budget, data, progress=False, cache=cache, out=tmp_path)
+    rows += run_experiment("shared-projections", budget, data, progress=False, cache=cache, out=tmp_path)
+    wall = time.perf_counter() - t0
+    own = load_checkpoint(tmp_path / "runs" / "similarity" / "dot" / "ckpt.npz")[2]["seconds"]
+    assert rows[0].seconds == own and row_cells(rows[0])[5] == f"{own:.1f}"
+    shared = rows[3]  # shared-projections' baseline is similarity's dot run: trained once, said so
+    assert shared.variant == "separate Q,K,V" and shared.seconds == own
+    assert "same run as in similarity" in row_cells(shared)[6]
+    assert sum(r.seconds for r in rows if "trained_for" not in r.extra) <= wall
+
+    titles = []
+    monkeypatch.setattr("gptlab.plots.plot_loss_curves", lambda runs, path, title="": titles.append(title))
+    rc, _, err = run(capsys, "gpt", "train", "--arch", "llama", *TINY_GPT, "--steps", "2", "--out", str(tmp_path / "llama"))
+    assert rc == 0, err
+    assert titles and "Llama" in titles[0] and "GPT" not in titles[0]
