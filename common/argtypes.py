@@ -73,6 +73,8 @@ class number:  # noqa: N801 - used like a type: `type=number(0, 1)`
         self.__name__ = "number"
 
     def words(self) -> str:
+        if self.high == math.inf and self.low == 0:
+            return "a positive number" if self.low_open else "a non-negative number"
         if self.high == math.inf:
             return f"a finite number {'>' if self.low_open else '>='} {self.low:g}"
         return (f"a number in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}"

@@ -50,7 +50,7 @@ def test_parity_json_schema_and_all_rows_pass():
 @pytest.mark.parametrize("args, fragment", [
     (("parity", "--dtype", "float16"), "invalid choice: 'float16'"),
     (("nonsense",), "invalid choice: 'nonsense'"),
-    (("tour", "--seed", "abc"), "invalid int value: 'abc'"),
+    (("tour", "--seed", "abc"), "argument --seed: expected a non-negative integer, got 'abc'"),
 ])
 def test_cli_misuse_is_one_line_and_exit_2(args, fragment):
     r = cli(*args)

@@ -248,14 +248,15 @@ def test_numpy_backend_with_our_tokenizer_runs_no_hugging_face_or_torch_code():
 
 
 @pytest.mark.parametrize("args,message", [
-    (("",), "expected a non-empty prompt"),
-    (("hi", "--max-new-tokens", "0"), "--max-new-tokens: expected a positive integer, got 0"),
-    (("hi", "--temperature", "-1"), "temperature: expected a finite number > 0"),
+    (("",), "argument prompt: expected non-empty text, got ''"),
+    (("hi", "--max-new-tokens", "0"), "--max-new-tokens: expected a positive integer, got '0'"),
+    (("hi", "--temperature", "-1"), "--temperature: expected a non-negative number, got '-1'"),
     (("hi", "--top-k", "5"), "top_k: expected temperature > 0"),
-    (("hi", "--temperature", "0.7", "--top-p", "1.5"), "top_p: expected a number in (0, 1], got 1.5"),
+    (("hi", "--temperature", "0.7", "--top-p", "1.5"), "--top-p: expected a number in (0, 1], got '1.5'"),
     (("hi", "--temperature", "0.7", "--check-hf"), "--check-hf: expected greedy decoding"),
     (("hi", "--system", "be brief"), "--system: expected --chat"),
-    (("hi", "--max-new-tokens", "9000"), "expected prompt + new tokens <= the model's 8192 positions"),
+    (("hi", "--max-new-tokens", "9000"), "--max-new-tokens: expected a positive integer up to 8,192"),
+    (("hi " * 300, "--max-new-tokens", "8000"), "expected prompt + new tokens <= the model's 8192 positions"),
 ])
 def test_cli_errors_are_one_line_exit_2(args, message):
     r = _cli(*args, timeout=120)
