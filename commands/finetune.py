@@ -87,7 +87,7 @@ def _add_common(p, study: bool = False) -> None:
                    help=f"learning rate ({default}by method: {_lr_by_method()})")
     p.add_argument("--optimizer", default=d("optimizer"), choices=OPTIMIZERS)
     p.add_argument("--weight-decay", type=nonneg_number(), default=d("weight_decay"), help="AdamW only")
-    p.add_argument("--warmup", type=number(0, 1, low_open=False), default=d("warmup"),
+    p.add_argument("--warmup", type=number(0, 1, low_open=False, high_open=True), default=d("warmup"),
                    help=f"fraction of steps warming the lr up ({default}{base.warmup:g})")
     p.add_argument("--max-grad-norm", type=nonneg_number(), default=d("max_grad_norm"), help="clip the global gradient norm (0: off)")
     p.add_argument("--max-length", type=_positive_int, default=d("max_length"), help="tokens per text (truncation)")

@@ -66,7 +66,8 @@ def register(sub) -> None:
     s.add_argument("--eval-batches", type=count(), default=t.eval_batches)
     s.add_argument("--ckpt-interval", type=count(), default=t.ckpt_interval)
     s.add_argument("--seed", type=SEED, default=t.seed)
-    s.add_argument("--max-minutes", type=positive_number(), default=t.max_minutes, help="stop (and checkpoint) after this long")
+    s.add_argument("--max-minutes", type=nonneg_number(), default=t.max_minutes,
+                   help="stop (and checkpoint) after this long (0: no limit)")
     s.add_argument("--limit-chars", type=count(), default=None, help="train on the first N characters only")
     s.add_argument("--out", type=output_dir, default=None, help="run folder (default runs/gpt/BACKEND)")
     s.add_argument("--resume", action="store_true",
