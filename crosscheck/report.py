@@ -3,6 +3,7 @@ torch's), the diagnosis under it, and the JSON rows for autograders."""
 from __future__ import annotations
 
 import io
+import os
 
 from rich.console import Console
 from rich.markup import escape
@@ -247,15 +248,22 @@ def summary_line(label: str, rows: list[dict], ok: bool) -> str:
 def print_folder_summary(console, reports: list[FileReport]) -> None:
     columns = [("file", "left"), ("framework", "left"), ("cases passed", "right"), ("failing exercises", "left"),
                ("first diagnosis or message", "left")]
+    # Each file by its path inside the class folder (the folder is the title): a student's name is
+    # then the first thing in its row and rarely too long for one line of an 80-column terminal.
+    paths = [os.path.abspath(rep.path) for rep in reports]
+    common = os.path.commonpath(paths) if paths else ""
+    if len(paths) == 1 or common in paths:
+        common = os.path.dirname(common)
     cells = []
-    for rep in reports:
+    for rep, path in zip(reports, paths):
         bad = [r for r in rep.rows if not r["ok"]]
         failing = sorted({r["exercise"] for r in bad if r["exercise"]})
         first = next((r.get("diagnosis") for r in bad if r.get("diagnosis")), None) or (bad[0]["message"] if bad else "")
         passed, _, _, graded = counts(rep.rows)
-        cells.append([escape(rep.path), rep.framework, f"{passed}/{graded}", escape(", ".join(failing)),
+        cells.append([escape(os.path.relpath(path, common) if common else rep.path), rep.framework, f"{passed}/{graded}", escape(", ".join(failing)),
                       escape(first or "")])
-    console.print(fitted_table("Submissions", columns, cells, console.width, ("framework",)))
+    title = f"Submissions in {escape(common)}" if common else "Submissions"
+    console.print(fitted_table(title, columns, cells, console.width, ("framework",)))
     n_ok = sum(rep.ok for rep in reports)
     console.print(f"{n_ok}/{len(reports)} submissions pass every case")
 

@@ -194,3 +194,16 @@ def test_lesson_plots_draw_an_exact_zero_at_zero(lesson, monkeypatch):
     ys = np.concatenate([np.asarray(line.get_ydata(), dtype=float) for line in ax.get_lines()])
     assert 0.0 in ys and not np.any((ys > 0) & (ys < 1e-12))  # the zero itself, no stand-in like 1e-17
     assert ax.get_yscale() == "symlog" and np.isfinite(ax.transData.transform((1.0, 0.0))).all()
+
+
+def test_class_summary_at_80_columns(report):
+    from crosscheck.report import print_folder_summary
+
+    console = Console(record=True, width=80, file=open(os.devnull, "w"))
+    print_folder_summary(console, [report, report])
+    text = console.export_text()
+    _fits(text)
+    words = _words(text)
+    passed = f"{sum(r['ok'] for r in report.rows)}/{len(report.rows)}"  # split_heads' cases of the two
+    assert passed == f"{len(report.rows) // 2}/{len(report.rows)}"
+    assert "mine.py" in words and "merge_heads" in words and passed in words  # whole, inside the class folder
