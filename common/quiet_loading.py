@@ -36,9 +36,13 @@ def silence_progress_bars() -> None:
 def loading(what: str):
     """Silence the bars, then print `loading WHAT ...` as one line on stderr for the duration.
 
-    A plain line, never redrawn or erased, so it cannot overwrite text already on the screen."""
-    from common.console import err_console
+    A plain line, never redrawn or erased, so it cannot overwrite text already on the screen. While
+    a progress bar of ours is live (bench decode builds its engines under one), the line goes
+    through that bar's console, which prints it above the bar; a line written to stderr beside a
+    live display would leave a stale copy of the bar on the screen."""
+    from common.console import console, err_console
 
     silence_progress_bars()
-    err_console.print(f"loading {what} ...", highlight=False, markup=False, soft_wrap=True)
+    target = console if getattr(console, "_live_stack", None) else err_console
+    target.print(f"loading {what} ...", highlight=False, markup=False, soft_wrap=True)
     yield
