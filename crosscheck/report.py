@@ -204,7 +204,8 @@ def file_report_renderables(report: FileReport, width: int, verbose: bool = True
     its lines under it, the footer. The terminal, the notebook (HTML) and str() all show these.
 
     verbose=False: one line per exercise first (cases passed, verdict, the named mistake or note),
-    then the table and lines of each exercise that has a failing case only."""
+    the notes of the passes with a note, then the table and lines of each exercise that has a
+    failing case only."""
     items: list = [Text.from_markup(f"[yellow]note:[/] {escape(note)}") for note in report.notes]
     by_exercise: dict[str, list[dict]] = {}
     for r in report.rows:
@@ -215,6 +216,9 @@ def file_report_renderables(report: FileReport, width: int, verbose: bool = True
         columns = [("exercise", "left"), ("cases", "right"), ("verdict", "left"), ("mistake or note", "left")]
         items.append(fitted_table(None, columns, cells, width))  # the footer names the file
         shown = {name: rows for name, rows in by_exercise.items() if not all(r["ok"] for r in rows)}
+        for name, rows in by_exercise.items():  # a pass with a note: the note, which says what was accepted
+            notes = [] if name in shown else list(dict.fromkeys(r["note"] for r in rows if r.get("note")))
+            items.extend(Text.from_markup(f"  [green]* {escape(name)}[/]: {escape(note)}") for note in notes)
     for name, rows in shown.items():
         items.append(exercise_table(name, rows, report.framework, width))
         items.extend(Text.from_markup(line) for line in details(rows))
