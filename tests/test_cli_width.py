@@ -207,3 +207,17 @@ def test_class_summary_at_80_columns(report):
     passed = f"{sum(r['ok'] for r in report.rows)}/{len(report.rows)}"  # split_heads' cases of the two
     assert passed == f"{len(report.rows) // 2}/{len(report.rows)}"
     assert "mine.py" in words and "merge_heads" in words and passed in words  # whole, inside the class folder
+
+
+def test_hf_progress_bars_are_silenced(capfd):
+    """transformers' own switch and the tqdm its GGUF converter calls directly both end up off."""
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+    from transformers.utils import logging
+
+    from common.quiet_loading import loading
+
+    with loading("a test model"):
+        assert not logging.is_progress_bar_enabled()
+        assert list(gguf_utils.tqdm(range(3), desc="Converting and de-quantizing GGUF tensors...")) == [0, 1, 2]
+    err = capfd.readouterr().err
+    assert err == "loading a test model ...\n"  # our one line, and no bar
