@@ -225,14 +225,19 @@ def test_injected_error_names_layer_and_step(ids, monkeypatch, capsys):
     (["model", "attention", "--model", "minilm", TEXT, "--layer", "6", "--head", "0"], "--layer: expected an integer in [0, 5]"),
     (["model", "inspect", "--layers", "31", TEXT], "--layers: expected a count in [1, 30]"),
     (["model", "inspect", "--backend", "torch", TEXT], "--backend: expected a comma-separated list of numpy, jax"),
-    (["model", "inspect", "  "], "text: expected a non-empty input text"),
+    (["model", "inspect", "  "], "argument text: expected non-empty text"),
+    (["model", "attention", TEXT, "--layer", "0", "--head", "-1"], "argument --head: expected a non-negative integer"),
 ])
 def test_bad_arguments_one_line_exit_2(ids, capsys, argv, message):
-    assert cli.main(argv) == 2
+    try:
+        code = cli.main(argv)
+    except SystemExit as e:  # a negative number or empty text is refused as the command line is read
+        code = e.code
+    assert code == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
 
 
 def test_bad_head_in_a_subprocess_has_no_traceback(ids):
-    p = _cli("model", "attention", TEXT, "--layer", "0", "--head", "-1", timeout=120)
+    p = _cli("model", "attention", TEXT, "--layer", "0", "--head", "9", timeout=120)
     assert p.returncode == 2 and p.stderr.count("\n") == 1 and "--head: expected an integer in [0, 8]" in p.stderr
