@@ -25,8 +25,8 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from commands._common import console, print_json, save_reports
-    from lessons import LESSONS, load_lesson
     from common.invocation import command
+    from lessons import LESSONS, load_lesson
 
     if args.name == "list":
         if args.json:

@@ -161,9 +161,9 @@ def run(args) -> int:
         f"{sum(r['ok'] for r in rows)}/{len(rows)} steps agree with torch (worst |err| {worst:.1e}; "
         f"the course accepts 1e-3, our {args.dtype} tolerance is atol={rows[0]['atol']:g}, rtol={rows[0]['rtol']:g})."
     )
-    where_next = Table.grid(padding=(0, 2))
     from common.invocation import command as hint  # the form that runs here: `triptych` or `python cli.py`
 
+    where_next = Table.grid(padding=(0, 2))
     where_next.add_column(no_wrap=True)
     where_next.add_column()
     for command, what in (
