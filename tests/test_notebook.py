@@ -134,6 +134,7 @@ def test_magics_in_a_real_notebook(tmp_path):
         "%%check\nanswer = 41",                                                      # 11
         "print(answer + 1)\n%lesson subspace",                                       # 12
         "%%check\ndef merge_heads(y):\n    raise ValueError('boom')",                  # 13
+        "%%check merge_heads\n" + MERGE.replace("my_merge", "merge_heads"),           # 14: helpers of cell 6
     ]
     nb = _notebook(cells)
     client = nbclient.NotebookClient(nb, timeout=240, kernel_name="python3",
@@ -165,6 +166,9 @@ def test_magics_in_a_real_notebook(tmp_path):
     # The error's place as the notebook numbers it: the cell's line 3 (line 1 is `%%check`), not the
     # temporary file's, whose first lines are the imports of earlier cells.
     assert "ValueError: boom at cell In [14]:3 in merge_heads" in _visible(out[13][0]), out[13]
+    # %%check brings the earlier cells' helper and constant (heads_last, AXES), not cell 13's merge_heads
+    page, _, err = out[14]
+    assert _span_text(page, GREEN).count("pass") == 2 and "FAIL" not in page, (page, err)
     print(f"\nnotebook: {wall:.1f} s in all; %%check cells: buggy {_seconds(nb.cells[1]):.1f} s, "
           f"correct {_seconds(nb.cells[2]):.1f} s, endless loop {_seconds(nb.cells[4]):.1f} s, "
           f"%check {_seconds(nb.cells[8]):.1f} s")

@@ -161,6 +161,24 @@ def helper_sources(shell, source: str, skip: set[str], limit: int = 20) -> list[
     return out
 
 
+def cell_helpers(shell, code: str) -> list[str]:
+    """The notebook's functions, classes and constants that a %%check cell uses but does not define
+    (a self_attention calling the split_heads of an earlier cell): graded beside it, as %check NAME
+    brings its helpers. What the cell defines itself is never taken from an earlier cell."""
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return []  # check_file reports it, as a row
+    own = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            own.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            own.update(t.id for t in targets if isinstance(t, ast.Name))
+    return helper_sources(shell, code, own)
+
+
 # ---------------------------------------------------------------- grading
 
 def _relabel(report, path: str, label: str, offset: int, first: int = 1) -> None:
@@ -275,8 +293,9 @@ class TriptychMagics(Magics):
                 self.shell.run_cell(cell, store_history=False)
                 return
         try:
-            report = grade_source(plain_python(cell), history_imports(self.shell), self._label(), names or None, args,
-                                  first=2)  # the cell's line 1 is `%%check`
+            code = plain_python(cell)
+            report = grade_source(code, history_imports(self.shell) + cell_helpers(self.shell, code), self._label(),
+                                  names or None, args, first=2)  # the cell's line 1 is `%%check`
         except InputError as exc:
             _say(f"check: {exc}")
             report = None
