@@ -1,4 +1,4 @@
-"""The worked accounting questions of ../shared/docs/exercises.md, section G, computed by the formulas
+"""The worked accounting questions of the course's section G (docs/course.md), computed by the formulas
 of this package (never looked up). Each returns (architecture or None, list of Quantity)."""
 from __future__ import annotations
 

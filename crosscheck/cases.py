@@ -3,7 +3,7 @@
 One registry serves both `python cli.py parity` (a table) and parity_tests/ (assertions), so the
 CLI can never report on a different computation than the tests check.
 
-Shapes are the brief's attention-sized problem: B=4, H=8, T=128, d_head=64 (d_model = 512), with a
+Shapes are an attention-sized problem: B=4, H=8, T=128, d_head=64 (d_model = 512), with a
 cross-attention key length of 96 so T_q != T_k is always exercised.
 """
 from __future__ import annotations

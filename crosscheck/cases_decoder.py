@@ -1,5 +1,5 @@
-"""Parity rows for grouped-query attention, the KV cache, sliding windows and ALiBi (issue 14,
-points 4-6), at the registry's sizes (B=4, H=8 query heads, T=128, d_head=64, T_K=96 for cross rows).
+"""Parity rows for grouped-query attention, the KV cache, sliding windows and ALiBi, at the registry's
+sizes (B=4, H=8 query heads, T=128, d_head=64, T_K=96 for cross rows).
 
 torch_ref runs torch SDPA with enable_gqa=True (HF's repeat_kv for repeat_kv), torch.cat for the
 cache, HF's sliding-window mask function, and Bloom's slope algorithm in float64;

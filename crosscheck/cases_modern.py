@@ -1,4 +1,4 @@
-"""Parity rows for the modern decoder's pieces (issue 14, points 1-3): SiLU, RMSNorm, the SwiGLU MLP
+"""Parity rows for the modern decoder's pieces: SiLU, RMSNorm, the SwiGLU MLP
 and RoPE in both channel layouts, at the registry's sizes (B=4, H=8, T=128, d_head=64, d_model=512).
 
 torch_ref runs torch's F.silu / F.rms_norm, Hugging Face's LlamaMLP and apply_rotary_pos_emb, and a

@@ -1,4 +1,4 @@
-"""The course's attention experiments (../shared/docs/exercises.md, section I), each a set of small
+"""The course's attention experiments (docs/course.md, section I), each a set of small
 GPTs trained with the same budget (steps, batch, model size, learning rate) that differ in one
 GPTConfig field:
 

@@ -1,4 +1,4 @@
-"""Guided lessons for the course exercises (../shared/docs/exercises.md sections B-G).
+"""Guided lessons for the course exercises (docs/course.md sections B-G).
 
 Each lesson is one module with two halves:
 

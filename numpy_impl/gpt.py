@@ -92,7 +92,7 @@ def _layer(params: dict, i: int, part: str) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------
-# the course's attention experiments (../shared/docs/exercises.md, section I): the pieces that
+# the course's attention experiments (docs/course.md, section I): the pieces that
 # replace a step of standard attention, each with its backward
 
 

@@ -1,4 +1,4 @@
-"""Grouped-query attention (issue 14, point 4) and attention's additive `bias`, against torch and HF.
+"""Grouped-query attention and attention's additive `bias`, against torch and HF.
 
 References: torch SDPA with enable_gqa=True (through torch_ref.gqa), HF Llama's repeat_kv followed by
 plain torch SDPA, torch.repeat_interleave; gradients against torch autograd, jax.grad and central

@@ -1,4 +1,4 @@
-"""The KV cache (issue 14, point 5): prefill, then one token at a time, equals the full forward.
+"""The KV cache: prefill, then one token at a time, equals the full forward.
 
 References, independent of kvcache.py's own mask logic:
 - the full forward written with torch SDPA is_causal=True (enable_gqa) and no cache at all;

@@ -1,4 +1,4 @@
-"""Sliding-window causal masks and ALiBi biases (issue 14, point 6), in the three backends.
+"""Sliding-window causal masks and ALiBi biases, in the three backends.
 
 Sliding window: against Hugging Face's own mask function (transformers.masking_utils, Mistral's) and
 the definition i - W < j <= i written out per element. ALiBi: slopes by hand (the paper's 8-head

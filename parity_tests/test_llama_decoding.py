@@ -1,4 +1,4 @@
-"""The Llama-style model decoding with a KV cache, and the Hugging Face converters (issue 14, point 7).
+"""The Llama-style model decoding with a KV cache, and the Hugging Face converters.
 
 - logits from step-by-step decoding (prefill, then one token per call) equal the full forward, in
   the three backends;

@@ -1,4 +1,4 @@
-"""The Llama-style model (issue 14, point 7): logits and EVERY parameter gradient of the hand-written
+"""The Llama-style model: logits and EVERY parameter gradient of the hand-written
 NumPy model against Hugging Face's LlamaForCausalLM (autograd), torch autograd of torch_ref's model
 and jax.grad; tied and untied heads, MHA, GQA and MQA, both RoPE layouts (the interleaved one goes
 through the converters' row permutation into HF's half layout).

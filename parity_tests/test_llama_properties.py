@@ -1,4 +1,4 @@
-"""The Llama-style model (issue 14, point 7): values a person can check, the hand-written backward
+"""The Llama-style model: values a person can check, the hand-written backward
 against central finite differences, hypothesis over configurations (head counts and groupings,
 head sizes, depth, tie, layout, lengths) against torch autograd, and bad input rejected by name with
 the same message in the three backends."""
@@ -54,7 +54,7 @@ def test_first_position_sees_only_itself():
 
 
 def test_smollm2_sized_config_and_param_count():
-    """The configuration issue 15 loads: 30 layers, d 576, 9 heads over 3 KV heads, tied, base 1e5.
+    """SmolLM2-135M's configuration: 30 layers, d 576, 9 heads over 3 KV heads, tied, base 1e5.
     Its published parameter count is 134,515,008; the shapes alone (no arrays) must give it."""
     config = LlamaConfig(vocab_size=49152, block_size=8192, d_model=576, n_layers=30, n_heads=9, n_kv_heads=3,
                          d_ff=1536, rope_base=100000.0, norm_eps=1e-5, tie_embeddings=True)

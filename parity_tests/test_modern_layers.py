@@ -1,4 +1,4 @@
-"""SiLU, RMSNorm and the SwiGLU MLP (issue 14, points 1-2): values against Hugging Face's own Llama
+"""SiLU, RMSNorm and the SwiGLU MLP: values against Hugging Face's own Llama
 modules and hand-checkable numbers, the hand-written NumPy backward against torch autograd, jax.grad
 and finite differences, the same error message in the three backends, and hypothesis over shapes."""
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""RoPE in both channel layouts (issue 14, point 3): rotations checked by hand, against Hugging Face's
+"""RoPE in both channel layouts: rotations checked by hand, against Hugging Face's
 LlamaRotaryEmbedding + apply_rotary_pos_emb with (B, T) position ids, the row permutation of W_q and
 W_k that turns one layout into the other, the hand-written backward against torch autograd, jax.grad
 and finite differences, errors worded alike in the three backends, and hypothesis over shapes and
