@@ -6,6 +6,8 @@ check takes the backend's own `all(isfinite(x))` result so no backend converts t
 """
 from __future__ import annotations
 
+import math
+
 from collections.abc import Sequence
 from numbers import Integral
 
@@ -120,3 +122,16 @@ def check_sampling(temperature, top_k, top_p) -> None:
         check_positive_int("top_k", top_k)
     if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0 < top_p <= 1):
         raise InputError(f"top_p: expected a number in (0, 1], got {top_p!r}")
+
+
+def check_schedule(max_learning_rate, min_learning_rate, warmup_iters, cosine_cycle_iters) -> None:
+    """The cosine schedule's settings, refused in the same words by the three backends' schedule.py."""
+    for name, v in (("max_learning_rate", max_learning_rate), ("min_learning_rate", min_learning_rate)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+            raise InputError(f"{name}: expected a finite number >= 0, got {v!r}")
+    if isinstance(warmup_iters, bool) or not isinstance(warmup_iters, int) or warmup_iters < 0:
+        raise InputError(f"warmup_iters: expected an integer >= 0, got {warmup_iters!r}")
+    if (isinstance(cosine_cycle_iters, bool) or not isinstance(cosine_cycle_iters, int)
+            or cosine_cycle_iters <= warmup_iters):
+        raise InputError(f"cosine_cycle_iters: expected an integer > warmup_iters={warmup_iters}, "
+                         f"got {cosine_cycle_iters!r}")

@@ -182,3 +182,19 @@ def check_decode_inputs(idx, cache_shape: tuple, t_past, config: LlamaConfig) ->
         raise InputError(f"idx: expected at most T_max={shape[3]} positions in the cache, got t_past={t_past} "
                          f"+ {idx.shape[1]} new = {t_past + idx.shape[1]}")
     return idx
+
+
+# ---------------------------------------------------------------- one layer on its own
+
+# One layer's weights without the `layers.{i}.` prefix (numpy_impl, jax_impl, torch_ref llama_block).
+LAYER_ATTN_KEYS = ("w_q", "w_k", "w_v", "w_o")
+LAYER_KEYS = ("attn_norm.weight",) + tuple(f"attn.{k}" for k in LAYER_ATTN_KEYS) + (
+    "mlp_norm.weight", "mlp.w_gate", "mlp.w_up", "mlp.w_down")
+
+
+def check_layer_inputs(x, params, keys) -> None:
+    """The same refusals in the three llama_block modules: x (B, T, C) and every key present."""
+    check_ndim("x", x, 3, "(B, T, C)")
+    missing = [k for k in keys if not isinstance(params, dict) or k not in params]
+    if missing:
+        raise InputError(f"params: expected keys {list(keys)}, missing {missing}")

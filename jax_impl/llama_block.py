@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from common.checks import InputError, check_ndim
+from common.llama_config import LAYER_ATTN_KEYS, LAYER_KEYS, check_layer_inputs
 from jax_impl.gqa import grouped_query_attention
 from jax_impl.masks import make_causal_mask
 from jax_impl.multihead import linear, merge_heads, split_heads
@@ -19,23 +19,14 @@ from jax_impl.positional import apply_rope
 
 __all__ = ["rope_self_attention", "llama_block"]
 
-ATTN_KEYS = ("w_q", "w_k", "w_v", "w_o")
-BLOCK_KEYS = ("attn_norm.weight",) + tuple(f"attn.{k}" for k in ATTN_KEYS) + (
-    "mlp_norm.weight", "mlp.w_gate", "mlp.w_up", "mlp.w_down")
-
-
-def _check(x, params, keys):
-    check_ndim("x", x, 3, "(B, T, C)")
-    missing = [k for k in keys if not isinstance(params, dict) or k not in params]
-    if missing:
-        raise InputError(f"params: expected keys {list(keys)}, missing {missing}")
+ATTN_KEYS, BLOCK_KEYS = LAYER_ATTN_KEYS, LAYER_KEYS
 
 
 def rope_self_attention(x, params: dict, n_heads: int, positions=None, base: float = 10000.0,
                         layout: str = "interleaved"):
     """Causal multi-head self-attention, RoPE on queries and keys. Shapes: x (B, T, C),
     positions (T,) or (B, T) (default 0..T-1) -> (B, T, C)"""
-    _check(x, params, ATTN_KEYS)
+    check_layer_inputs(x, params, ATTN_KEYS)
     T = x.shape[1]
     positions = np.arange(T) if positions is None else positions
     rope = dict(positions=positions, base=base, layout=layout)
@@ -49,7 +40,7 @@ def rope_self_attention(x, params: dict, n_heads: int, positions=None, base: flo
 def llama_block(x, params: dict, n_heads: int, positions=None, base: float = 10000.0,
                 layout: str = "interleaved", eps: float = 1e-5):
     """Pre-norm decoder layer. Shapes: x (B, T, C), positions (T,) or (B, T) -> (B, T, C)"""
-    _check(x, params, BLOCK_KEYS)
+    check_layer_inputs(x, params, BLOCK_KEYS)
     attn = {k: params[f"attn.{k}"] for k in ATTN_KEYS}
     x = x + rope_self_attention(rms_norm(x, params["attn_norm.weight"], eps), attn, n_heads, positions, base, layout)
     mlp = {k: params[f"mlp.{k}"] for k in ("w_gate", "w_up", "w_down")}

@@ -7,7 +7,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from common.checks import InputError
-from numpy_impl.schedule import check_schedule
+from common.checks import check_schedule
 
 __all__ = ["lr_cosine_schedule"]
 

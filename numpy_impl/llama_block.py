@@ -21,8 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from common.checks import InputError, check_ndim
-from common.llama_config import LlamaConfig
+from common.llama_config import LAYER_ATTN_KEYS, LAYER_KEYS, LlamaConfig, check_layer_inputs
 from numpy_impl import llama
 from numpy_impl.masks import make_causal_mask
 
@@ -30,17 +29,12 @@ __all__ = ["rope_self_attention", "llama_block"]
 # The (out, cache) forwards exist for the hand-written backward; JAX and torch differentiate automatically.
 __backend_only__ = ["rope_self_attention_forward", "llama_block_forward"]
 
-ATTN_KEYS = ("w_q", "w_k", "w_v", "w_o")
-BLOCK_KEYS = ("attn_norm.weight",) + tuple(f"attn.{k}" for k in ATTN_KEYS) + (
-    "mlp_norm.weight", "mlp.w_gate", "mlp.w_up", "mlp.w_down")
+ATTN_KEYS, BLOCK_KEYS = LAYER_ATTN_KEYS, LAYER_KEYS
 
 
 def _config(x, params: dict, keys, n_heads: int, base: float, layout: str, eps: float, d_ff: int = 1) -> LlamaConfig:
     """The one-layer LlamaConfig these weights describe (every head its own keys: n_kv_heads = n_heads)."""
-    check_ndim("x", x, 3, "(B, T, C)")
-    missing = [k for k in keys if not isinstance(params, dict) or k not in params]
-    if missing:
-        raise InputError(f"params: expected keys {list(keys)}, missing {missing}")
+    check_layer_inputs(x, params, keys)
     return LlamaConfig(vocab_size=1, block_size=max(int(x.shape[1]), 1), d_model=int(x.shape[-1]), n_layers=1,
                        n_heads=n_heads, n_kv_heads=n_heads, d_ff=d_ff, rope_base=base, rope_layout=layout,
                        norm_eps=eps, tie_embeddings=True)

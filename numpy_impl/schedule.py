@@ -11,26 +11,11 @@ cosine starts from its top; the cosine reaches min_lr exactly at it = Tc, so the
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
-from common.checks import InputError
+from common.checks import InputError, check_schedule
 
 __all__ = ["lr_cosine_schedule"]
-
-
-def check_schedule(max_learning_rate, min_learning_rate, warmup_iters, cosine_cycle_iters) -> None:
-    """The same refusals in the three backends (imported by jax_impl and torch_ref)."""
-    for name, v in (("max_learning_rate", max_learning_rate), ("min_learning_rate", min_learning_rate)):
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-            raise InputError(f"{name}: expected a finite number >= 0, got {v!r}")
-    if isinstance(warmup_iters, bool) or not isinstance(warmup_iters, int) or warmup_iters < 0:
-        raise InputError(f"warmup_iters: expected an integer >= 0, got {warmup_iters!r}")
-    if (isinstance(cosine_cycle_iters, bool) or not isinstance(cosine_cycle_iters, int)
-            or cosine_cycle_iters <= warmup_iters):
-        raise InputError(f"cosine_cycle_iters: expected an integer > warmup_iters={warmup_iters}, "
-                         f"got {cosine_cycle_iters!r}")
 
 
 def lr_cosine_schedule(it, max_learning_rate: float, min_learning_rate: float, warmup_iters: int,

@@ -11,23 +11,15 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from common.checks import InputError, check_ndim
+from common.checks import InputError
+from common.llama_config import LAYER_ATTN_KEYS, LAYER_KEYS, check_layer_inputs
 from torch_ref.norms import rms_norm
 from torch_ref.positional import apply_rope
 from torch_ref.swiglu import swiglu_mlp
 
 __all__ = ["rope_self_attention", "llama_block"]
 
-ATTN_KEYS = ("w_q", "w_k", "w_v", "w_o")
-BLOCK_KEYS = ("attn_norm.weight",) + tuple(f"attn.{k}" for k in ATTN_KEYS) + (
-    "mlp_norm.weight", "mlp.w_gate", "mlp.w_up", "mlp.w_down")
-
-
-def _check(x, params, keys):
-    check_ndim("x", x, 3, "(B, T, C)")
-    missing = [k for k in keys if not isinstance(params, dict) or k not in params]
-    if missing:
-        raise InputError(f"params: expected keys {list(keys)}, missing {missing}")
+ATTN_KEYS, BLOCK_KEYS = LAYER_ATTN_KEYS, LAYER_KEYS
 
 
 def _heads(y: torch.Tensor, n: int) -> torch.Tensor:
@@ -41,7 +33,7 @@ def rope_self_attention(x: torch.Tensor, params: dict, n_heads: int, positions=N
                         layout: str = "interleaved") -> torch.Tensor:
     """Causal multi-head self-attention, RoPE on queries and keys. Shapes: x (B, T, C),
     positions (T,) or (B, T) (default 0..T-1) -> (B, T, C)"""
-    _check(x, params, ATTN_KEYS)
+    check_layer_inputs(x, params, ATTN_KEYS)
     if isinstance(positions, torch.Tensor):
         positions = positions.numpy()
     rope = dict(positions=positions, base=float(base), layout=layout)
@@ -55,7 +47,7 @@ def rope_self_attention(x: torch.Tensor, params: dict, n_heads: int, positions=N
 def llama_block(x: torch.Tensor, params: dict, n_heads: int, positions=None, base: float = 10000.0,
                 layout: str = "interleaved", eps: float = 1e-5) -> torch.Tensor:
     """Pre-norm decoder layer. Shapes: x (B, T, C), positions (T,) or (B, T) -> (B, T, C)"""
-    _check(x, params, BLOCK_KEYS)
+    check_layer_inputs(x, params, BLOCK_KEYS)
     attn = {k: params[f"attn.{k}"] for k in ATTN_KEYS}
     x = x + rope_self_attention(rms_norm(x, params["attn_norm.weight"], eps), attn, n_heads, positions, base, layout)
     mlp = {k: params[f"mlp.{k}"] for k in ("w_gate", "w_up", "w_down")}

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from common.checks import InputError
-from numpy_impl.schedule import check_schedule
+from common.checks import check_schedule
 
 __all__ = ["lr_cosine_schedule"]
 
