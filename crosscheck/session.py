@@ -234,9 +234,10 @@ def import_note(hello: dict) -> str | None:
                      f"them raises (--python PATH runs your code under your own environment)")
     for name in hello.get("absent_names") or []:
         lib = name.split(".")[0]
-        parts.append(f"`{name}` is not in the {lib} {hello.get('versions', {}).get(lib, '')} running your code "
-                     f"(your project may pin another version): a stand-in lets your package load, and code that "
-                     f"uses it raises (--python PATH runs your code under your own environment)".replace("  ", " "))
+        installed = " ".join(filter(None, (lib, hello.get("versions", {}).get(lib))))
+        parts.append(f"`{name}` is not in the {installed} running your code (your project may pin another "
+                     f"version): a stand-in lets your package load, and code that uses it raises (--python PATH "
+                     f"runs your code under your own environment)")
     return "; ".join(parts) or None
 
 
