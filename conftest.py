@@ -28,7 +28,7 @@ def torch_one_thread():
 def smollm2_two_layers():
     """SmolLM2-135M's real weights cut to its first 2 layers, float64: (params, config). The only
     skip allowed is the model package being absent, and `make setup` installs it."""
-    from pretrained import ModelMissingError, smollm2
+    from triptych.pretrained import ModelMissingError, smollm2
 
     try:
         return smollm2.load_llama(n_layers=2, dtype="float64")

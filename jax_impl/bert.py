@@ -9,7 +9,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
-from common.checks import InputError, check_ndim, check_shape
+from triptych.common.checks import InputError, check_ndim, check_shape
 from jax_impl._checks import is_traced
 from jax_impl.layers import embedding, layer_norm
 from jax_impl.masks import padding_to_attention_mask

@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from common.checks import (
+from triptych.common.checks import (
     InputError,
     check_finite,
     check_float,

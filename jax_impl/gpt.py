@@ -17,8 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from common.checks import InputError, check_ndim
-from common.gpt_config import GPTConfig, qkv_sources
+from triptych.common.checks import InputError, check_ndim
+from triptych.common.gpt_config import GPTConfig, qkv_sources
 from jax_impl.masks import alibi_bias
 from jax_impl.positional import rope_cos_sin, sinusoidal_encoding
 

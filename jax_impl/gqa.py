@@ -9,7 +9,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
-from common.checks import InputError, check_ndim, check_positive_int, check_same
+from triptych.common.checks import InputError, check_ndim, check_positive_int, check_same
 from jax_impl.attention import scaled_dot_product_attention
 
 __all__ = ["repeat_kv", "grouped_query_attention"]

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from common.checks import InputError, check_ndim, check_positive_int, check_same, check_shape
+from triptych.common.checks import InputError, check_ndim, check_positive_int, check_same, check_shape
 from jax_impl.gqa import grouped_query_attention
 from jax_impl.masks import alibi_bias, make_causal_mask, make_sliding_window_mask
 from jax_impl.multihead import merge_heads, split_heads

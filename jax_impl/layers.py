@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from common.checks import InputError, check_float, check_ndim, check_same
+from triptych.common.checks import InputError, check_float, check_ndim, check_same
 from jax_impl.multihead import linear, multihead_attention
 
 __all__ = ["linear", "embedding", "layer_norm", "gelu", "mlp", "dropout", "transformer_block"]

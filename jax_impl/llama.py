@@ -18,8 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from common.checks import InputError, check_ndim
-from common.llama_config import LlamaConfig, check_llama_params
+from triptych.common.checks import InputError, check_ndim
+from triptych.common.llama_config import LlamaConfig, check_llama_params
 from jax_impl.gqa import grouped_query_attention
 from jax_impl.kvcache import cached_attention
 from jax_impl.losses import cross_entropy

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from common.llama_config import LAYER_ATTN_KEYS, LAYER_KEYS, check_layer_inputs
+from triptych.common.llama_config import LAYER_ATTN_KEYS, LAYER_KEYS, check_layer_inputs
 from jax_impl.gqa import grouped_query_attention
 from jax_impl.masks import make_causal_mask
 from jax_impl.multihead import linear, merge_heads, split_heads

@@ -40,8 +40,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from common.checks import check_positive_int
-from common.llama_config import LlamaConfig, check_decode_inputs, check_llama_params
+from triptych.common.checks import check_positive_int
+from triptych.common.llama_config import LlamaConfig, check_decode_inputs, check_llama_params
 from jax_impl.multihead import merge_heads, split_heads
 from jax_impl.norms import rms_norm
 from jax_impl.positional import apply_rope

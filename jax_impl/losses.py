@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from common.checks import InputError, check_float, check_min_ndim
+from triptych.common.checks import InputError, check_float, check_min_ndim
 
 __all__ = ["cross_entropy"]
 

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from common.checks import InputError, check_min_ndim, check_ndim, check_positive_int
+from triptych.common.checks import InputError, check_min_ndim, check_ndim, check_positive_int
 
 __all__ = [
     "make_causal_mask",

@@ -6,7 +6,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
-from common.checks import (
+from triptych.common.checks import (
     InputError,
     check_finite,
     check_float,
@@ -17,7 +17,7 @@ from common.checks import (
     check_same,
     check_shape,
 )
-from common.params import MHA_KEYS, init_mha_params, mha_params_from_torch, mha_params_to_torch
+from triptych.common.params import MHA_KEYS, init_mha_params, mha_params_from_torch, mha_params_to_torch
 from jax_impl._checks import all_finite
 from jax_impl.attention import _sdpa, scaled_dot_product_attention
 from jax_impl.masks import make_causal_mask

@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from common.checks import check_finite, check_float, check_min_ndim, check_ndim, check_same
+from triptych.common.checks import check_finite, check_float, check_min_ndim, check_ndim, check_same
 from jax_impl._checks import all_finite
 
 __all__ = ["rms_norm"]

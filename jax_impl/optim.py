@@ -12,7 +12,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
-from common.checks import InputError
+from triptych.common.checks import InputError
 
 __all__ = ["clip_grad_norm", "adamw_init", "adamw_step"]
 

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from common.checks import (
+from triptych.common.checks import (
     InputError,
     check_choice,
     check_finite,

@@ -8,7 +8,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
-from common.checks import check_finite, check_float, check_min_ndim, check_sampling
+from triptych.common.checks import check_finite, check_float, check_min_ndim, check_sampling
 from jax_impl._checks import all_finite
 
 __all__ = ["sampling_probs"]

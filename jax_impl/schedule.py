@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from common.checks import InputError
-from common.checks import check_schedule
+from triptych.common.checks import InputError
+from triptych.common.checks import check_schedule
 
 __all__ = ["lr_cosine_schedule"]
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import jax
 
-from common.checks import InputError, check_finite, check_float, check_min_ndim, check_shape
+from triptych.common.checks import InputError, check_finite, check_float, check_min_ndim, check_shape
 from jax_impl._checks import all_finite
 
 __all__ = ["silu", "swiglu_mlp"]

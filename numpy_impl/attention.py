@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 
-from common.checks import (
+from triptych.common.checks import (
     InputError,
     check_broadcastable,
     check_choice,

@@ -26,7 +26,7 @@ import numpy as np
 # NumPy has no erf; SciPy's is vectorised C, accurate to double precision (pinned in requirements.txt).
 from scipy.special import erf as _erf
 
-from common.checks import InputError, check_ndim, check_shape
+from triptych.common.checks import InputError, check_ndim, check_shape
 from numpy_impl.layers import embedding, layer_norm
 from numpy_impl.masks import padding_to_attention_mask
 from numpy_impl.multihead import linear, multihead_attention

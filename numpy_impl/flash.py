@@ -32,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from common.checks import (
+from triptych.common.checks import (
     InputError,
     check_finite,
     check_float,

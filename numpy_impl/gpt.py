@@ -14,7 +14,7 @@ the `*_backward` functions of numpy_impl.layers / attention / multihead / positi
 Dropout is off unless an rng (np.random.Generator) is passed and config.dropout > 0.
 
 The course's attention experiments are GPTConfig fields (similarity, share_qkv, post_softmax_mask,
-qkv_mlp, attention; common/gpt_config.py lists them with their extra weight keys). Each replaces one
+qkv_mlp, attention; triptych/common/gpt_config.py lists them with their extra weight keys). Each replaces one
 step of the attention below and brings its own backward.
 """
 from __future__ import annotations
@@ -24,8 +24,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from common.checks import InputError, check_ndim
-from common.gpt_config import GPTConfig, qkv_projections, qkv_sources
+from triptych.common.checks import InputError, check_ndim
+from triptych.common.gpt_config import GPTConfig, qkv_projections, qkv_sources
 from numpy_impl.attention import (
     attn_softmax,
     attn_softmax_backward,

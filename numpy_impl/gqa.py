@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from common.checks import InputError, check_ndim, check_positive_int, check_same
+from triptych.common.checks import InputError, check_ndim, check_positive_int, check_same
 from numpy_impl.attention import scaled_dot_product_attention, scaled_dot_product_attention_backward
 
 __all__ = ["repeat_kv", "grouped_query_attention"]

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from common.checks import InputError, check_ndim, check_positive_int, check_same, check_shape
+from triptych.common.checks import InputError, check_ndim, check_positive_int, check_same, check_shape
 from numpy_impl.gqa import grouped_query_attention
 from numpy_impl.masks import alibi_bias, make_causal_mask, make_sliding_window_mask
 from numpy_impl.multihead import merge_heads, split_heads

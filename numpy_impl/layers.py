@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 
-from common.checks import InputError, check_float, check_ndim, check_same
+from triptych.common.checks import InputError, check_float, check_ndim, check_same
 from numpy_impl.attention import (
     attn_scaled,
     attn_scaled_backward,

@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from common.checks import InputError, check_ndim
-from common.llama_config import LlamaConfig, check_llama_params
+from triptych.common.checks import InputError, check_ndim
+from triptych.common.llama_config import LlamaConfig, check_llama_params
 from numpy_impl.gqa import grouped_query_attention, grouped_query_attention_backward
 from numpy_impl.kvcache import cached_attention
 from numpy_impl.layers import embedding_backward, embedding_forward

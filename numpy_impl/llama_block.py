@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from common.llama_config import LAYER_ATTN_KEYS, LAYER_KEYS, LlamaConfig, check_layer_inputs
+from triptych.common.llama_config import LAYER_ATTN_KEYS, LAYER_KEYS, LlamaConfig, check_layer_inputs
 from numpy_impl import llama
 from numpy_impl.masks import make_causal_mask
 

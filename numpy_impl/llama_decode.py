@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from common.checks import check_positive_int
-from common.llama_config import LlamaConfig, check_decode_inputs, check_llama_params
+from triptych.common.checks import check_positive_int
+from triptych.common.llama_config import LlamaConfig, check_decode_inputs, check_llama_params
 from numpy_impl.flash import fast_attention
 from numpy_impl.kvcache import cache_mask
 from numpy_impl.norms import rms_norm_forward

@@ -27,7 +27,7 @@ import math
 
 import numpy as np
 
-from common.checks import (
+from triptych.common.checks import (
     InputError,
     check_finite,
     check_float,
@@ -35,7 +35,7 @@ from common.checks import (
     check_positive_int,
     check_shape,
 )
-from common.params import MHA_KEYS
+from triptych.common.params import MHA_KEYS
 from numpy_impl.multihead import calculate_multihead_attention, get_multihead_qkv, linear, merge_heads, split_heads
 
 __all__ = [
@@ -277,7 +277,7 @@ def fit_low_rank_change(d_in: int = 64, d_out: int = 48, r: int = 4, target_rank
     y_target = x @ (w + delta).T + b
     lora = init_lora_params(d_in, d_out, r, "default", seed=seed + 1)
 
-    # Adam on A and B only (the state is 2 numbers per trainable parameter: see accounting.memory).
+    # Adam on A and B only (the state is 2 numbers per trainable parameter: see calculators.memory).
     beta1, beta2, eps = 0.9, 0.999, 1e-8
     m = {k: np.zeros_like(v) for k, v in lora.items()}
     v2 = {k: np.zeros_like(v) for k, v in lora.items()}

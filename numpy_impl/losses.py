@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from common.checks import InputError, check_float, check_min_ndim
+from triptych.common.checks import InputError, check_float, check_min_ndim
 
 __all__ = ["cross_entropy", "cross_entropy_forward", "cross_entropy_backward"]
 __backend_only__ = ["cross_entropy_forward"]  # the (loss, cache) form exists for the hand-written backward

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from common.checks import InputError, check_min_ndim, check_ndim, check_positive_int
+from triptych.common.checks import InputError, check_min_ndim, check_ndim, check_positive_int
 
 __all__ = [
     "make_causal_mask",

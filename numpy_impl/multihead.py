@@ -15,7 +15,7 @@ import math
 
 import numpy as np
 
-from common.checks import (
+from triptych.common.checks import (
     InputError,
     check_finite,
     check_float,
@@ -26,7 +26,7 @@ from common.checks import (
     check_same,
     check_shape,
 )
-from common.params import MHA_KEYS, init_mha_params, mha_params_from_torch, mha_params_to_torch
+from triptych.common.params import MHA_KEYS, init_mha_params, mha_params_from_torch, mha_params_to_torch
 from numpy_impl.attention import scaled_dot_product_attention, scaled_dot_product_attention_backward
 from numpy_impl.masks import make_causal_mask
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from common.checks import check_finite, check_float, check_min_ndim, check_ndim, check_same
+from triptych.common.checks import check_finite, check_float, check_min_ndim, check_ndim, check_same
 
 __all__ = ["rms_norm", "rms_norm_forward", "rms_norm_backward"]
 # The (out, cache) forward exists for the hand-written backward; JAX and torch differentiate

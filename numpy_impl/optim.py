@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from common.checks import InputError
+from triptych.common.checks import InputError
 
 __all__ = ["clip_grad_norm", "adamw_init", "adamw_step"]
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from common.checks import (
+from triptych.common.checks import (
     InputError,
     check_choice,
     check_finite,

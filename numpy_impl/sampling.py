@@ -10,13 +10,13 @@
 A filtered token gets the logit -inf, so its probability is exactly 0. The order (temperature, then
 top-k, then top-p) and the tie rules are Hugging Face's TemperatureLogitsWarper, TopKLogitsWarper
 and TopPLogitsWarper, the referee in torch_ref/sampling.py; parity_tests/test_sampling.py compares
-the probabilities, not samples. Drawing the token from p is generation/generate.py's job.
+the probabilities, not samples. Drawing the token from p is triptych/generation/generate.py's job.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from common.checks import check_finite, check_float, check_min_ndim, check_sampling
+from triptych.common.checks import check_finite, check_float, check_min_ndim, check_sampling
 
 __all__ = ["sampling_probs"]
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from common.checks import InputError, check_schedule
+from triptych.common.checks import InputError, check_schedule
 
 __all__ = ["lr_cosine_schedule"]
 

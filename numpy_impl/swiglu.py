@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from common.checks import InputError, check_finite, check_float, check_min_ndim, check_shape
+from triptych.common.checks import InputError, check_finite, check_float, check_min_ndim, check_shape
 
 __all__ = ["silu", "silu_forward", "silu_backward", "swiglu_mlp", "swiglu_mlp_forward", "swiglu_mlp_backward"]
 # The (out, cache) forwards exist for the hand-written backward (JAX and torch differentiate).

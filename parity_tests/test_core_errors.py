@@ -5,8 +5,8 @@ import pytest
 import torch
 
 import jax_impl  # noqa: F401
-from common.checks import InputError
-from common.params import init_mha_params
+from triptych.common.checks import InputError
+from triptych.common.params import init_mha_params
 from jax_impl import attention as ja, masks as jmk, multihead as jm, positional as jp
 from numpy_impl import attention as na, masks as nmk, multihead as nm, positional as np_
 from torch_ref import attention as ta, masks as tmk, multihead as tm, positional as tp

@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 
 import jax_impl  # noqa: F401
-from common.params import init_mha_params, mha_params_from_torch, mha_params_to_torch
-from common.tolerances import assert_close
+from triptych.common.params import init_mha_params, mha_params_from_torch, mha_params_to_torch
+from triptych.common.tolerances import assert_close
 from jax_impl import attention as ja, masks as jmk, multihead as jm, positional as jp
 from numpy_impl import attention as na, masks as nmk, multihead as nm, positional as np_
 from torch_ref import attention as ta, masks as tmk, multihead as tm, positional as tp

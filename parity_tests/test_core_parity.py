@@ -5,8 +5,8 @@ The same registry drives `python cli.py parity`, so a row that passes here passe
 import numpy as np
 import pytest
 
-from common.tolerances import assert_close
-from crosscheck.cases import all_cases, run_case
+from triptych.common.tolerances import assert_close
+from triptych.crosscheck.cases import all_cases, run_case
 
 CASES = all_cases()
 

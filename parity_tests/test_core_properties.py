@@ -7,8 +7,8 @@ from hypothesis import strategies as st
 
 import jax_impl  # noqa: F401
 import jax.numpy as jnp
-from common.params import init_mha_params
-from common.tolerances import assert_close
+from triptych.common.params import init_mha_params
+from triptych.common.tolerances import assert_close
 from jax_impl import attention as ja, multihead as jm
 from numpy_impl import attention as na, multihead as nm
 from torch_ref import attention as ta, multihead as tm

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import jax_impl  # noqa: F401
-from common.checks import InputError
+from triptych.common.checks import InputError
 from jax_impl import gqa as jg, kvcache as jk, masks as jm
 from numpy_impl import gqa as ng, kvcache as nk, masks as nm
 from torch_ref import gqa as tg, kvcache as tk, masks as tm

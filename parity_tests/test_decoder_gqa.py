@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from transformers.models.llama.modeling_llama import repeat_kv as hf_repeat_kv
 
 import jax_impl  # noqa: F401  (float64 on)
-from common.tolerances import assert_close, tolerance
+from triptych.common.tolerances import assert_close, tolerance
 from jax_impl import attention as ja, gqa as jg
 from numpy_impl import attention as na, gqa as ng
 from torch_ref import attention as ta, gqa as tg

@@ -21,7 +21,7 @@ from transformers.masking_utils import sliding_window_causal_mask_function
 from transformers.models.llama.modeling_llama import LlamaAttention
 
 import jax_impl  # noqa: F401  (float64 on)
-from common.tolerances import assert_close
+from triptych.common.tolerances import assert_close
 from jax_impl import kvcache as jk
 from numpy_impl import kvcache as nk
 from torch_ref import kvcache as tk

@@ -21,7 +21,7 @@ from transformers.masking_utils import sliding_window_causal_mask_function
 from transformers.models.bloom.modeling_bloom import _get_alibi_slopes, build_alibi_tensor
 
 import jax_impl  # noqa: F401  (float64 on)
-from common.tolerances import assert_close
+from triptych.common.tolerances import assert_close
 from jax_impl import attention as ja, masks as jm
 from numpy_impl import attention as na, masks as nm
 from torch_ref import attention as ta, masks as tm

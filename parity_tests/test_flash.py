@@ -11,8 +11,8 @@ import pytest
 import torch
 
 import jax_impl  # noqa: F401  (float64 on)
-from common.checks import InputError
-from common.tolerances import assert_close
+from triptych.common.checks import InputError
+from triptych.common.tolerances import assert_close
 from jax_impl import flash as jflash
 from numpy_impl import attention as natt
 from numpy_impl import flash as nflash

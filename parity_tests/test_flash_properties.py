@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import jax_impl  # noqa: F401  (float64 on)
-from common.tolerances import assert_close
+from triptych.common.tolerances import assert_close
 from jax_impl import flash as jflash
 from numpy_impl import attention as natt
 from numpy_impl import flash as nflash

@@ -15,8 +15,8 @@ import pytest
 import torch
 
 import jax_impl  # noqa: F401  (float64 on)
-from common.checks import InputError
-from common.tolerances import assert_close
+from triptych.common.checks import InputError
+from triptych.common.tolerances import assert_close
 from jax_impl import attention as ja, layers as jl, losses as jloss, multihead as jm, positional as jp
 from numpy_impl import attention as na, layers as nl, losses as nloss, masks as nmk, multihead as nm, positional as npos
 from torch_ref import attention as ta, layers as tl, losses as tloss, multihead as tm
@@ -374,7 +374,7 @@ def test_wrong_zero_after_softmax_backward_leaks_into_masked_scores():
 @pytest.mark.parametrize("cross", [False, True])
 @pytest.mark.parametrize("kind", ["none", "causal+padding"])
 def test_multihead_attention(cross, kind):
-    from common.params import init_mha_params
+    from triptych.common.params import init_mha_params
 
     r = _rng(20)
     B, T_q, C, H = 3, 4, 4, 2

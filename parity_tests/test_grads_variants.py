@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 import jax_impl  # noqa: F401  (float64 on)
-from common.tolerances import assert_close
+from triptych.common.tolerances import assert_close
 from numpy_impl import gpt as ng
 
 F64 = np.float64

@@ -15,9 +15,9 @@ import pytest
 import torch
 
 import jax_impl  # noqa: F401  (float64 on)
-from common.checks import InputError
-from common.llama_config import LlamaConfig, init_llama_params
-from common.tolerances import assert_close
+from triptych.common.checks import InputError
+from triptych.common.llama_config import LlamaConfig, init_llama_params
+from triptych.common.tolerances import assert_close
 from jax_impl import llama as jl
 from numpy_impl import llama as nl
 from torch_ref import llama as tl

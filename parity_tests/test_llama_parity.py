@@ -17,8 +17,8 @@ import pytest
 import torch
 
 import jax_impl  # noqa: F401  (float64 on)
-from common.llama_config import LlamaConfig, init_llama_params
-from common.tolerances import assert_close, max_abs_err, tolerance
+from triptych.common.llama_config import LlamaConfig, init_llama_params
+from triptych.common.tolerances import assert_close, max_abs_err, tolerance
 from jax_impl import llama as jl
 from numpy_impl import llama as nl
 from torch_ref import llama as tl

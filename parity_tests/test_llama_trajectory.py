@@ -8,11 +8,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from common.llama_config import LlamaConfig
-from common.tolerances import assert_close
-from gptlab.backends import OptimConfig, init_params, make_backend
-from gptlab.data import get_batch, load_char_data
-from gptlab.trainer import TrainArgs, lr_at
+from triptych.common.llama_config import LlamaConfig
+from triptych.common.tolerances import assert_close
+from triptych.training.backends import OptimConfig, init_params, make_backend
+from triptych.training.data import get_batch, load_char_data
+from triptych.training.trainer import TrainArgs, lr_at
 
 STEPS = 20
 

@@ -2,7 +2,7 @@
 
 Adapters are drawn with init "random" (peft's init_lora_weights=False) so B != 0, and every test
 first asserts that the adapter changes the output: a comparison against a no-op would pass trivially.
-Tolerances come from common/tolerances.py (value: float64 1e-10, float32 1e-5; grad rows for the
+Tolerances come from triptych/common/tolerances.py (value: float64 1e-10, float32 1e-5; grad rows for the
 hand-written backward)."""
 import jax.numpy as jnp
 import numpy as np
@@ -11,9 +11,9 @@ import torch
 import torch.nn as nn
 
 import jax_impl  # noqa: F401  (float64 on)
-from common.checks import InputError
-from common.params import init_mha_params, mha_params_to_torch
-from common.tolerances import assert_close, to_numpy
+from triptych.common.checks import InputError
+from triptych.common.params import init_mha_params, mha_params_to_torch
+from triptych.common.tolerances import assert_close, to_numpy
 from jax_impl import lora as JL
 from numpy_impl import lora as NL
 from numpy_impl.lora import lora_linear_backward, lora_linear_forward

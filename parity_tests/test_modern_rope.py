@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import jax_impl  # noqa: F401  (float64 on)
-from common.checks import InputError
-from common.tolerances import assert_close
+from triptych.common.checks import InputError
+from triptych.common.tolerances import assert_close
 from jax_impl import positional as jp
 from numpy_impl import positional as npos
 from parity_tests.test_grads import _check_all, _torch_grads

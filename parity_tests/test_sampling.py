@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import jax_impl  # noqa: F401  (float64 on)
-from common.checks import InputError
-from common.tolerances import assert_close
+from triptych.common.checks import InputError
+from triptych.common.tolerances import assert_close
 from jax_impl.sampling import sampling_probs as jax_probs
 from numpy_impl.sampling import sampling_probs as np_probs
 from torch_ref.sampling import sampling_probs as hf_probs

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from benchmarks.attention import attention_flops
-from benchmarks.long_context import long_context_worker, naive_score_bytes
+from triptych.benchmarks.attention import attention_flops
+from triptych.benchmarks.long_context import long_context_worker, naive_score_bytes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -63,8 +63,8 @@ def test_jax_matmuls_only_bound_is_the_two_matmuls():
     import jax.numpy as jnp
     import numpy as np
 
-    from benchmarks.attention import _jax_matmuls_only
-    from common.tolerances import assert_close
+    from triptych.benchmarks.attention import _jax_matmuls_only
+    from triptych.common.tolerances import assert_close
 
     import jax_impl  # noqa: F401  (float64 on)
 

@@ -8,9 +8,9 @@ import pytest
 
 
 def test_bench_decode_json(tmp_path, capsys):
-    import cli
-    from common.llama_config import llama_param_shapes
-    from generation.bench import tiny_model
+    from triptych import cli
+    from triptych.common.llama_config import llama_param_shapes
+    from triptych.generation.bench import tiny_model
 
     code = cli.main(["bench", "decode", "--model", "tiny", "--rounds", "1", "--prompt-tokens", "24",
                      "--new-tokens", "4", "--backends", "numpy,jax", "--json", "--out", str(tmp_path)])
@@ -41,7 +41,6 @@ def test_bench_decode_json(tmp_path, capsys):
 
 
 def test_bench_decode_rejects_unknown_backend(capsys):
-    import cli
-
+    from triptych import cli
     assert cli.main(["bench", "decode", "--backends", "numpy,tpu", "--model", "tiny"]) == 2
     assert "--backends: expected a comma-separated subset of" in capsys.readouterr().err

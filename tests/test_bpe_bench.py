@@ -7,8 +7,7 @@ import pytest
 
 
 def test_bench_tokenizer_json(tmp_path, capsys):
-    import cli
-
+    from triptych import cli
     code = cli.main(["bench", "tokenizer", "--max-bytes", "60000", "--vocab-size", "400", "--repeats", "1",
                      "--tie-break", "library", "--no-smollm2", "--json", "--out", str(tmp_path)])
     assert code == 0
@@ -22,8 +21,7 @@ def test_bench_tokenizer_json(tmp_path, capsys):
 
 
 def test_bench_tokenizer_rejects_bad_flags(capsys):
-    import cli
-
+    from triptych import cli
     with pytest.raises(SystemExit) as e:  # argparse: one line, exit 2
         cli.main(["bench", "tokenizer", "--vocab-size", "0"])
     assert e.value.code == 2

@@ -1,4 +1,4 @@
-"""The byte-level walkthrough of `lesson tokenizers` (bpe/walkthrough.py), checked by hand and against
+"""The byte-level walkthrough of `lesson tokenizers` (triptych/bpe/walkthrough.py), checked by hand and against
 the `tokenizers` library."""
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from collections import Counter
 import pytest
 import regex
 
-from bpe.walkthrough import EOT, walkthrough
-from lessons.tokenization import chapter_one
+from triptych.bpe.walkthrough import EOT, walkthrough
+from triptych.lessons.tokenization import chapter_one
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +65,7 @@ def test_lesson_renders_the_walkthrough(bl):
     # The rest of the lesson runs in tests/test_lessons_tokenizers.py (`lesson tokenizers --json`).
     from rich.console import Console
 
-    from lessons.tokenization import render_byte_level
+    from triptych.lessons.tokenization import render_byte_level
 
     console = Console(record=True, width=1000)  # wide enough that no sentence wraps
     render_byte_level(bl, console)

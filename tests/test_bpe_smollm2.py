@@ -1,4 +1,4 @@
-"""bpe.Tokenizer with SmolLM2-135M's real tokenizer: ids equal Hugging Face AutoTokenizer's.
+"""triptych.bpe.Tokenizer with SmolLM2-135M's real tokenizer: ids equal Hugging Face AutoTokenizer's.
 
 The reference is transformers' own conversion of the GGUF's tokenizer fields
 (AutoTokenizer.from_pretrained(folder, gguf_file=...)); ours is built three ways: from the
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from bpe import Tokenizer
-from bpe.smollm2 import gguf_path, hf_tokenizer, save_tokenizer_json, tokenizer_json
+from triptych.bpe import Tokenizer
+from triptych.bpe.smollm2 import gguf_path, hf_tokenizer, save_tokenizer_json, tokenizer_json
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -85,7 +85,7 @@ def test_readme_equals_hf(hf, ours):
 
 
 def test_all_six_austen_novels_equal_hf(hf, ours):
-    from corpora.austen import load_austen_books
+    from triptych.corpora.austen import load_austen_books
 
     books = load_austen_books()
     assert len(books) == 6
@@ -107,7 +107,7 @@ def test_gguf_fields_give_the_same_tokenizer(ours):
 
 
 def test_vocab_json_and_merges_txt_round_trip(ours, tmp_path, hf):
-    from bpe.formats import save_vocab_merges
+    from triptych.bpe.formats import save_vocab_merges
 
     vocab_path, merges_path = save_vocab_merges(ours.vocab, ours.merges, tmp_path, ours.special_tokens)
     again = Tokenizer.from_files(vocab_path, merges_path, ours.special_tokens)

@@ -1,4 +1,4 @@
-"""bpe.Tokenizer on a vocabulary trained here: the `tokenizers` library encodes with the same vocab.json
+"""triptych.bpe.Tokenizer on a vocabulary trained here: the `tokenizers` library encodes with the same vocab.json
 + merges.txt to the same ids, decode inverts encode, streaming equals encoding whole, special tokens."""
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bpe import Tokenizer, train_on_texts
-from bpe.formats import save_vocab_merges
-from common.checks import InputError
+from triptych.bpe import Tokenizer, train_on_texts
+from triptych.bpe.formats import save_vocab_merges
+from triptych.common.checks import InputError
 
 EOT, IM = "<|endoftext|>", "<|im_start|>"
 SPECIALS = [EOT, IM, "<|a|>", "<|a|>b"]  # "<|a|>b" overlaps "<|a|>": the longest wins
@@ -21,7 +21,7 @@ TEXT_WITH_SPECIALS = st.lists(st.one_of(TEXT, st.sampled_from([*SPECIALS, "<|", 
 
 @pytest.fixture(scope="module")
 def trained():
-    from corpora.austen import load_austen_books
+    from triptych.corpora.austen import load_austen_books
 
     book = load_austen_books()["Persuasion"][:200_000]
     result = train_on_texts([book, "emoji 😀😀 日本語 日本 \r\n\t"], 1500, SPECIALS)

@@ -1,4 +1,4 @@
-"""bpe.train: merges derived by hand, a naive recount-everything trainer, and the `tokenizers` library.
+"""triptych.bpe.train: merges derived by hand, a naive recount-everything trainer, and the `tokenizers` library.
 
 References, none of them our own output:
 - tiny corpora whose merges are worked out in the comments below;
@@ -17,8 +17,8 @@ import regex
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bpe import GPT2_PATTERN, train, train_on_texts
-from common.checks import InputError
+from triptych.bpe import GPT2_PATTERN, train, train_on_texts
+from triptych.common.checks import InputError
 
 EOT = "<|endoftext|>"
 
@@ -60,7 +60,7 @@ def library_train(texts: list[str], vocab_size: int, specials=(EOT,)):
     """The tokenizers library's byte-level BPE: GPT-2 regex, no prefix space, all 256 bytes to start."""
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
-    from bpe.formats import text_to_token
+    from triptych.bpe.formats import text_to_token
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
@@ -152,7 +152,7 @@ def test_library_rule_equals_tokenizers(texts, n_merges):
 
 @pytest.fixture(scope="module")
 def austen():
-    from corpora.austen import load_austen_books
+    from triptych.corpora.austen import load_austen_books
 
     return list(load_austen_books().values())
 

@@ -11,8 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-import cli
-
+from triptych import cli
 ROOT = Path(__file__).resolve().parents[1]
 
 

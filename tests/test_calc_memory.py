@@ -9,10 +9,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from accounting import Architecture, attention_scores_bytes, kv_cache_bytes, optimizer_state_bytes, ratio
-from accounting.loss import target_probability_and_loss
-from accounting.quantity import GB, GiB, fmt_bytes
-from common.checks import InputError
+from triptych.calculators import Architecture, attention_scores_bytes, kv_cache_bytes, optimizer_state_bytes, ratio
+from triptych.calculators.loss import target_probability_and_loss
+from triptych.calculators.quantity import GB, GiB, fmt_bytes
+from triptych.common.checks import InputError
 
 
 @pytest.mark.parametrize("dtype, nbytes", [(torch.float16, 2), (torch.bfloat16, 2), (torch.float32, 4)])
@@ -26,7 +26,7 @@ def test_attention_scores_bytes_equal_the_score_tensor_nbytes(dtype, nbytes, bat
 
 
 def test_aether_score_memory_equals_a_meta_tensor_of_that_shape():
-    from accounting.scenarios import aether
+    from triptych.calculators.scenarios import aether
 
     _, qs = aether()
     q = next(q for q in qs if q.key == "attention_scores_bytes")
@@ -39,7 +39,7 @@ def test_aether_score_memory_equals_a_meta_tensor_of_that_shape():
 
 def _state_nbytes(opt) -> int:
     """Bytes of per-parameter optimizer state; torch's scalar `step` counter is one per tensor, not per
-    parameter, and is not part of the formula (see accounting.memory)."""
+    parameter, and is not part of the formula (see calculators.memory)."""
     return sum(v.nbytes for state in opt.state.values() for name, v in state.items()
                if torch.is_tensor(v) and name != "step")
 
@@ -175,7 +175,7 @@ def test_probability_and_cross_entropy_match_torch(logits, target):
 
 
 def test_mlm_toy_matches_torch_and_names_the_word():
-    from accounting.scenarios import mlm_toy
+    from triptych.calculators.scenarios import mlm_toy
 
     _, (p, ce) = mlm_toy()
     z = torch.tensor([0.5, 0.1, 3.0, 0.2, 1.0], dtype=torch.float64)

@@ -2,7 +2,7 @@
 
 References are built here from torch / transformers / peft directly (nn.TransformerEncoderLayer
 stacks, a nanoGPT-style GPT, GPT2LMHeadModel, BertModel, RobertaModel, LlamaForCausalLM,
-Qwen2ForCausalLM, GPTNeoXForCausalLM, peft-wrapped models), not from accounting.torch_models, so a
+Qwen2ForCausalLM, GPTNeoXForCausalLM, peft-wrapped models), not from calculators.torch_models, so a
 shared mistake cannot hide; that builder is checked against them too. Real models' published counts:
 tests/test_calc_real_models.py."""
 import pytest
@@ -11,9 +11,9 @@ import torch.nn as nn
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from accounting import Architecture, count_parameters, lora_params, lora_params_for_matrix
-from accounting.torch_models import build_hf_decoder, build_torch_model, count_trainable, hf_decoder_family
-from common.checks import InputError
+from triptych.calculators import Architecture, count_parameters, lora_params, lora_params_for_matrix
+from triptych.calculators.torch_models import build_hf_decoder, build_torch_model, count_trainable, hf_decoder_family
+from triptych.common.checks import InputError
 
 
 def numel(*modules) -> int:
@@ -224,7 +224,7 @@ def test_encoder_course_formula_equals_the_instantiated_model():
     token-type table: exactly d more parameters)."""
     from transformers import RobertaConfig, RobertaModel
 
-    from accounting.scenarios import ENCODER_COURSE
+    from triptych.calculators.scenarios import ENCODER_COURSE
 
     a = ENCODER_COURSE
     assert (a.n_layers, a.d_model, a.n_heads, a.vocab_size, a.ffn_inner, a.positions_rows) == (4, 512, 8, 32000, 512, 258)
@@ -280,7 +280,7 @@ def test_lora_params_for_aether_equal_peft_on_a_meta_layer():
     """G.2's rank-8 LoRA on W_Q, W_V: peft counts one 6144-wide layer (meta device, no memory); x 48 layers."""
     from peft import LoraConfig, get_peft_model
 
-    from accounting.scenarios import AETHER
+    from triptych.calculators.scenarios import AETHER
     from torch_ref.lora import SeparateProjectionMHA
 
     with torch.device("meta"):
@@ -292,7 +292,7 @@ def test_lora_params_for_aether_equal_peft_on_a_meta_layer():
 def test_lora_mha_from_torch_ref_counts_as_formula():
     import numpy as np
 
-    from common.params import init_mha_params
+    from triptych.common.params import init_mha_params
     from numpy_impl.lora import init_lora_mha_params
     from torch_ref.lora import peft_lora_mha
 

@@ -13,8 +13,8 @@ check each number; none is taken from our output. The published counts:
 import pytest
 import torch
 
-from accounting import Architecture, count_parameters
-from accounting.torch_models import build_torch_model, count_trainable
+from triptych.calculators import Architecture, count_parameters
+from triptych.calculators.torch_models import build_torch_model, count_trainable
 
 
 def formula(a: Architecture) -> dict:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from crosscheck import assert_matches, check
+from triptych.crosscheck import assert_matches, check
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,7 +45,7 @@ def test_exceptions_in_process_become_verdicts():
 
 
 def test_unknown_exercise_and_framework_are_named():
-    from common.checks import InputError
+    from triptych.common.checks import InputError
 
     with pytest.raises(InputError, match="exercise: expected one of"):
         check("no_such_exercise", np.zeros)

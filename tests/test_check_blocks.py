@@ -5,8 +5,8 @@ import textwrap
 
 import pytest
 
-from crosscheck import check
-from crosscheck.exercises import get_group
+from triptych.crosscheck import check
+from triptych.crosscheck.exercises import get_group
 
 GOOD = '''
 import math
@@ -116,7 +116,7 @@ def softmax_backward(dy, y, axis=-1):
 
 
 def test_torch_submission_passes_in_the_sandbox(tmp_path):
-    from crosscheck.session import check_file
+    from triptych.crosscheck.session import check_file
 
     path = tmp_path / "blocks_torch.py"
     path.write_text(TORCH)

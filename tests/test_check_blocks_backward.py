@@ -2,7 +2,7 @@
 sandbox, and the whole NumPy file through `cli.py check`), and every named mistake, planted on top
 of the correct file one at a time, is named by crosscheck.api.check(...).mistakes.
 
-The references are torch autograd, jax.vjp, peft and torch.optim.AdamW (crosscheck/exercises), so
+The references are torch autograd, jax.vjp, peft and torch.optim.AdamW (triptych/crosscheck/exercises), so
 nothing here compares against numbers copied from our own output.
 """
 from __future__ import annotations
@@ -13,12 +13,12 @@ import textwrap
 import numpy as np
 import pytest
 
-from common.tolerances import tolerance
-from crosscheck import check
-from crosscheck.exercises import get_group
-from crosscheck.grade import compare, reference_outputs
-from crosscheck.session import check_file
-from crosscheck.skeleton import render
+from triptych.common.tolerances import tolerance
+from triptych.crosscheck import check
+from triptych.crosscheck.exercises import get_group
+from triptych.crosscheck.grade import compare, reference_outputs
+from triptych.crosscheck.session import check_file
+from triptych.crosscheck.skeleton import render
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 GOOD_PATH = os.path.join(HERE, "submissions", "blocks_backward_numpy.py")

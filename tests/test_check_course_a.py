@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from crosscheck import check
-from crosscheck.exercises import get, get_group
-from crosscheck.exercises.course_a import TITLE
-from crosscheck.session import check_file
-from crosscheck.skeleton import render
+from triptych.crosscheck import check
+from triptych.crosscheck.exercises import get, get_group
+from triptych.crosscheck.exercises.course_a import TITLE
+from triptych.crosscheck.session import check_file
+from triptych.crosscheck.skeleton import render
 
 SUBMISSIONS = Path(__file__).with_name("submissions")
 HEADER = "import math\nimport numpy as np\n"
@@ -199,8 +199,8 @@ def test_a_float32_table_is_not_a_mistake_but_a_float32_rounding_of_the_output_i
     div = np.exp(np.arange(0, 32, 2, dtype=np.float32) * np.float32(-math.log(10000.0) / 32))
     pe32 = np.zeros((128, 32), dtype=np.float32)
     pe32[:, 0::2], pe32[:, 1::2] = np.sin(pos * div), np.cos(pos * div)
-    from common.tolerances import tolerance
-    from crosscheck.grade import compare
+    from triptych.common.tolerances import tolerance
+    from triptych.crosscheck.grade import compare
     exact = x + np.array([[np.sin(p / 10000 ** (2 * (c // 2) / 32)) if c % 2 == 0 else
                            np.cos(p / 10000 ** (2 * (c // 2) / 32)) for c in range(32)] for p in range(128)])
     tol = tolerance("float64", ex.tol_kind)

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from crosscheck import check
-from crosscheck.exercises import get_group
-from crosscheck.session import check_file
+from triptych.crosscheck import check
+from triptych.crosscheck.exercises import get_group
+from triptych.crosscheck.session import check_file
 
 SUBMISSIONS = Path(__file__).with_name("submissions")
 

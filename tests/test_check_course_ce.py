@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from crosscheck import check
-from crosscheck.exercises import get, get_group
-from crosscheck.session import check_file
+from triptych.crosscheck import check
+from triptych.crosscheck.exercises import get, get_group
+from triptych.crosscheck.session import check_file
 
 SUBMISSIONS = Path(__file__).with_name("submissions")
 
@@ -116,8 +116,8 @@ def test_hand_answers_pass_with_the_error_a_plain_softmax_gives():
 
 def test_argmax_reference_is_the_homework_by_hand():
     # scores k_j . q for q = [-2, 1, 1]: 0+1+2 = 3, -2+1+2 = 1, 2+1-2 = 1, 0-1-2 = -3 -> token 1 wins
-    from crosscheck.exercises import get
-    from crosscheck.grade import reference_outputs
+    from triptych.crosscheck.exercises import get
+    from triptych.crosscheck.grade import reference_outputs
 
     ex = get("argmax_attention")
     inputs = ex.cases[0].inputs(np.random.default_rng(0), np.dtype("float64"))
@@ -128,7 +128,7 @@ def test_argmax_reference_is_the_homework_by_hand():
 
 def test_averaging_error_follows_the_closed_form():
     """q = S (k_0 + k_1) on orthonormal keys: the others keep (n - 2) / (2 e^S + n - 2) of the weight."""
-    from crosscheck.exercises import get
+    from triptych.crosscheck.exercises import get
 
     ex = get("averaging_query")
     case = ex.cases[0]

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from crosscheck.exercises import _cs336_text as X
-from crosscheck.exercises import _cs336_train as R
-from crosscheck.exercises import get_group
-from crosscheck.session import check_file
+from triptych.crosscheck.exercises import _cs336_text as X
+from triptych.crosscheck.exercises import _cs336_train as R
+from triptych.crosscheck.exercises import get_group
+from triptych.crosscheck.session import check_file
 
 CORRECT = (Path(__file__).with_name("submissions") / "cs336_torch.py").read_text()
 
@@ -181,7 +181,7 @@ def test_more_planted_mistakes_are_named(files, which, expected):
 # ---------------------------------------------------------------- the pieces, without a child
 
 def test_bytes_survive_packing_nul_bytes_included():
-    from crosscheck.sandbox import kinds
+    from triptych.crosscheck.sandbox import kinds
     tokens = [b"", b"\x00", b"a\x00", b"\x00\x00b\x00", bytes(range(256))]
     flat, offsets = kinds.pack(tokens, np.uint8)
     assert kinds.unpack_bytes(flat, offsets) == tokens
@@ -211,7 +211,7 @@ def test_get_batch_statistics():
 def test_reference_tokenizer_is_the_library_and_round_trips():
     """tokenizers' ids equal bpe.Tokenizer's on the group's texts (two independent encoders), and the
     overlapping double special is one token."""
-    from bpe.tokenizer import Tokenizer
+    from triptych.bpe.tokenizer import Tokenizer
     inputs = X.tokenizer_inputs(320, [X.SPECIAL, X.DOUBLE])(None, None)
     ref = X.tokenizer_ref(None, inputs)
     vocab, merges = X.trained(320)

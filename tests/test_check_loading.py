@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import cli
-from crosscheck import api
-from crosscheck.sandbox import binding, loader
-from crosscheck.session import check_folder, check_path
+from triptych import cli
+from triptych.crosscheck import api
+from triptych.crosscheck.sandbox import binding, loader
+from triptych.crosscheck.session import check_folder, check_path
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -260,7 +260,7 @@ def test_locate_finds_the_topmost_package(tmp_path):
 
 
 def test_names_imported_from_the_users_package_count_only_in_groups_the_file_answers(tmp_path):
-    from crosscheck.session import parse_submission, select_exercises
+    from triptych.crosscheck.session import parse_submission, select_exercises
 
     _write(tmp_path, {"mypkg/__init__.py": "", "mypkg/ops.py": "",
                       "glue.py": "from mypkg.ops import softmax, split_heads\nfrom numpy import cumsum\n",

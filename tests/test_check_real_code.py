@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from crosscheck.session import check_file, check_path
+from triptych.crosscheck.session import check_file, check_path
 
 ROOT = Path(__file__).resolve().parents[1]
 CS336 = ROOT / "tests" / "submissions" / "cs336"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from crosscheck.session import check_path
+from triptych.crosscheck.session import check_path
 
 STOCK_INIT = 'import importlib.metadata\n\n__version__ = importlib.metadata.version("cs336_basics")\n'
 
@@ -148,7 +148,7 @@ def test_causal_attention_without_a_mask_is_named(repo_report):
 
 
 def test_a_stand_in_raises_a_clear_error_when_used(tmp_path):
-    from crosscheck.sandbox import loader
+    from triptych.crosscheck.sandbox import loader
     finder = loader._Finder(str(tmp_path))
     finder.standins.add("wandb_absent_here")
     sys.meta_path.append(finder)
@@ -203,9 +203,9 @@ def test_same_bytes_in_other_pieces_is_explained():
     same bytes as Hugging Face's ids in other pieces: the row says how BPE orders merges."""
     import numpy as np
 
-    from crosscheck import exercises
-    from crosscheck.exercises import _cs336_text as X
-    from crosscheck.grade import judge, reference_outputs
+    from triptych.crosscheck import exercises
+    from triptych.crosscheck.exercises import _cs336_text as X
+    from triptych.crosscheck.grade import judge, reference_outputs
 
     ex = exercises.get("get_tokenizer")
     case = ex.cases[0]

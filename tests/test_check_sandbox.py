@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from crosscheck.session import check_file, check_folder
+from triptych.crosscheck.session import check_file, check_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 SUBMISSIONS = Path(__file__).with_name("submissions")

@@ -17,11 +17,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from common.tolerances import tolerance
-from crosscheck import check
-from crosscheck.exercises import get
-from crosscheck.grade import order_failures
-from crosscheck.session import check_file
+from triptych.common.tolerances import tolerance
+from triptych.crosscheck import check
+from triptych.crosscheck.exercises import get
+from triptych.crosscheck.grade import order_failures
+from triptych.crosscheck.session import check_file
 
 # NumPy: the CS336 handout's AdamW, a course-B step or three, and a softmax with the wrong axis that
 # an SDPA then uses (to see which part is named first).
@@ -221,7 +221,7 @@ def test_the_failing_part_is_named_first(numpy_run):
 def test_report_marks_passes_with_a_note(numpy_run):
     from rich.console import Console
 
-    from crosscheck.report import json_rows, print_file_report
+    from triptych.crosscheck.report import json_rows, print_file_report
     _, report = numpy_run
     console = Console(record=True, width=220)
     print_file_report(console, report, verbose=True)  # every table, every note

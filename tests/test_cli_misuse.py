@@ -1,7 +1,7 @@
 """Misuse of any command is one line and exit code 2, refused before the command starts its work.
 
 The command tree is read from cli.py's own parser, so a new command or option is covered without
-editing this file: every numeric option must use a checked type from common/argtypes.py (a bare
+editing this file: every numeric option must use a checked type from triptych/common/argtypes.py (a bare
 `type=int` fails here), and each checked option is tried just outside its bounds (negative, zero
 where it means nothing, past its upper bound, NaN and infinity), each text argument with an empty
 string and bytes that are not UTF-8, each output folder with a file and each output file with a
@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-import cli
-from common import argtypes
+from triptych import cli
+from triptych.common import argtypes
 
 ROOT = Path(__file__).resolve().parents[1]
 NOT_UTF8 = os.fsdecode(b"\xff\xfe")  # what sys.argv holds for the bytes ff fe
@@ -255,8 +255,8 @@ def test_gpt_sample_temperature_0_is_greedy(tmp_path, capsys):
     the same text for every seed, equal to an argmax loop over numpy_impl's forward written here."""
     import numpy as np
 
-    from gptlab.checkpoint import load_checkpoint
-    from gptlab.data import CharTokenizer
+    from triptych.training.checkpoint import load_checkpoint
+    from triptych.training.data import CharTokenizer
     from numpy_impl.gpt import gpt_forward
 
     run = tmp_path / "run"

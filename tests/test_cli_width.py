@@ -16,8 +16,7 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-import cli
-
+from triptych import cli
 ROOT = Path(__file__).resolve().parents[1]
 # A token that is a number as we print them: 2.55e+00, 0.0001, 3.3e-10, 12, (1, 3, 8)'s digits.
 NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:e[+-]\d+)?")
@@ -65,13 +64,13 @@ def submission(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def report(submission):
-    from crosscheck.session import check_file
+    from triptych.crosscheck.session import check_file
 
     return check_file(str(submission), exercise_names=["split_heads", "merge_heads"])
 
 
 def _shown(report, width: int, verbose: bool) -> str:
-    from crosscheck.report import print_file_report
+    from triptych.crosscheck.report import print_file_report
 
     console = Console(record=True, width=width, file=open(os.devnull, "w"))
     print_file_report(console, report, verbose=verbose)
@@ -106,7 +105,7 @@ def test_check_is_one_line_per_exercise_and_the_table_of_a_failing_one(submissio
 
 
 def test_check_verbose_shows_every_table(submission, capsys, monkeypatch):
-    from common.console import console
+    from triptych.common.console import console
 
     monkeypatch.setattr(console, "width", 80)
     assert cli.main(["check", str(submission), *EXERCISES, "-v"]) == 1
@@ -122,7 +121,7 @@ def test_check_json_is_json_alone(submission):
 
 
 def test_piped_output_is_columns_wide_or_100():
-    probe = [sys.executable, "-c", "from common.console import console; print(console.width)"]
+    probe = [sys.executable, "-c", "from triptych.common.console import console; print(console.width)"]
     env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
     assert subprocess.run(probe, capture_output=True, text=True, cwd=ROOT, env=env).stdout.strip() == "100"
     env["COLUMNS"] = "80"
@@ -136,7 +135,7 @@ def test_calc_json_is_json_alone():
 
 
 def test_top_keys_per_query_are_the_largest_and_fit():
-    from commands._attention_view import top_keys_lines
+    from triptych.commands._attention_view import top_keys_lines
 
     rng = np.random.default_rng(0)
     scores = rng.normal(size=(20, 20))
@@ -174,11 +173,11 @@ def test_model_attention_at_80_columns_and_json_alone(tmp_path):
 def test_lesson_plots_draw_an_exact_zero_at_zero(lesson, monkeypatch):
     import importlib
 
-    from lessons import _render
+    from triptych.lessons import _render
 
     figures = []
     monkeypatch.setattr(_render, "save_figure", lambda fig, path: figures.append(fig))
-    module = importlib.import_module(f"lessons.{lesson}")
+    module = importlib.import_module(f"triptych.lessons.{lesson}")
     if lesson == "subspace":
         result = {"scale_table": [{"S": 1.0, "error": 0.3, "predicted": 0.3}, {"S": 2.0, "error": 0.0,
                                                                                 "predicted": 1e-3}]}
@@ -197,7 +196,7 @@ def test_lesson_plots_draw_an_exact_zero_at_zero(lesson, monkeypatch):
 
 
 def test_class_summary_at_80_columns(report):
-    from crosscheck.report import print_folder_summary
+    from triptych.crosscheck.report import print_folder_summary
 
     console = Console(record=True, width=80, file=open(os.devnull, "w"))
     print_folder_summary(console, [report, report])
@@ -214,7 +213,7 @@ def test_hf_progress_bars_are_silenced(capfd):
     from transformers import modeling_gguf_pytorch_utils as gguf_utils
     from transformers.utils import logging
 
-    from common.quiet_loading import loading
+    from triptych.common.quiet_loading import loading
 
     with loading("a test model"):
         assert not logging.is_progress_bar_enabled()

@@ -1,4 +1,4 @@
-"""common/console.py: the one console everything prints to, its recording for --html/--svg, and the
+"""triptych/common/console.py: the one console everything prints to, its recording for --html/--svg, and the
 layering rule that put it in common/ (nothing below commands/ imports commands)."""
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import pytest
 from rich.progress import Progress
 from rich.table import Table
 
-from common import console as console_module
-from common.checks import InputError
-from common.console import RecordingConsole
+from triptych.common import console as console_module
+from triptych.common.checks import InputError
+from triptych.common.console import RecordingConsole
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -74,8 +74,8 @@ def test_record_keeps_tables_and_styles_for_html():
 
 
 def test_commands_print_to_the_same_console_object():
-    # gptlab imports common.console, the commands import commands._common: one object, one record.
-    from commands import _common
+    # training imports common.console, the commands import commands._common: one object, one record.
+    from triptych.commands import _common
 
     assert _common.console is console_module.console
     assert _common.print_json is console_module.print_json
@@ -117,9 +117,10 @@ def _imports(path: Path) -> set[str]:
 
 
 def test_nothing_below_commands_imports_commands():
-    below = ["accounting", "common", "corpora", "crosscheck", "gptlab", "jax_impl", "lessons", "numpy_impl",
-             "torch_ref", "bpe", "pretrained", "generation", "benchmarks"]
+    below = ["triptych/calculators", "triptych/common", "triptych/corpora", "triptych/crosscheck",
+             "triptych/training", "jax_impl", "triptych/lessons", "numpy_impl", "torch_ref", "triptych/bpe",
+             "triptych/pretrained", "triptych/generation", "triptych/benchmarks"]
     offenders = [f"{path.relative_to(ROOT)}: {name}"
                  for pkg in below for path in sorted((ROOT / pkg).rglob("*.py"))
-                 for name in _imports(path) if name == "commands" or name.startswith("commands.")]
+                 for name in _imports(path) if name == "triptych.commands" or name.startswith("triptych.commands.")]
     assert offenders == []

@@ -16,13 +16,13 @@ import zlib
 import numpy as np
 import pytest
 
-import corpora
-from common.checks import InputError
-from corpora import DataMissingError, fetch
-from corpora.austen import load_austen_books, load_austen_text
-from corpora.brown import load_brown_documents
-from corpora.finefoods import load_fine_foods
-from corpora.rlazyload import LazyLoadDB
+from triptych import corpora
+from triptych.common.checks import InputError
+from triptych.corpora import DataMissingError, fetch
+from triptych.corpora.austen import load_austen_books, load_austen_text
+from triptych.corpora.brown import load_brown_documents
+from triptych.corpora.finefoods import load_fine_foods
+from triptych.corpora.rlazyload import LazyLoadDB
 
 # ----------------------------------------------------------------------------------- the datasets
 # Reference values: the package descriptions (janeaustenr DESCRIPTION, modeldata's ?training_data,
@@ -103,8 +103,8 @@ def test_missing_dataset_names_path_and_fix(tmp_path, monkeypatch, name, loader)
     assert isinstance(info.value, InputError)
     assert str(tmp_path / name) in message
     # The interpreter that runs here, by name, and the one command that sets up everything.
-    assert f"{sys.executable} -m corpora.fetch --only {name}" in message or \
-        f".venv/bin/python -m corpora.fetch --only {name}" in message
+    assert f"{sys.executable} -m triptych.corpora.fetch --only {name}" in message or \
+        f".venv/bin/python -m triptych.corpora.fetch --only {name}" in message
     assert " setup`" in message and "make data" not in message
 
 

@@ -1,9 +1,9 @@
-"""gptlab.data.get_batch draws every valid window, and none beyond the data."""
+"""triptych.training.data.get_batch draws every valid window, and none beyond the data."""
 import numpy as np
 import pytest
 
-from common.checks import InputError
-from gptlab.data import get_batch
+from triptych.common.checks import InputError
+from triptych.training.data import get_batch
 
 
 @pytest.mark.parametrize("n, block", [(10, 4), (5, 4), (40, 1)])

@@ -15,10 +15,10 @@ import sys
 import numpy as np
 import pytest
 
-from common import cache
-from pretrained import smollm2
+from triptych.common import cache
+from triptych.pretrained import smollm2
 
-import bpe.smollm2 as bpe_smollm2
+import triptych.bpe.smollm2 as bpe_smollm2
 
 
 # ------------------------------------------------------------------------------------- common.cache
@@ -255,8 +255,8 @@ def test_tokenizer_json_rebuilt_on_source_code_or_damage(fake_tokenizer_source, 
 @pytest.fixture
 def fake_brown(tmp_path, monkeypatch):
     """A private data folder and a stand-in for the Brown download whose conversion counts its runs."""
-    import corpora
-    from corpora import fetch
+    from triptych import corpora
+    from triptych.corpora import fetch
 
     monkeypatch.setenv("TRIPTYCH_DATA", str(tmp_path / "data"))
     monkeypatch.setattr(fetch, "download", lambda source, on_bytes: b"tarball")
@@ -278,8 +278,7 @@ def _fetch(fetch):
 
 
 def test_dataset_converted_again_when_its_converter_changes(fake_brown, monkeypatch, capsys):
-    import corpora
-
+    from triptych import corpora
     fetch, built = fake_brown
     assert _fetch(fetch) == "fetched" and _fetch(fetch) == "present" and len(built) == 1
     assert capsys.readouterr().err == ""
@@ -290,15 +289,14 @@ def test_dataset_converted_again_when_its_converter_changes(fake_brown, monkeypa
     corpora.require("brown")
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "out of date" in err[0] and "code that converts it changed" in err[0]
-    assert "corpora.fetch --only brown" in err[0]
+    assert "triptych.corpora.fetch --only brown" in err[0]
     assert _fetch(fetch) == "rebuilt" and len(built) == 2  # no --force, no deleting by hand
     assert "rebuilding" in capsys.readouterr().err
     assert _fetch(fetch) == "present"
 
 
 def test_damaged_dataset_is_not_read_and_fetch_rebuilds_it(fake_brown, capsys):
-    import corpora
-
+    from triptych import corpora
     fetch, built = fake_brown
     _fetch(fetch)
     folder = corpora.require("brown")

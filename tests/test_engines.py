@@ -1,4 +1,4 @@
-"""generation.engines and the three llama_decode modules: prefill + step logits equal the full forward
+"""triptych.generation.engines and the three llama_decode modules: prefill + step logits equal the full forward
 (numpy_impl.llama.llama_forward) at every position, for a tiny random GQA Llama in both RoPE layouts
 and SmolLM2-135M cut to 2 layers; the jax step compiles once; overflow past T_max is refused by
 name; greedy decoding by each engine equals Hugging Face generate(do_sample=False)."""
@@ -7,10 +7,10 @@ import pytest
 import torch
 
 import jax_impl  # noqa: F401  (float64 on before any JAX array)
-from common.checks import InputError
-from common.llama_config import LlamaConfig, init_llama_params
-from common.tolerances import assert_close
-from generation.engines import make_engine
+from triptych.common.checks import InputError
+from triptych.common.llama_config import LlamaConfig, init_llama_params
+from triptych.common.tolerances import assert_close
+from triptych.generation.engines import make_engine
 from jax_impl import llama_decode as jd
 from numpy_impl import llama_decode as nd
 from numpy_impl.llama import llama_forward
@@ -125,7 +125,7 @@ def smollm2_2(smollm2_two_layers):
     params, config = smollm2_two_layers
     from tokenizers import Tokenizer
 
-    from bpe.smollm2 import tokenizer_json
+    from triptych.bpe.smollm2 import tokenizer_json
 
     text = "It is a truth universally acknowledged, that a single man in possession of a good fortune"
     ids = np.array([Tokenizer.from_file(str(tokenizer_json())).encode(text).ids], dtype=np.int64)

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from crosscheck import exercises
-from crosscheck.sandbox.loader import read_source
-from crosscheck.skeleton import render, render_notebook
+from triptych.crosscheck import exercises
+from triptych.crosscheck.sandbox.loader import read_source
+from triptych.crosscheck.skeleton import render, render_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -119,7 +119,7 @@ def test_out_that_is_a_folder_is_refused_in_one_line(tmp_path):
 def test_example_notebook_is_graded_by_check():
     """docs/examples/check_in_a_notebook.ipynb read as `check` reads any notebook: the magic lines are
     blanked, the last split_heads (the fixed one) and merge_heads pass, and nothing else is graded."""
-    from crosscheck.session import check_file
+    from triptych.crosscheck.session import check_file
 
     report = check_file(str(ROOT / "docs" / "examples" / "check_in_a_notebook.ipynb"))
     assert {r["exercise"] for r in report.rows} == {"split_heads", "merge_heads"}

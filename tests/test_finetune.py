@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import torch
 
-from common.checks import InputError
+from triptych.common.checks import InputError
 from torch_ref.finetune.config import TrainConfig
 from torch_ref.finetune.data import (
     BROWN_GROUPS, LengthGroupedSampler, TextDataset, Task, austen_pairs_task, brown_topics_task, dataset_summary,
@@ -214,7 +214,7 @@ def test_fine_foods_split_carves_validation_from_train():
 
 
 def test_brown_topics_split_by_document():
-    from corpora.brown import GENRES, BrownDocument
+    from triptych.corpora.brown import GENRES, BrownDocument
 
     docs = []
     for g in GENRES:
@@ -280,7 +280,7 @@ def test_hf_tasks_load_local_files_in_hub_schema(tmp_path):
 
 
 def test_hf_task_missing_data_and_wrong_schema(tmp_path):
-    from corpora import DataMissingError
+    from triptych.corpora import DataMissingError
 
     with pytest.raises(DataMissingError, match="--data-files"):
         hf_task("sst2", {"train": str(tmp_path / "absent.jsonl"), "validation": str(tmp_path / "absent.jsonl")})

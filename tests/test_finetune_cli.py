@@ -71,7 +71,7 @@ def test_unknown_model_is_one_line_exit_2(tmp_path, sst2_files):
 
 def test_missing_data_says_how_to_fetch(tmp_path):
     proc = cli("train", "--out", str(tmp_path / "x"), env_extra={"TRIPTYCH_DATA": str(tmp_path / "empty")})
-    assert_one_line_error(proc, "fine-foods", "-m corpora.fetch --only fine-foods")
+    assert_one_line_error(proc, "fine-foods", "-m triptych.corpora.fetch --only fine-foods")
 
 
 @pytest.mark.parametrize("args,fragment", [

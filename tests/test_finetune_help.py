@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-import cli
+from triptych import cli
 from torch_ref.finetune import config
 
 ROOT = Path(__file__).resolve().parents[1]

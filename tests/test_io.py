@@ -1,4 +1,4 @@
-"""common.io: a failed write leaves the old file whole, a good one replaces it, and the new file has
+"""triptych.common.io: a failed write leaves the old file whole, a good one replaces it, and the new file has
 the permissions an ordinary open() would have given it."""
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from common.io import atomic_save, atomic_write_json, atomic_write_text
+from triptych.common.io import atomic_save, atomic_write_json, atomic_write_text
 
 
 def test_replaces_the_file_and_leaves_no_temporary(tmp_path):

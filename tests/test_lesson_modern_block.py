@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from common.tolerances import assert_close
-from lessons import modern_block as L
+from triptych.common.tolerances import assert_close
+from triptych.lessons import modern_block as L
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +23,7 @@ def test_every_step_agrees_with_torch_in_float64(result):
 
 
 def test_block_output_equals_hugging_faces_decoder_layer():
-    from crosscheck.cases import run_on_backends
+    from triptych.crosscheck.cases import run_on_backends
 
     i = L.inputs(3, np.float32)  # another seed than the lesson's
     hf = L.hf_block(i)

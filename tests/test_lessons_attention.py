@@ -26,7 +26,7 @@ def torch_attention(q, k, v, scale=1.0):
 
 @pytest.fixture(scope="module")
 def craft():
-    from lessons import craft_queries
+    from triptych.lessons import craft_queries
 
     return {t["task"]: t for t in craft_queries.compute()["tasks"]}
 
@@ -72,7 +72,7 @@ def test_task1_error_vs_scale_matches_closed_form(craft):
 
 @pytest.fixture(scope="module")
 def argmax():
-    from lessons import argmax_attention
+    from triptych.lessons import argmax_attention
 
     return argmax_attention.compute()
 
@@ -123,7 +123,7 @@ def test_softmax_with_falling_temperature_approaches_argmax(argmax):
 
 @pytest.fixture(scope="module")
 def subspace():
-    from lessons import subspace
+    from triptych.lessons import subspace
 
     return subspace, subspace.compute()
 
@@ -160,8 +160,8 @@ def test_averaging_query_error_vs_scale(subspace):
 
 @pytest.mark.parametrize("n_head,causal", [(1, False), (1, True), (2, False), (2, True)])
 def test_decomposed_lines_match_torch_multihead_attention(n_head, causal):
-    from common.params import mha_params_to_torch
-    from lessons import decomposed_attention as da
+    from triptych.common.params import mha_params_to_torch
+    from triptych.lessons import decomposed_attention as da
 
     x, params = da.inputs()
     mine = da.run_lines(x, params, n_head, causal)
@@ -174,7 +174,7 @@ def test_decomposed_lines_match_torch_multihead_attention(n_head, causal):
 
 
 def test_post_softmax_masking_loses_mass_and_leaks():
-    from lessons import decomposed_attention as da
+    from triptych.lessons import decomposed_attention as da
 
     m = da.compute()["masking"]
     s = torch.tensor(m["scores"])
@@ -190,7 +190,7 @@ def test_post_softmax_masking_loses_mass_and_leaks():
 # ------------------------------------------------------------------------------- mlm-toy
 
 def test_mlm_toy_against_closed_form():
-    from lessons import mlm_toy
+    from triptych.lessons import mlm_toy
 
     r = mlm_toy.compute()
     z = [0.5, 0.1, 3.0, 0.2, 1.0]

@@ -1,4 +1,4 @@
-"""lessons.run(NAME): a lesson as one object a notebook displays. Its HTML carries every line the
+"""triptych.lessons.run(NAME): a lesson as one object a notebook displays. Its HTML carries every line the
 terminal shows and the plot inline as a PNG (decoded here and checked as an image), the figure is
 drawn without touching matplotlib's backend (a notebook's inline backend stays), and the CLI prints
 exactly what the lesson's own render() prints to a console."""
@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from common.checks import InputError
-from lessons import load_lesson, run
+from triptych.common.checks import InputError
+from triptych.lessons import load_lesson, run
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -60,7 +60,7 @@ def test_lesson_html_has_every_terminal_line_and_the_plot_inline(other_backend):
     png = base64.b64decode(found[0])
     assert png == view.plot_png and png.startswith(PNG_SIGNATURE)
     image = matplotlib.image.imread(io.BytesIO(png), format="png")
-    # lessons/_render.figure: 6 x 4 inches at 120 dpi (tight_layout keeps the canvas size).
+    # triptych/lessons/_render.figure: 6 x 4 inches at 120 dpi (tight_layout keeps the canvas size).
     assert image.shape[:2] == (480, 720)
     assert np.ptp(image[..., :3]) > 0.5  # drawn on, not a blank canvas
 
@@ -73,8 +73,8 @@ def test_lesson_saved_plot_and_cli_output_are_the_lessons_own(tmp_path, capsys):
     assert "plot saved" in str(view) and repr(view).startswith("<lesson argmax-attention: passed")
 
     # The CLI replays the same calls: its output is the lesson's render() on a console of its width.
-    import cli
-    from common.console import console
+    from triptych import cli
+    from triptych.common.console import console
 
     code = cli.main(["lesson", "argmax-attention", "--out", str(tmp_path / "cli")])
     out = capsys.readouterr().out

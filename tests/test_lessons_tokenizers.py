@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from lessons import LESSONS
-from lessons import tokenization as tk
+from triptych.lessons import LESSONS
+from triptych.lessons import tokenization as tk
 
 
 def library_merges_direct(texts, vocab_size):
@@ -122,8 +122,7 @@ REQUIRED_KEYS = {
 
 
 def run_cli(argv, capsys):
-    import cli
-
+    from triptych import cli
     code = cli.main(argv)
     return code, capsys.readouterr()
 
@@ -161,4 +160,4 @@ def test_lesson_renders_and_saves_its_plot(name, capsys, tmp_path):
 def test_missing_austen_data_is_one_line_exit_2(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("TRIPTYCH_DATA", str(tmp_path))
     code, out = run_cli(["lesson", "tokenizers"], capsys)
-    assert code == 2 and "austen" in out.err and "-m corpora.fetch --only austen" in out.err and "Traceback" not in out.err
+    assert code == 2 and "austen" in out.err and "-m triptych.corpora.fetch --only austen" in out.err and "Traceback" not in out.err

@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common.checks import InputError
-from common.llama_config import LlamaConfig, init_llama_params
-from gptlab.backends import make_backend
-from gptlab.checkpoint import load_checkpoint, save_checkpoint
-from gptlab.data import load_char_data
-from gptlab.trainer import TrainArgs, train
+from triptych.common.checks import InputError
+from triptych.common.llama_config import LlamaConfig, init_llama_params
+from triptych.training.backends import make_backend
+from triptych.training.checkpoint import load_checkpoint, save_checkpoint
+from triptych.training.data import load_char_data
+from triptych.training.trainer import TrainArgs, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,7 +61,7 @@ def test_a_checkpoint_of_one_backend_resumes_in_another(tmp_path, data):
 
 
 def test_checkpoints_record_the_arch_and_old_ones_read_as_gpt(tmp_path, data):
-    from common.gpt_config import GPTConfig, init_gpt_params
+    from triptych.common.gpt_config import GPTConfig, init_gpt_params
     cfg = _tiny(data)
     p = init_llama_params(cfg, 0)
     state = {"step": 0, "m": p, "v": p}
@@ -80,8 +80,8 @@ def test_checkpoints_record_the_arch_and_old_ones_read_as_gpt(tmp_path, data):
 
 
 def test_sampling_a_llama_checkpoint_is_greedy_decoding_at_top_k_1(data):
-    from commands.gpt import logits_fn_for
-    from gptlab.sample import generate
+    from triptych.commands.gpt import logits_fn_for
+    from triptych.training.sample import generate
     from numpy_impl.llama import llama_generate
     cfg = _tiny(data, block_size=64)
     p = init_llama_params(cfg, 1, std=0.3)
@@ -113,8 +113,8 @@ def test_cli_trains_and_samples_llama(tmp_path):
 
 
 def test_cli_refuses_options_of_the_other_arch_by_name():
-    from cli import build_parser
-    from commands.gpt import _config_from
+    from triptych.cli import build_parser
+    from triptych.commands.gpt import _config_from
 
     def config(*flags):
         return _config_from(build_parser().parse_args(["gpt", "train", *flags]), 80)

@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given, settings, strategies as st
 
 import jax_impl  # noqa: F401  (float64 on)
-from common.tolerances import assert_close
+from triptych.common.tolerances import assert_close
 from jax_impl import lora as JL
 from numpy_impl import lora as NL
 from numpy_impl.lora import lora_linear_backward, lora_linear_forward

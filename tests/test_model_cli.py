@@ -4,8 +4,8 @@ import json
 import numpy as np
 import pytest
 
-import cli
-from pretrained import ModelMissingError, minilm
+from triptych import cli
+from triptych.pretrained import ModelMissingError, minilm
 
 SENTENCES = ["A cat sat on the mat.", "A kitten rested on the rug.", "The stock market fell sharply today."]
 

@@ -1,4 +1,4 @@
-"""`model inspect` / `model attention` and the tracer under them (pretrained/trace.py, trace_bert.py).
+"""`model inspect` / `model attention` and the tracer under them (triptych/pretrained/trace.py, trace_bert.py).
 
 The references are Hugging Face's: the hooked modules of LlamaForCausalLM / BertModel, and, apart
 from the hooks, HF's own logits, output_hidden_states and output_attentions. SmolLM2 runs cut to
@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-import cli
-from commands._model_inspect import parse_layers
-from common.checks import InputError
-from common.tolerances import assert_close, tolerance
-from pretrained import ModelMissingError, trace
+from triptych import cli
+from triptych.commands._model_inspect import parse_layers
+from triptych.common.checks import InputError
+from triptych.common.tolerances import assert_close, tolerance
+from triptych.pretrained import ModelMissingError, trace
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXT = "The capital of France is Paris."
@@ -26,7 +26,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def _smollm2(n_layers: int, dtype: str):
-    from pretrained import smollm2
+    from triptych.pretrained import smollm2
 
     try:
         return smollm2.load_llama(n_layers=n_layers, dtype=dtype)
@@ -38,7 +38,7 @@ def _smollm2(n_layers: int, dtype: str):
 def ids():
     from tokenizers import Tokenizer
 
-    from bpe.smollm2 import tokenizer_json
+    from triptych.bpe.smollm2 import tokenizer_json
 
     try:
         tok = Tokenizer.from_file(str(tokenizer_json()))
@@ -49,7 +49,7 @@ def ids():
 
 @pytest.fixture(scope="module")
 def minilm_inputs():
-    from pretrained import minilm
+    from triptych.pretrained import minilm
 
     try:
         params, config = minilm.load("float64")
@@ -133,7 +133,7 @@ def test_attention_weights_equal_hf_output_attentions(ids):
 def test_minilm_trace_equals_our_encoder_and_hf(minilm_inputs):
     import numpy_impl.bert as nb
 
-    from pretrained import minilm, trace_bert
+    from triptych.pretrained import minilm, trace_bert
 
     params64, config, batch = minilm_inputs
     args = (batch["input_ids"], params64, config.num_attention_heads, batch["attention_mask"],

@@ -18,7 +18,7 @@ import nbclient
 import nbformat
 import pytest
 
-from crosscheck import check
+from triptych.crosscheck import check
 
 ROOT = Path(__file__).resolve().parents[1]
 GREEN, RED = "color: #008000", "color: #800000"  # rich's `green` and `red` in its default HTML theme

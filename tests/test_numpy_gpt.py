@@ -13,9 +13,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from common.checks import InputError
-from common.gpt_config import GPTConfig, init_gpt_params
-from common.tolerances import assert_close
+from triptych.common.checks import InputError
+from triptych.common.gpt_config import GPTConfig, init_gpt_params
+from triptych.common.tolerances import assert_close
 from numpy_impl.gpt import gpt_forward, gpt_loss, gpt_loss_and_grads
 from numpy_impl.optim import adamw_init, adamw_step, clip_grad_norm
 

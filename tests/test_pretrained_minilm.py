@@ -10,9 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from common.checks import InputError
-from common.tolerances import assert_close, max_abs_err
-from pretrained import ModelMissingError, minilm
+from triptych.common.checks import InputError
+from triptych.common.tolerances import assert_close, max_abs_err
+from triptych.pretrained import ModelMissingError, minilm
 
 try:
     minilm.model_path()

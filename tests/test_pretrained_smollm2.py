@@ -1,4 +1,4 @@
-"""pretrained.smollm2: our GGUF reader (dequantize, undo llama.cpp's W_q / W_k permutation, rename)
+"""triptych.pretrained.smollm2: our GGUF reader (dequantize, undo llama.cpp's W_q / W_k permutation, rename)
 against Hugging Face's own GGUF loader, which dequantizes and un-permutes independently.
 
 HF's load of the GGUF is the expensive part (about 20 s idle, 90 s on a busy 2-core machine), so it
@@ -12,8 +12,8 @@ import time
 import numpy as np
 import pytest
 
-from common.checks import InputError
-from pretrained import ModelMissingError, smollm2
+from triptych.common.checks import InputError
+from triptych.pretrained import ModelMissingError, smollm2
 
 try:
     smollm2.gguf_path()

@@ -10,9 +10,7 @@ import re
 
 import pytest
 
-import cli
-
-
+from triptych import cli
 def shown(path) -> str:
     """The text a reader sees in a saved HTML or SVG report (style sheets and tags dropped, entities decoded)."""
     text = re.sub(r"<style.*?</style>", "", path.read_text(encoding="utf-8"), flags=re.S)
@@ -27,7 +25,7 @@ def run(capsys, *argv) -> tuple[int, str, str]:
 
 @pytest.fixture(autouse=True)
 def no_recording_left_over():
-    from common.console import console
+    from triptych.common.console import console
 
     yield
     assert not console.recording  # every run stops its recording, so the next one starts clean
@@ -78,7 +76,7 @@ def test_lesson_html_shows_the_lesson_and_its_plot_line(tmp_path, capsys):
 
 
 def test_lesson_list_json_with_svg(tmp_path, capsys):
-    picture = tmp_path / "sub" / "lessons.svg"  # a missing folder is created
+    picture = tmp_path / "sub" / "triptych.lessons.svg"  # a missing folder is created
     code, out, _ = run(capsys, "lesson", "list", "--json", "--svg", str(picture))
     assert code == 0
     names = [row["name"] for row in json.loads(out)]

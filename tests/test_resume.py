@@ -14,8 +14,8 @@ import os
 import numpy as np
 import pytest
 
-import cli
-from gptlab.checkpoint import load_checkpoint, resolve_checkpoint
+from triptych import cli
+from triptych.training.checkpoint import load_checkpoint, resolve_checkpoint
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -69,9 +69,9 @@ def test_gpt_resume_reads_run_json_extends_and_refuses_changes(tmp_path, capsys)
 
 
 def test_gpt_resumed_progress_starts_from_the_saved_validation_loss(tmp_path):
-    from common.gpt_config import GPTConfig
-    from gptlab.data import load_char_data
-    from gptlab.trainer import TrainArgs, train
+    from triptych.common.gpt_config import GPTConfig
+    from triptych.training.data import load_char_data
+    from triptych.training.trainer import TrainArgs, train
 
     data = load_char_data(limit_chars=30_000)
     cfg = GPTConfig(vocab_size=data.tokenizer.vocab_size, block_size=16, n_layer=1, n_head=2, n_embd=16)
@@ -149,8 +149,8 @@ def test_finetune_resume_extends_refuses_and_predicts_from_the_run_folder(tmp_pa
 def test_experiment_time_is_each_runs_own_and_llama_plot_is_titled_by_arch(tmp_path, capsys, monkeypatch):
     import time
 
-    from gptlab.data import load_char_data
-    from gptlab.experiments import Budget, row_cells, run_experiment
+    from triptych.training.data import load_char_data
+    from triptych.training.experiments import Budget, row_cells, run_experiment
 
     data = load_char_data(limit_chars=20_000)
     budget = Budget(backend="numpy", steps=3, batch_size=2, block_size=8, n_layer=1, n_head=2, n_embd=16,
@@ -167,7 +167,7 @@ def test_experiment_time_is_each_runs_own_and_llama_plot_is_titled_by_arch(tmp_p
     assert sum(r.seconds for r in rows if "trained_for" not in r.extra) <= wall
 
     titles = []
-    monkeypatch.setattr("gptlab.plots.plot_loss_curves", lambda runs, path, title="": titles.append(title))
+    monkeypatch.setattr("triptych.training.plots.plot_loss_curves", lambda runs, path, title="": titles.append(title))
     rc, _, err = run(capsys, "gpt", "train", "--arch", "llama", *TINY_GPT, "--steps", "2", "--out", str(tmp_path / "llama"))
     assert rc == 0, err
     assert titles and "Llama" in titles[0] and "GPT" not in titles[0]

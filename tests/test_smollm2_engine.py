@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from common.tolerances import assert_close, max_abs_err
-from pretrained import ModelMissingError, smollm2
+from triptych.common.tolerances import assert_close, max_abs_err
+from triptych.pretrained import ModelMissingError, smollm2
 
 try:
     smollm2.gguf_path()
@@ -39,7 +39,7 @@ PROMPTS = {
 def tokenizer():
     from tokenizers import Tokenizer
 
-    from bpe.smollm2 import tokenizer_json
+    from triptych.bpe.smollm2 import tokenizer_json
 
     return Tokenizer.from_file(str(tokenizer_json()))
 

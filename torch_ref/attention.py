@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from common.checks import InputError, check_broadcastable, check_choice, check_finite, check_float, check_mask, check_min_ndim, check_nonempty, check_same
+from triptych.common.checks import InputError, check_broadcastable, check_choice, check_finite, check_float, check_mask, check_min_ndim, check_nonempty, check_same
 from torch_ref._checks import all_finite
 
 __all__ = [

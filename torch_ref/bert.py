@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from common.checks import InputError, check_ndim, check_shape
+from triptych.common.checks import InputError, check_ndim, check_shape
 from torch_ref.layers import embedding, layer_norm
 from torch_ref.multihead import linear, multihead_attention
 from torch_ref.positional import learned_positional_encoding
@@ -68,7 +68,7 @@ def _hf_bert(params: dict, n_heads: int, eps: float):
     """transformers.BertModel (no pooler, eval, eager attention) holding our params."""
     from transformers import BertConfig, BertModel
 
-    from pretrained.minilm import params_to_hf
+    from triptych.pretrained.minilm import params_to_hf
 
     word, pos, types = params["embed.word"], params["embed.position"], params["embed.token_type"]
     config = BertConfig(

@@ -13,7 +13,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from common.checks import (
+from triptych.common.checks import (
     InputError,
     check_finite,
     check_float,

@@ -22,8 +22,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from common.checks import InputError, check_ndim
-from common.gpt_config import GPTConfig, qkv_sources
+from triptych.common.checks import InputError, check_ndim
+from triptych.common.gpt_config import GPTConfig, qkv_sources
 from torch_ref.masks import alibi_bias
 from torch_ref.positional import rope_cos_sin, sinusoidal_encoding
 

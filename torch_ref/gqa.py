@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from transformers.models.llama.modeling_llama import repeat_kv as _hf_repeat_kv
 
-from common.checks import InputError, check_broadcastable, check_choice, check_finite, check_float, check_mask, check_ndim, check_positive_int, check_same
+from triptych.common.checks import InputError, check_broadcastable, check_choice, check_finite, check_float, check_mask, check_ndim, check_positive_int, check_same
 from torch_ref._checks import all_finite
 from torch_ref.attention import _check_qkv
 

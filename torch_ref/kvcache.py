@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from common.checks import InputError, check_ndim, check_positive_int, check_same, check_shape
+from triptych.common.checks import InputError, check_ndim, check_positive_int, check_same, check_shape
 from torch_ref.gqa import grouped_query_attention
 from torch_ref.masks import alibi_bias, make_causal_mask, make_sliding_window_mask
 from torch_ref.multihead import merge_heads, split_heads

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from common.checks import InputError, check_float, check_ndim, check_same
+from triptych.common.checks import InputError, check_float, check_ndim, check_same
 from torch_ref.multihead import linear, multihead_attention
 
 __all__ = ["linear", "embedding", "layer_norm", "gelu", "mlp", "dropout", "transformer_block"]

@@ -31,8 +31,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from common.checks import InputError, check_ndim
-from common.llama_config import LlamaConfig, check_llama_params, hf_key, llama_param_shapes
+from triptych.common.checks import InputError, check_ndim
+from triptych.common.llama_config import LlamaConfig, check_llama_params, hf_key, llama_param_shapes
 from torch_ref.kvcache import cached_attention
 from torch_ref.losses import cross_entropy
 from torch_ref.norms import rms_norm

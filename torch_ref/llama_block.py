@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from common.checks import InputError
-from common.llama_config import LAYER_ATTN_KEYS, LAYER_KEYS, check_layer_inputs
+from triptych.common.checks import InputError
+from triptych.common.llama_config import LAYER_ATTN_KEYS, LAYER_KEYS, check_layer_inputs
 from torch_ref.norms import rms_norm
 from torch_ref.positional import apply_rope
 from torch_ref.swiglu import swiglu_mlp

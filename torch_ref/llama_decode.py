@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from common.checks import InputError, check_ndim
-from common.llama_config import LlamaConfig, check_llama_params
+from triptych.common.checks import InputError, check_ndim
+from triptych.common.llama_config import LlamaConfig, check_llama_params
 
 __all__ = ["stack_params", "init_cache", "decode_forward", "decode_prefill", "decode_step"]
 

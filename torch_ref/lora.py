@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from common.checks import check_finite, check_positive_int, check_shape
+from triptych.common.checks import check_finite, check_positive_int, check_shape
 from numpy_impl.lora import (  # the checks only: one wording of every error in all three backends
     check_alpha,
     check_dropout_p,

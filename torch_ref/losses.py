@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from common.checks import InputError, check_float, check_min_ndim
+from triptych.common.checks import InputError, check_float, check_min_ndim
 
 __all__ = ["cross_entropy"]
 

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from transformers.masking_utils import sliding_window_causal_mask_function
 
-from common.checks import InputError, check_min_ndim, check_ndim, check_positive_int
+from triptych.common.checks import InputError, check_min_ndim, check_ndim, check_positive_int
 
 __all__ = [
     "make_causal_mask",

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from common.checks import (
+from triptych.common.checks import (
     InputError,
     check_finite,
     check_float,
@@ -24,7 +24,7 @@ from common.checks import (
     check_same,
     check_shape,
 )
-from common.params import MHA_KEYS, init_mha_params, mha_params_from_torch, mha_params_to_torch
+from triptych.common.params import MHA_KEYS, init_mha_params, mha_params_from_torch, mha_params_to_torch
 from torch_ref._checks import all_finite
 from torch_ref.attention import scaled_dot_product_attention
 from torch_ref.masks import make_causal_mask

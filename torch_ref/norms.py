@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from common.checks import check_finite, check_float, check_min_ndim, check_ndim, check_same
+from triptych.common.checks import check_finite, check_float, check_min_ndim, check_ndim, check_same
 from torch_ref._checks import all_finite
 
 __all__ = ["rms_norm"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from common.checks import InputError
+from triptych.common.checks import InputError
 
 __all__ = ["clip_grad_norm", "adamw_init", "adamw_step", "make_adamw", "adamw_state_to_dict", "adamw_state_from_dict"]
 # the stateful torch.optim.AdamW and its state conversion exist for torch only

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from common.checks import (
+from triptych.common.checks import (
     InputError,
     check_choice,
     check_finite,

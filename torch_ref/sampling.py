@@ -8,7 +8,7 @@ import torch
 from transformers.generation.logits_process import (LogitsProcessorList, TemperatureLogitsWarper,
                                                     TopKLogitsWarper, TopPLogitsWarper)
 
-from common.checks import check_finite, check_float, check_min_ndim, check_sampling
+from triptych.common.checks import check_finite, check_float, check_min_ndim, check_sampling
 from torch_ref._checks import all_finite
 
 __all__ = ["sampling_probs"]

@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from common.checks import InputError
-from common.checks import check_schedule
+from triptych.common.checks import InputError
+from triptych.common.checks import check_schedule
 
 __all__ = ["lr_cosine_schedule"]
 

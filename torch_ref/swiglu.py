@@ -11,7 +11,7 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
-from common.checks import InputError, check_finite, check_float, check_min_ndim, check_shape
+from triptych.common.checks import InputError, check_finite, check_float, check_min_ndim, check_shape
 from torch_ref._checks import all_finite
 
 __all__ = ["silu", "swiglu_mlp"]

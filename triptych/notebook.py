@@ -27,7 +27,7 @@ import warnings
 
 from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 
-from common.checks import InputError
+from triptych.common.checks import InputError
 
 # The cell's file in the temporary folder; its name shows nowhere (frames and notes are renamed).
 CELL_FILE = "notebook_cell.py"
@@ -213,8 +213,8 @@ def plain_python(cell: str) -> str:
 def grade_source(code: str, preamble: list[str], label: str, exercises: list[str] | None, args, first: int = 1):
     """Grade `code` (with `preamble` above it) in the sandboxed worker; returns the FileReport whose
     line numbers count from `first` for the code's first line."""
-    from commands.check import _bytes
-    from crosscheck.session import check_file
+    from triptych.commands.check import _bytes
+    from triptych.crosscheck.session import check_file
 
     if args.timeout <= 0:
         raise InputError(f"--timeout: expected a positive number of seconds, got {args.timeout:g}")
@@ -238,7 +238,7 @@ def exercise_named(name: str):
     """catalogue.get, with a short error: the closest names instead of the whole catalogue."""
     import difflib
 
-    from crosscheck import exercises as catalogue
+    from triptych.crosscheck import exercises as catalogue
 
     try:
         return catalogue.get(name)
@@ -249,7 +249,7 @@ def exercise_named(name: str):
 
 
 def _exercises_defining(name: str) -> list[str]:
-    from crosscheck import exercises as catalogue
+    from triptych.crosscheck import exercises as catalogue
 
     return [ex.name for ex in catalogue.all_exercises() if ex.defines == name]
 
@@ -276,7 +276,7 @@ class TriptychMagics(Magics):
     def _check_cell(self, line: str, cell: str) -> None:
         from IPython.display import display
 
-        from crosscheck.session import select_exercises
+        from triptych.crosscheck.session import select_exercises
 
         args = _parsers()["cell"].parse_args(shlex.split(line))
         names = [exercise_named(name).name for name in args.exercises]  # an unknown name: one line, first
@@ -336,8 +336,7 @@ class TriptychMagics(Magics):
         """%lesson NAME: run a lesson here; its panels and its plot show inline (lessons.run)."""
         from IPython.display import display
 
-        import lessons
-
+        from triptych import lessons
         names = shlex.split(line)
         if len(names) != 1:
             _say(f"lesson: expected one lesson name, e.g. %lesson {next(iter(lessons.LESSONS))} "
@@ -368,18 +367,18 @@ class TriptychMagics(Magics):
             _say(str(exc) if str(exc).startswith("%exercise") else f"exercise: {exc}")
 
     def _exercise_show(self, args) -> None:
-        from commands.exercise import run_show
+        from triptych.commands.exercise import run_show
 
         run_show(argparse.Namespace(name=exercise_named(args.name).name, json=False))
 
     def _exercise_list(self, args) -> None:
-        from commands.exercise import run_list
+        from triptych.commands.exercise import run_list
 
         run_list(argparse.Namespace(json=False))
 
     def _exercise_new(self, args) -> None:
-        from crosscheck.exercises import groups
-        from crosscheck.skeleton import render
+        from triptych.crosscheck.exercises import groups
+        from triptych.crosscheck.skeleton import render
 
         if args.name not in groups():
             raise InputError(f"no group {args.name!r}; the groups: {', '.join(groups())}")

@@ -12,7 +12,7 @@ import math
 import numpy as np
 import pytest
 
-from crosscheck import assert_matches, check
+from triptych.crosscheck import assert_matches, check
 
 
 def split_heads(x, n_heads):  # your code: (B, T, C) -> (B, n_heads, T, C // n_heads)

@@ -9,5 +9,5 @@ course (exercises.md section H), with torch's and Hugging Face's own implementat
     studies.py  overfit, batch-size, grid, optimizers, methods, pretrained-vs-scratch, topic-news
     plots.py    PNG curves and bar charts
 
-CLI: `python cli.py finetune {datasets,train,predict,study} ...` (commands/finetune.py).
+CLI: `python cli.py finetune {datasets,train,predict,study} ...` (triptych/commands/finetune.py).
 """

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from common.checks import InputError
+from triptych.common.checks import InputError
 
 __all__ = ["METHODS", "OPTIMIZERS", "DEFAULT_LR", "DEFAULT_MODEL", "GRID_LRS", "GRID_EPOCHS", "STUDY_OPTIMIZERS",
            "ModelSpec", "TrainConfig"]

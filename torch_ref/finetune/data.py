@@ -23,7 +23,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 
-from common.checks import InputError
+from triptych.common.checks import InputError
 
 __all__ = [
     "TextDataset", "Task", "TASKS", "HF_TASKS", "BROWN_GROUPS", "load_task", "fine_foods_task",
@@ -98,7 +98,7 @@ def fine_foods_task(val_fraction: float = 0.1, seed: int = 0, frames=None) -> Ta
     """Reviews -> great (1) / other (0). `frames` = (train_df, test_df) in corpora.finefoods' schema
     (columns text, label, product); None reads the fetched data."""
     if frames is None:
-        from corpora.finefoods import load_fine_foods
+        from triptych.corpora.finefoods import load_fine_foods
 
         frames = load_fine_foods()
     train_df, test_df = frames
@@ -129,7 +129,7 @@ def brown_topics_task(sentences_per_passage: int = 3, split=(0.8, 0.1, 0.1), see
     sees every topic and no document (with its names and subject) is in two splits.
     `documents`: a list of corpora.brown.BrownDocument; None reads the fetched corpus."""
     if documents is None:
-        from corpora.brown import load_brown_documents
+        from triptych.corpora.brown import load_brown_documents
 
         documents = load_brown_documents()
     if sentences_per_passage < 1:
@@ -201,7 +201,7 @@ def austen_pairs_task(seed: int = 0, books=None) -> Task:
     """Next-sentence pairs; train on four novels, validate on Northanger Abbey, test on Persuasion
     (split by book, so no sentence is in two splits). `books`: title -> text; None reads the corpus."""
     if books is None:
-        from corpora.austen import load_austen_books
+        from triptych.corpora.austen import load_austen_books
 
         books = load_austen_books()
     titles = list(books)
@@ -245,7 +245,7 @@ def hf_task(name: str, data_files: dict[str, str] | None = None, val_fraction: f
     try:
         import datasets
     except ImportError as e:  # pragma: no cover - datasets is pinned in requirements.txt
-        from common.invocation import module_command  # the interpreter that runs here, named
+        from triptych.common.invocation import module_command  # the interpreter that runs here, named
 
         raise InputError(f"task {name}: needs the `datasets` package (`{module_command('pip', 'install', 'datasets')}`"
                          f"): {e}")
@@ -256,7 +256,7 @@ def hf_task(name: str, data_files: dict[str, str] | None = None, val_fraction: f
         else:
             raw = datasets.load_dataset(hub_id)
     except Exception as e:  # offline hub, missing file, bad cache: say how to get it, not a traceback
-        from corpora import DataMissingError
+        from triptych.corpora import DataMissingError
 
         where = f"local files {data_files}" if data_files else f"the Hugging Face hub ({hub_id})"
         raise DataMissingError(

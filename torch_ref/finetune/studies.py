@@ -18,8 +18,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from common.checks import InputError
-from common.io import atomic_write_json
+from triptych.common.checks import InputError
+from triptych.common.io import atomic_write_json
 from torch_ref.finetune.data import Task, load_task
 from torch_ref.finetune.config import GRID_EPOCHS, GRID_LRS, METHODS, OPTIMIZERS, STUDY_OPTIMIZERS, TrainConfig
 from torch_ref.finetune.train import predict, train

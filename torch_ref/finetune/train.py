@@ -26,8 +26,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from common.checks import InputError
-from common.io import atomic_write_json
+from triptych.common.checks import InputError
+from triptych.common.io import atomic_write_json
 from torch_ref.finetune.data import Task, dataset_summary, load_task, make_loader
 from torch_ref.finetune.config import OPTIMIZERS, TrainConfig
 from torch_ref.finetune.models import (

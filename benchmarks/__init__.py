@@ -1,2 +1,0 @@
-"""Speed and memory measurements behind `bench attention` and `bench long-context` (commands/bench.py
-prints them). Measurements only: nothing here passes or fails; tests/test_bench.py checks the arithmetic."""
