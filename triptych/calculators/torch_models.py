@@ -53,20 +53,24 @@ def build_torch_encoder(a: Architecture, device: str = "cpu"):
         return Encoder()
 
 
-def build_torch_decoder(a: Architecture, device: str = "cpu"):
-    """Pre-norm decoder: wte (+ wpe), blocks of norm -> attention -> norm -> FFN, a final norm and an
-    LM head tied to wte or not. Attention is nn.MultiheadAttention when it is GPT-2's (h_kv = h,
-    h d_head = d, one bias setting), else explicit q/k/v/o nn.Linear's into torch's SDPA with
-    enable_gqa; the FFN is d -> d_ff -> d with GELU, or SwiGLU's gate, up and down.
+def _decoder_norm(a: Architecture):
+    """RMSNorm or LayerNorm over d_model, as the architecture says."""
+    import torch.nn as nn
+    return nn.RMSNorm(a.d_model) if a.norm == "rmsnorm" else nn.LayerNorm(a.d_model, bias=a.bias)
 
-    Shapes: forward ids (B, T) -> logits (B, T, V)
+
+def _uses_torch_mha(a: Architecture) -> bool:
+    """GPT-2's attention (h_kv = h, h d_head = d, one bias setting) is exactly nn.MultiheadAttention."""
+    return a.standard_heads and a.has_qkv_bias == a.bias
+
+
+def _projection_attention(a: Architecture):
+    """Explicit q/k/v/o nn.Linear's into torch's SDPA (causal, enable_gqa when h_kv < h).
+
+    Shapes: forward x (B, T, d) -> (B, T, d)
     """
-    import torch
     import torch.nn as nn
     import torch.nn.functional as F
-
-    def norm():
-        return nn.RMSNorm(a.d_model) if a.norm == "rmsnorm" else nn.LayerNorm(a.d_model, bias=a.bias)
 
     class Attention(nn.Module):
         def __init__(self):
@@ -84,6 +88,14 @@ def build_torch_decoder(a: Architecture, device: str = "cpu"):
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=a.kv_heads != a.n_heads)
             return self.o_proj(y.transpose(1, 2).reshape(B, T, a.q_width))
 
+    return Attention()
+
+
+def _decoder_ffn(a: Architecture):
+    """d -> d_ff -> d with GELU, or SwiGLU's gate, up and down. Shapes: (B, T, d) -> (B, T, d)"""
+    import torch.nn as nn
+    import torch.nn.functional as F
+
     class SwiGLU(nn.Module):
         def __init__(self):
             super().__init__()
@@ -94,18 +106,29 @@ def build_torch_decoder(a: Architecture, device: str = "cpu"):
         def forward(self, x):
             return self.down(F.silu(self.gate(x)) * self.up(x))
 
-    gpt2_attention = a.standard_heads and a.has_qkv_bias == a.bias
+    if a.ffn == "swiglu":
+        return SwiGLU()
+    return nn.Sequential(nn.Linear(a.d_model, a.ffn_inner, bias=a.bias), nn.GELU(),
+                         nn.Linear(a.ffn_inner, a.d_model, bias=a.bias))
+
+
+def _decoder_block(a: Architecture):
+    """One pre-norm block: x + attn(norm(x)), then x + ffn(norm(x)).
+
+    Shapes: forward x (B, T, d), causal (T, T) bool -> (B, T, d)
+    """
+    import torch.nn as nn
+
+    gpt2_attention = _uses_torch_mha(a)
 
     class Block(nn.Module):
         def __init__(self):
             super().__init__()
-            d = a.d_model
-            self.ln_1 = norm()
-            self.attn = nn.MultiheadAttention(d, a.n_heads, bias=a.bias, batch_first=True) if gpt2_attention \
-                else Attention()
-            self.ln_2 = norm()
-            self.mlp = SwiGLU() if a.ffn == "swiglu" else nn.Sequential(
-                nn.Linear(d, a.ffn_inner, bias=a.bias), nn.GELU(), nn.Linear(a.ffn_inner, d, bias=a.bias))
+            self.ln_1 = _decoder_norm(a)
+            self.attn = nn.MultiheadAttention(a.d_model, a.n_heads, bias=a.bias, batch_first=True) \
+                if gpt2_attention else _projection_attention(a)
+            self.ln_2 = _decoder_norm(a)
+            self.mlp = _decoder_ffn(a)
 
         def forward(self, x, causal):
             h = self.ln_1(x)
@@ -115,14 +138,28 @@ def build_torch_decoder(a: Architecture, device: str = "cpu"):
                 x = x + self.attn(h)
             return x + self.mlp(self.ln_2(x))
 
+    return Block()
+
+
+def build_torch_decoder(a: Architecture, device: str = "cpu"):
+    """Pre-norm decoder: wte (+ wpe), blocks of norm -> attention -> norm -> FFN, a final norm and an
+    LM head tied to wte or not. Attention is nn.MultiheadAttention when it is GPT-2's (h_kv = h,
+    h d_head = d, one bias setting), else explicit q/k/v/o nn.Linear's into torch's SDPA with
+    enable_gqa; the FFN is d -> d_ff -> d with GELU, or SwiGLU's gate, up and down.
+
+    Shapes: forward ids (B, T) -> logits (B, T, V)
+    """
+    import torch
+    import torch.nn as nn
+
     class Decoder(nn.Module):
         def __init__(self):
             super().__init__()
             d = a.d_model
             self.wte = nn.Embedding(a.vocab_size, d)
             self.wpe = nn.Embedding(a.positions_rows, d) if a.positions == "learned" else None
-            self.h = nn.ModuleList(Block() for _ in range(a.n_layers))
-            self.ln_f = norm()
+            self.h = nn.ModuleList(_decoder_block(a) for _ in range(a.n_layers))
+            self.ln_f = _decoder_norm(a)
             self.lm_head = nn.Linear(d, a.vocab_size, bias=False)
             if a.tied_embeddings:
                 self.lm_head.weight = self.wte.weight
