@@ -170,28 +170,64 @@ def own_mlm_mask(input_ids: list[int], special_mask: list[int], mask_id: int, vo
 # ------------------------------------------------------------------------------------ lesson
 
 def compute() -> dict:
-    import torch
-    from transformers import AutoTokenizer, DataCollatorForLanguageModeling
-
-    # Through pretrained.minilm, whose ModelMissingError is one line naming the install that works here.
-    from triptych.pretrained.minilm import model_path
-
     chapter, novel = chapter_one()
     sents = sentences(chapter)
+    bpe = bpe_section(chapter, sents[:4])
+    bert = minilm_tokenizer()
+    pair = pair_section(bert, sents)
+    mlm = mlm_section(bert, sents[0])
+    mismatch = mismatch_section(bert, novel)
 
-    # 1-2. BPE by hand vs the library, same text, same number of merges, no min_frequency.
+    # 6. Byte-level BPE with our bpe package, on the same chapter.
+    from triptych.bpe.walkthrough import walkthrough
+
+    byte_level = walkthrough(chapter)
+    return {"byte_level": byte_level, "corpus": corpus_section(chapter), "bpe": bpe, "pair": pair, "mlm": mlm,
+            "mismatch": mismatch}
+
+
+def corpus_section(chapter: str) -> dict:
+    return {"title": "Pride & Prejudice, chapter 1", "chars": len(chapter), "words": sum(word_counts(chapter).values()),
+            "distinct_words": len(word_counts(chapter))}
+
+
+def first_difference(a: list, b: list) -> int | None:
+    """Index of the first merge where two merge lists part (None when the shorter is a prefix)."""
+    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), None)
+
+
+def bpe_section(chapter: str, samples: list[str]) -> dict:
+    """1-2. BPE by hand vs the library, same text, same number of merges, no min_frequency."""
     mine = train_bpe(chapter, N_MERGES)
     naive = train_bpe(chapter, N_MERGES, tie_break="first")
     lib = library_bpe([chapter], vocab_size=mine["vocab_size"])
     lib_merges = library_merges(lib)
-    first_diff = next((i for i, (a, b) in enumerate(zip(mine["merges"], lib_merges)) if a != b), None)
-    naive_diff = next((i for i, (a, b) in enumerate(zip(naive["merges"], mine["merges"])) if a != b), None)
-    samples = sents[:4]
+    first_diff = first_difference(mine["merges"], lib_merges)
+    naive_diff = first_difference(naive["merges"], mine["merges"])
     tokenizations = [{"text": s, "mine": bpe_tokenize(s, mine["merges"]), "library": lib.encode(s).tokens}
                      for s in samples]
+    return {"alphabet": mine["alphabet"], "steps": mine["steps"], "merges": [list(m) for m in mine["merges"]],
+            "library_merges": [list(m) for m in lib_merges], "vocab_size": mine["vocab_size"],
+            "library_vocab_size": lib.get_vocab_size(), "first_difference": first_diff,
+            "merges_equal": [list(m) for m in mine["merges"]] == [list(m) for m in lib_merges],
+            "steps_with_ties": sum(s["ties"] > 1 for s in mine["steps"]),
+            "naive_first_difference": naive_diff,
+            "naive_merge_at_difference": list(naive["merges"][naive_diff]) if naive_diff is not None else None,
+            "tokenizations": tokenizations}
 
-    # 3. BERT sentence pairs with MiniLM's WordPiece tokenizer.
-    bert = AutoTokenizer.from_pretrained(model_path())
+
+def minilm_tokenizer():
+    """MiniLM's WordPiece tokenizer (uncased BERT vocabulary)."""
+    from transformers import AutoTokenizer
+
+    # Through pretrained.minilm, whose ModelMissingError is one line naming the install that works here.
+    from triptych.pretrained.minilm import model_path
+
+    return AutoTokenizer.from_pretrained(model_path())
+
+
+def pair_section(bert, sents: list[str]) -> dict:
+    """3. BERT sentence pairs with MiniLM's WordPiece tokenizer."""
     a, b = sents[0], min((s for s in sents[1:12] if len(s.split()) >= 6), key=len)
     pair = bert(a, b)
     batch = bert([a, "It is a truth."], [b, "He had not."], padding=True)
@@ -200,9 +236,15 @@ def compute() -> dict:
         pair["attention_mask"])]
     padded = {"tokens": bert.convert_ids_to_tokens(batch["input_ids"][1]),
               "token_type_ids": batch["token_type_ids"][1], "attention_mask": batch["attention_mask"][1]}
+    return {"a": a, "b": b, "rows": pair_rows, "padded_second": padded,
+            "cls": bert.cls_token_id, "sep": bert.sep_token_id}
 
-    # 4. Masked-LM labels: the library's collator vs our own masking, same seed.
-    enc = bert(sents[0])
+
+def mlm_section(bert, sentence: str) -> dict:
+    """4. Masked-LM labels: the library's collator vs our own masking, same seed."""
+    from transformers import DataCollatorForLanguageModeling
+
+    enc = bert(sentence)
     collator = DataCollatorForLanguageModeling(bert, mlm=True, mlm_probability=MLM_PROBABILITY, seed=SEED)
     out = collator([{"input_ids": enc["input_ids"]}])
     special = bert.get_special_tokens_mask(enc["input_ids"], already_has_special_tokens=True)
@@ -210,8 +252,16 @@ def compute() -> dict:
     mlm_rows = [{"position": i, "token": bert.convert_ids_to_tokens(orig), "input_id": int(inp),
                  "input_token": bert.convert_ids_to_tokens(int(inp)), "label": int(lab)}
                 for i, (orig, inp, lab) in enumerate(zip(enc["input_ids"], out["input_ids"][0], out["labels"][0]))]
+    return {"sentence": sentence, "seed": SEED, "probability": MLM_PROBABILITY, "rows": mlm_rows,
+            "collator_labels": out["labels"][0].tolist(), "collator_inputs": out["input_ids"][0].tolist(),
+            "own_labels": own_labels, "own_inputs": own_inputs,
+            "agree": own_labels == out["labels"][0].tolist() and own_inputs == out["input_ids"][0].tolist()}
 
-    # 5. Mismatch: a BPE "checkpoint" trained on the whole novel vs MiniLM's WordPiece.
+
+def mismatch_section(bert, novel: str) -> dict:
+    """5. Mismatch: a BPE "checkpoint" trained on the whole novel vs MiniLM's WordPiece."""
+    import torch
+
     other = library_bpe([novel], vocab_size=OTHER_VOCAB)
     probe = "Netherfield Park is let at last."
     other_enc = other.encode(probe)
@@ -224,36 +274,11 @@ def compute() -> dict:
         out_of_range = str(e)
     wordpiece_words = [{"word": w, "minilm": bert.tokenize(w), "austen_bpe": other.encode(w).tokens}
                        for w in ("Netherfield", "Bingley", "acknowledged", "neighbourhood", "Longbourn")]
-
-    # 6. Byte-level BPE with our bpe package, on the same chapter.
-    from triptych.bpe.walkthrough import walkthrough
-
-    byte_level = walkthrough(chapter)
-
-    return {
-        "byte_level": byte_level,
-        "corpus": {"title": "Pride & Prejudice, chapter 1", "chars": len(chapter), "words": sum(word_counts(chapter).values()),
-                   "distinct_words": len(word_counts(chapter))},
-        "bpe": {"alphabet": mine["alphabet"], "steps": mine["steps"], "merges": [list(m) for m in mine["merges"]],
-                "library_merges": [list(m) for m in lib_merges], "vocab_size": mine["vocab_size"],
-                "library_vocab_size": lib.get_vocab_size(), "first_difference": first_diff,
-                "merges_equal": [list(m) for m in mine["merges"]] == [list(m) for m in lib_merges],
-                "steps_with_ties": sum(s["ties"] > 1 for s in mine["steps"]),
-                "naive_first_difference": naive_diff,
-                "naive_merge_at_difference": list(naive["merges"][naive_diff]) if naive_diff is not None else None,
-                "tokenizations": tokenizations},
-        "pair": {"a": a, "b": b, "rows": pair_rows, "padded_second": padded,
-                 "cls": bert.cls_token_id, "sep": bert.sep_token_id},
-        "mlm": {"sentence": sents[0], "seed": SEED, "probability": MLM_PROBABILITY, "rows": mlm_rows,
-                "collator_labels": out["labels"][0].tolist(), "collator_inputs": out["input_ids"][0].tolist(),
-                "own_labels": own_labels, "own_inputs": own_inputs,
-                "agree": own_labels == out["labels"][0].tolist() and own_inputs == out["input_ids"][0].tolist()},
-        "mismatch": {"probe": probe, "other_vocab": other.get_vocab_size(), "minilm_vocab": len(bert),
-                     "other_tokens": other_enc.tokens, "other_ids": other_enc.ids,
-                     "read_by_minilm": bert.convert_ids_to_tokens(other_enc.ids),
-                     "minilm_tokens": bert.convert_ids_to_tokens(minilm_ids), "minilm_ids": minilm_ids,
-                     "out_of_range_error": out_of_range, "words": wordpiece_words},
-    }
+    return {"probe": probe, "other_vocab": other.get_vocab_size(), "minilm_vocab": len(bert),
+            "other_tokens": other_enc.tokens, "other_ids": other_enc.ids,
+            "read_by_minilm": bert.convert_ids_to_tokens(other_enc.ids),
+            "minilm_tokens": bert.convert_ids_to_tokens(minilm_ids), "minilm_ids": minilm_ids,
+            "out_of_range_error": out_of_range, "words": wordpiece_words}
 
 
 def passed(result: dict) -> bool:
@@ -269,87 +294,13 @@ def to_json(result: dict) -> dict:
 
 
 def render(result: dict, console) -> None:
-    from rich.text import Text
+    from triptych.lessons import _tokenization_panels as panels
 
-    from triptych.lessons import _render as R
-
-    c, bpe = result["corpus"], result["bpe"]
-    rows = []
-    for i, s in enumerate(bpe["steps"], 1):
-        cands = ", ".join(f"{a!r}+{b!r}: {n}" for a, b, n in s["candidates"])
-        lib = bpe["library_merges"][i - 1] if i - 1 < len(bpe["library_merges"]) else None
-        same = lib == s["pair"]
-        rows.append((str(i), f"{s['pair'][0]!r} + {s['pair'][1]!r} -> {s['new']!r}", str(s["count"]),
-                     str(s["ties"]) if s["ties"] > 1 else "", cands,
-                     f"{lib[0]!r} + {lib[1]!r}" if lib else "-", Text("=", style="green") if same else Text("differs", style="bold red")))
-    verdict = ("all merges identical to the library's" if bpe["merges_equal"]
-               else f"first difference at merge {bpe['first_difference'] + 1}")
-    naive = ("a naive max() (first pair met wins ties) would agree on every merge here"
-             if bpe["naive_first_difference"] is None else
-             f"a naive max() (first pair met wins ties) would first differ at merge {bpe['naive_first_difference'] + 1}, "
-             f"choosing {tuple(bpe['naive_merge_at_difference'])}")
-    console.print(R.panel(
-        f"F.1 BPE by hand on {c['title']} ({c['chars']:,} characters, {c['words']:,} words, "
-        f"{c['distinct_words']:,} distinct)",
-        f"start: {len(bpe['alphabet'])} characters {''.join(bpe['alphabet'])!r}",
-        R.table(["#", "merge (most frequent pair)", "count", "tied", "top pair counts this step",
-                 "tokenizers library", ""], rows),
-        R.note(f"{verdict} ({bpe['vocab_size']} tokens each). {bpe['steps_with_ties']} of the "
-               f"{len(bpe['steps'])} steps had a tie for the top count: the library takes the pair with the "
-               f"smallest token ids (characters numbered in code-point order, new tokens in creation order), "
-               f"and so does this code; {naive}."),
-    ))
-    rows = []
-    for t in bpe["tokenizations"]:
-        rows.append((t["text"], " ".join(t["mine"]), "same" if t["mine"] == t["library"] else " ".join(t["library"])))
-    console.print(R.panel("F.2 Tokenizing with the learned merges (applied in the order learned)",
-                          R.table(["text", "ours", "tokenizers library"], rows, justify=["left"] * 3)))
-
-    p = result["pair"]
-    rows = [(r["token"], str(r["id"]), str(r["token_type_id"]), str(r["attention_mask"])) for r in p["rows"]]
-    pad = p["padded_second"]
-    console.print(R.panel(
-        "F.3 A BERT sentence pair (MiniLM's WordPiece tokenizer, uncased, 30,522 tokens)",
-        f"A = {p['a']!r}", f"B = {p['b']!r}",
-        R.table(["token", "id", "token_type_id", "attention_mask"], rows),
-        f"a shorter pair padded to the same batch length: {' '.join(pad['tokens'])}",
-        f"  token_type_ids {pad['token_type_ids']}", f"  attention_mask {pad['attention_mask']}",
-        R.note("[CLS] starts the input (its final vector feeds sentence-level heads), [SEP] ends each segment; "
-               "token_type_ids say which segment a token belongs to (0 = A, 1 = B) and select a learned segment "
-               "embedding; attention_mask 0 marks padding so no query attends to it."),
-    ))
-
-    m = result["mlm"]
-    rows = [(str(r["position"]), r["token"], r["input_token"], str(r["label"]) if r["label"] != -100 else "-100",
-             "<- predict" if r["label"] != -100 else "") for r in m["rows"]]
-    console.print(R.panel(
-        f"F.4 Masked-LM labels (DataCollatorForLanguageModeling, p = {m['probability']}, seed {m['seed']})",
-        R.table(["pos", "original", "model input", "label", ""], rows),
-        R.note(f"Our own masking code gives {'the same inputs and labels' if m['agree'] else 'DIFFERENT results'}. "
-               "Chosen positions (never [CLS]/[SEP]) keep the original id as label; 80% of them become [MASK], "
-               "10% a random token, 10% stay. Every other label is -100, which cross-entropy ignores: the loss "
-               "is computed only where the model must reconstruct a token."),
-    ))
-
-    mm = result["mismatch"]
-    rows = [(w["word"], " ".join(w["minilm"]), " ".join(w["austen_bpe"])) for w in mm["words"]]
-    console.print(R.panel(
-        "F.5 Tokenizer and model from different checkpoints",
-        f"text {mm['probe']!r}",
-        f"Austen BPE ({mm['other_vocab']:,} tokens, trained here on the whole novel): "
-        f"{mm['other_tokens']} -> ids {mm['other_ids']}",
-        f"the same ids read through MiniLM's vocabulary: {mm['read_by_minilm']}  (meaningless: valid ids, wrong tokens)",
-        f"MiniLM's own ids: {mm['minilm_tokens']} -> {mm['minilm_ids']}",
-        f"MiniLM's ids fed to a model whose embedding table has {mm['other_vocab']:,} rows: "
-        f"{'IndexError: ' + mm['out_of_range_error'] if mm['out_of_range_error'] else 'no error'}",
-        R.table(["word", "MiniLM WordPiece", "Austen BPE"], rows, justify=["left"] * 3,
-                title="when a new tokenizer pays off: domain words"),
-        R.note("Ids are only row numbers in one model's embedding table. Another tokenizer's ids either fall "
-               "outside the table (a crash, the lucky case) or land on unrelated rows (silent garbage). Train a "
-               "new tokenizer when the text's words shatter into many pieces (a new domain or language), and "
-               "then the model's embeddings must be trained for it too."),
-    ))
-
+    panels.print_bpe_steps(result["corpus"], result["bpe"], console)
+    panels.print_tokenizations(result["bpe"], console)
+    panels.print_pair(result["pair"], console)
+    panels.print_mlm(result["mlm"], console)
+    panels.print_mismatch(result["mismatch"], console)
     render_byte_level(result["byte_level"], console)
 
 
