@@ -9,7 +9,6 @@ that define exercise names) and a class folder (one report per student file, pac
 from __future__ import annotations
 
 import ast
-import difflib
 import os
 import sys
 import subprocess
@@ -21,9 +20,11 @@ import numpy as np
 from triptych.common.checks import InputError
 from triptych.common.invocation import command
 from triptych.crosscheck import exercises as catalogue
-from triptych.crosscheck.grade import order_failures, _row, judge, reference_outputs
+from triptych.crosscheck.classroom.parallel import map_in_order
+from triptych.crosscheck.grade import order_failures, _row, judge
+from triptych.crosscheck.notes import _load_problem, import_note, missing_note, skipped_note
+from triptych.crosscheck.reference_cache import references
 from triptych.crosscheck.sandbox import loader
-from triptych.crosscheck.sandbox.binding import names_for
 from triptych.crosscheck.sandbox.loader import read_source
 from triptych.crosscheck.sandbox.runner import DEFAULT_MEMORY_BYTES, DEFAULT_TIMEOUT_S, Worker
 from triptych.crosscheck.spec import Exercise
@@ -138,7 +139,7 @@ def grade_cases(ex: Exercise, call: Callable[[dict, dict], dict], path_hint: str
     rows = []
     for case in ex.cases:
         inputs = case.inputs(np.random.default_rng(case.seed), np.dtype(case.dtype))
-        refs = reference_outputs(ex, inputs)
+        refs = references(ex, case, inputs)  # computed once per case, shared by every submission
         reply = call(_target_for(ex, case), inputs)
         rows.append(judge(ex, case, inputs, refs, reply, path_hint))
         if progress is not None:
@@ -167,88 +168,64 @@ def validate_python(python: str) -> str:
     return path
 
 
-def skipped_note(skipped: list[dict], shown: int = 5) -> str | None:
-    """One line for the top-level statements the loader skipped."""
-    if not skipped:
-        return None
-    parts = [f"{'cell ' + str(s['cell']) if s.get('cell') else 'line ' + str(s['line'])} `{s['text']}` ({s['type']})"
-             for s in skipped[:shown]]
-    more = f", and {len(skipped) - shown} more" if len(skipped) > shown else ""
-    n = len(skipped)
-    return f"skipped {n} top-level statement{'s' if n > 1 else ''} that failed: {', '.join(parts)}{more}"
+def _unparsable(path: str, framework: str | None, exercise_names: list[str] | None, problem: str) -> FileReport:
+    """A file that cannot be read or parsed: every case of the exercises asked for says why (one
+    row when none were asked for)."""
+    exs = [catalogue.get(n) for n in exercise_names] if exercise_names else []
+    report = FileReport(path, framework or "numpy", notes=[problem])
+    report.rows = [_row(ex, case, verdict="error", message=problem) for ex in exs for case in ex.cases]
+    if not exs:
+        report.rows = [{"exercise": None, "group": None, "case": None, "ok": False, "verdict": "error",
+                        "message": problem, "diagnosis": None, "max_abs_err": None, "tolerance": None}]
+    return report
 
 
-def _functions(tree: ast.Module) -> dict[str, list[str]]:
-    """Top-level functions (and classes, by __init__) with their parameter names."""
-    found = {}
-    for node in tree.body:
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            found[node.name] = [a.arg for a in node.args.posonlyargs + node.args.args + node.args.kwonlyargs]
-        elif isinstance(node, ast.ClassDef):
-            init = next((n for n in node.body if isinstance(n, ast.FunctionDef) and n.name == "__init__"), None)
-            found[node.name] = [a.arg for a in init.args.args[1:]] if init else []
-    return found
+def _load(worker: Worker, report: FileReport, framework: str | None) -> dict:
+    """Start the child; its hello. The framework follows what the code really imported unless the
+    user named one."""
+    hello = worker.start()
+    loaded = hello.get("loaded") or []
+    found = "torch" if "torch" in loaded else "jax" if "jax" in loaded else report.framework
+    if framework is None and hello.get("ready") and found != report.framework:
+        # The file's own imports guessed wrong (a glue file that gets torch through the student's
+        # package): start once more with the framework the code actually loaded.
+        report.framework = worker.framework = found
+        hello = worker.start()
+    return hello
 
 
-def _same_arguments(target: dict, params: list[str]) -> bool:
-    wanted = [a for a in target.get("args", []) if isinstance(a, str)]
-    return bool(wanted) and len(params) >= len(wanted) and all(
-        any(p in names_for(a, target) for p in params) for a in wanted)
+def _caller(worker: Worker, hello: dict, report: FileReport, name: str) -> Callable[[dict, dict], dict]:
+    """worker.call, or for code that does not load at all (the user's own import error) a reply
+    saying why for every case, without a restart per case."""
+    if hello.get("ready"):
+        return worker.call
+    report.notes.append(_load_problem(hello, name))
+    crash = {k: hello[k] for k in ("timeout", "died", "how", "memory") if k in hello}
+    reply = crash or {"load_error": hello}
+    return lambda target, inputs: reply
 
 
-def missing_note(tree: ast.Module, exs: list[Exercise], others_shown: int = 6) -> str | None:
-    """For a file that answers part of a group: what it does not define, with the closest name it
-    does first ("self_attention not found; zero_self_attention takes the same arguments")."""
-    functions = _functions(tree)
-    graded = {ex.defines for ex in exs}
-    spare = [n for n in functions if n not in graded]
-    hints, others = [], []
-    for group in dict.fromkeys(ex.group for ex in exs):
-        for ex in catalogue.groups()[group][1]:
-            if ex.defines in graded:
-                continue
-            same = [n for n in spare if _same_arguments(ex.target, functions[n])]
-            close = difflib.get_close_matches(ex.defines, same or spare, n=1, cutoff=0.5 if same else 0.75)
-            if same and (close or len(same) == 1):
-                hints.append(f"{ex.defines} not found; {(close or same)[0]} takes the same arguments: rename it?")
-            elif close:
-                hints.append(f"{ex.defines} not found; closest name: {close[0]}")
-            else:
-                others.append(ex.defines)
-    if others:
-        more = f" and {len(others) - others_shown} more" if len(others) > others_shown else ""
-        hints.append(f"not defined either: {', '.join(others[:others_shown])}{more}")
-    return "; ".join(hints) if hints else None
+def _grade_exercises(exs: list[Exercise], tree: ast.Module, source: str, call, name: str,
+                     progress: Callable[[int, int], None] | None) -> list[dict]:
+    """Every case of every exercise, a static problem (ex.static: what running cannot see) turning
+    a pass into a FAIL; progress(done, total) after each case."""
+    total, done = sum(len(ex.cases) for ex in exs), 0
 
+    def tick():
+        nonlocal done
+        done += 1
+        if progress:
+            progress(done, total)
 
-def import_note(hello: dict) -> str | None:
-    """One line for what the loader did so that a real project loads here: modules whose file
-    name differs in case, stand-ins for absent third-party modules."""
-    parts = []
-    if hello.get("case_fixes"):
-        parts.append(f"imported {', '.join(hello['case_fixes'])}: the names differ only in case, which macOS and "
-                     f"Windows allow and Linux does not; rename the file or the import")
-    if hello.get("standins"):
-        names = ", ".join(f"`{n}`" for n in hello["standins"])
-        parts.append(f"{names} not installed for this Python: stand-ins let your package load, and code that uses "
-                     f"them raises (--python PATH runs your code under your own environment)")
-    for name in hello.get("absent_names") or []:
-        lib = name.split(".")[0]
-        installed = " ".join(filter(None, (lib, hello.get("versions", {}).get(lib))))
-        parts.append(f"`{name}` is not in the {installed} running your code (your project may pin another "
-                     f"version): a stand-in lets your package load, and code that uses it raises (--python PATH "
-                     f"runs your code under your own environment)")
-    return "; ".join(parts) or None
-
-
-def _load_problem(hello: dict, name: str) -> str:
-    err = hello.get("error") or {}
-    if err:
-        where = f" at {err['frames'][-1][0]}:{err['frames'][-1][1]}" if err.get("frames") else ""
-        return f"loading {name} failed: {err.get('type')}: {err.get('message')}{where}"
-    if "timeout" in hello:
-        return f"loading {name} did not finish within {hello['timeout']:g} s"
-    return f"loading {name} crashed the process running it ({hello.get('how', 'no reply')})"
+    rows = []
+    for ex in exs:
+        problems = ex.static(tree, source) if ex.static else []
+        for r in grade_cases(ex, call, name, tick):
+            if problems and r["ok"] and r["verdict"] == "pass":
+                r.update(ok=False, verdict="FAIL", message=problems[0])
+            rows.append(r)
+    order_failures(rows, source)  # "fix `softmax` first": a failing part before its whole
+    return rows
 
 
 def check_file(path: str, exercise_names: list[str] | None = None, framework: str | None = None,
@@ -261,59 +238,22 @@ def check_file(path: str, exercise_names: list[str] | None = None, framework: st
     if framework is not None and framework not in FRAMEWORKS:
         raise InputError(f"framework: expected one of {', '.join(FRAMEWORKS)}, got {framework!r}")
     if tree is None:
-        exs = [catalogue.get(n) for n in exercise_names] if exercise_names else []
-        report = FileReport(path, framework or "numpy", notes=[problem])
-        report.rows = [_row(ex, case, verdict="error", message=problem) for ex in exs for case in ex.cases]
-        if not exs:
-            report.rows = [{"exercise": None, "group": None, "case": None, "ok": False, "verdict": "error",
-                            "message": problem, "diagnosis": None, "max_abs_err": None, "tolerance": None}]
-        return report
+        return _unparsable(path, framework, exercise_names, problem)
     exs = select_exercises(tree, exercise_names, path)
     if not exs:
         raise InputError(f"{name}: defines none of the exercise names (e.g. {expected_names_hint()}); "
                          f"`{command('exercise', 'new', 'GROUP', '--out', 'FILE')}` writes a skeleton")
     report = FileReport(path, framework or detect_framework(tree))
-    root = loader.locate(path)[0]
-    worker = Worker(path, report.framework, timeout_s=timeout_s, memory_bytes=memory_bytes, python=python, cwd=root)
+    worker = Worker(path, report.framework, timeout_s=timeout_s, memory_bytes=memory_bytes, python=python,
+                    cwd=loader.locate(path)[0])
     try:
-        hello = worker.start()
-        loaded = hello.get("loaded") or []
-        found = "torch" if "torch" in loaded else "jax" if "jax" in loaded else report.framework
-        if framework is None and hello.get("ready") and found != report.framework:
-            # The file's own imports guessed wrong (a glue file that gets torch through the student's
-            # package): start once more with the framework the code actually loaded.
-            report.framework = worker.framework = found
-            hello = worker.start()
+        hello = _load(worker, report, framework)
         for note in (skipped_note(hello.get("skipped") or []), None if exercise_names else missing_note(tree, exs),
                      import_note(hello)):
             if note:
                 report.notes.append(note)
-        call = worker.call
-        if not hello.get("ready"):
-            # Not loadable at all (the user's own import error): every case says why, without a
-            # restart per case.
-            report.notes.append(_load_problem(hello, name))
-            crash = {k: hello[k] for k in ("timeout", "died", "how", "memory") if k in hello}
-
-            def call(target, inputs, _reply=crash or {"load_error": hello}):
-                return _reply
-        total = sum(len(ex.cases) for ex in exs)
-        done = 0
-
-        def tick():
-            nonlocal done
-            done += 1
-            if progress:
-                progress(done, total)
-
-        for ex in exs:
-            problems = ex.static(tree, source) if ex.static else []
-            rows = grade_cases(ex, call, name, tick)
-            for r in rows:
-                if problems and r["ok"] and r["verdict"] == "pass":
-                    r.update(ok=False, verdict="FAIL", message=problems[0])
-            report.rows.extend(rows)
-        order_failures(report.rows, source)  # "fix `softmax` first": a failing part before its whole
+        call = _caller(worker, hello, report, name)
+        report.rows.extend(_grade_exercises(exs, tree, source, call, name, progress))
         late = [f for f in worker.case_fixes if f not in (hello.get("case_fixes") or [])]
         if late:  # imports made inside the user's functions, found under a name in another case
             report.notes.append(import_note({"case_fixes": late}))
@@ -372,28 +312,35 @@ def check_project(folder: str, exercise_names: list[str] | None = None, **kwargs
     return merged
 
 
-def check_path(path: str, **kwargs) -> list[FileReport]:
-    """A file, a package or project folder (one report), or a class folder (one report each)."""
+def check_path(path: str, jobs: int | None = None, **kwargs) -> list[FileReport]:
+    """A file, a package or project folder (one report), or a class folder (one report each,
+    `jobs` submissions at a time: check_folder)."""
     if os.path.isdir(path):
-        return [check_project(path, **kwargs)] if is_submission_folder(path) else check_folder(path, **kwargs)
+        if is_submission_folder(path):
+            return [check_project(path, **kwargs)]
+        return check_folder(path, jobs=jobs, **kwargs)
     return [check_file(path, **kwargs)]
 
 
-def check_folder(folder: str, **kwargs) -> list[FileReport]:
+def check_submission(path: str, **kwargs) -> FileReport:
+    """One entry of a class folder: a file, or a package or project folder. One that answers no
+    exercise gets one row saying so instead of stopping the class's run."""
+    try:
+        return check_project(path, **kwargs) if os.path.isdir(path) else check_file(path, **kwargs)
+    except InputError as exc:
+        return FileReport(path, "?", rows=[{"exercise": None, "group": None, "case": None, "ok": False,
+                                            "verdict": "missing", "message": str(exc), "diagnosis": None,
+                                            "max_abs_err": None, "tolerance": None}])
+
+
+def check_folder(folder: str, jobs: int | None = None, progress: Callable[[int, int], None] | None = None,
+                 **kwargs) -> list[FileReport]:
     """A class's submissions: every .py and .ipynb file, and every package or project subfolder,
-    one report each. One that answers no exercise gets one row saying so instead of stopping the run."""
+    one report each, in the order of their names. `jobs` of them are graded at once (default: one
+    per core; classroom.parallel); progress(done, total) counts the cases of all of them."""
     entries = sorted(f for f in os.listdir(folder) if not f.startswith(".") and (
         f.endswith((".py", ".ipynb")) or is_submission_folder(os.path.join(folder, f))))
     if not entries:
         raise InputError(f"folder: expected .py or .ipynb files (or package folders) in {folder!r}, found none")
-    reports = []
-    for f in entries:
-        path = os.path.join(folder, f)
-        try:
-            reports.append(check_project(path, **kwargs) if os.path.isdir(path) else check_file(path, **kwargs))
-        except InputError as exc:
-            reports.append(FileReport(path, "?", rows=[{"exercise": None, "group": None, "case": None, "ok": False,
-                                                         "verdict": "missing", "message": str(exc),
-                                                         "diagnosis": None, "max_abs_err": None,
-                                                         "tolerance": None}]))
-    return reports
+    paths = [os.path.join(folder, f) for f in entries]
+    return map_in_order(lambda path, tick: check_submission(path, progress=tick, **kwargs), paths, jobs, progress)
