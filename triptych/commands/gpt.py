@@ -42,14 +42,9 @@ def _model_flags(p, defaults: bool = True) -> None:
     g.add_argument("--untied", action="store_true", help="a separate output head (lm_head) instead of the embedding")
 
 
-def register(sub) -> None:
+def _add_train(gsub, t) -> None:
+    """gpt train: TrainArgs' fields, the model flags, --out and --resume."""
     from triptych.training.backends import ARCHS, BACKENDS
-    from triptych.training.trainer import TrainArgs
-    t = TrainArgs()
-    p = sub.add_parser("gpt", help="tiny GPT on Jane Austen: train, sample, attention experiments, bench")
-    gsub = p.add_subparsers(dest="gpt_command", metavar="ACTION")
-    gsub.required = True
-
     s = gsub.add_parser("train", help="train (or --resume) a character-level GPT; checkpoints + loss.png under --out")
     s.add_argument("--backend", choices=BACKENDS, default=t.backend)
     s.add_argument("--arch", choices=ARCHS, default="gpt",
@@ -81,6 +76,10 @@ def register(sub) -> None:
     record_given(s)  # --resume compares the typed flags with the run's own
     s.set_defaults(func=run_train)
 
+
+def _add_sample(gsub) -> None:
+    """gpt sample: text from a checkpoint."""
+    from triptych.training.backends import BACKENDS
     s = gsub.add_parser("sample", help="generate text from a checkpoint")
     s.add_argument("--ckpt", default=None,
                    help="a run folder (what `gpt train` prints) or its ckpt.npz (default: the latest run under runs/gpt/)")
@@ -93,6 +92,10 @@ def register(sub) -> None:
     s.add_argument("--backend", choices=BACKENDS, default="numpy", help="which implementation runs the forward")
     s.set_defaults(func=run_sample)
 
+
+def _add_experiment(gsub) -> None:
+    """gpt experiment: the course's attention experiments, each variant a small training run."""
+    from triptych.training.backends import BACKENDS
     from triptych.training.experiments import EXPERIMENTS
     s = gsub.add_parser("experiment", help="the course's attention experiments: " + ", ".join(EXPERIMENTS) + " or all")
     s.add_argument("name", choices=(*EXPERIMENTS, "all"))
@@ -113,6 +116,9 @@ def register(sub) -> None:
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=run_experiment)
 
+
+def _add_bench(gsub, t) -> None:
+    """gpt bench: one training step timed in the three backends."""
     s = gsub.add_parser("bench", help="time one training step of the default config in numpy, jax and torch")
     s.add_argument("--batch-size", type=count(), default=t.batch_size)
     s.add_argument("--repeats", type=count(), default=5)
@@ -122,6 +128,18 @@ def register(sub) -> None:
                         "threads mostly spin)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=run_bench)
+
+
+def register(sub) -> None:
+    from triptych.training.trainer import TrainArgs
+    t = TrainArgs()
+    p = sub.add_parser("gpt", help="tiny GPT on Jane Austen: train, sample, attention experiments, bench")
+    gsub = p.add_subparsers(dest="gpt_command", metavar="ACTION")
+    gsub.required = True
+    _add_train(gsub, t)
+    _add_sample(gsub)
+    _add_experiment(gsub)
+    _add_bench(gsub, t)
 
 
 # GPT-only flags and their defaults: with --arch llama a changed one is an error, not silently ignored
