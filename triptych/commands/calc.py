@@ -22,11 +22,8 @@ def _add_json(p) -> None:
     p.add_argument("--json", action="store_true", help="print a JSON object keyed by quantity instead of a table")
 
 
-def register(sub) -> None:
-    p = sub.add_parser("calc", help="parameter / memory / LoRA / loss calculators (exercises G.1-G.3) and a LoRA demo")
-    calc = p.add_subparsers(dest="calc_command", metavar="SCENARIO")
-    calc.required = True
-
+def _add_exercises(calc) -> None:
+    """The course's fixed scenarios: G.2 (aether), G.3 (encoder-course), G.1 (mlm-toy)."""
     s = calc.add_parser("aether", help="G.2: GPT-style decoder L=48, H=6144, h=48, T=16384")
     _add_json(s)
     s.set_defaults(func=run_aether)
@@ -37,6 +34,9 @@ def register(sub) -> None:
     _add_json(s)
     s.set_defaults(func=run_mlm_toy)
 
+
+def _add_model(calc) -> None:
+    """calc model: any architecture from flags, with memory, LoRA and optimizer-state settings."""
     s = calc.add_parser("model", help="any architecture from flags: parameters, score memory, LoRA, optimizer state")
     s.add_argument("--layers", type=count(), required=True)
     s.add_argument("--hidden", type=count(), required=True, help="d_model")
@@ -75,6 +75,9 @@ def register(sub) -> None:
     _add_json(s)
     s.set_defaults(func=run_model)
 
+
+def _add_loss(calc) -> None:
+    """calc loss: probability and cross-entropy for given logits."""
     s = calc.add_parser("loss", help="probability of the target and cross-entropy from logits")
     s.add_argument("--logits", required=True, help="comma-separated numbers, e.g. 0.5,0.1,3.0")
     s.add_argument("--target", type=whole(), required=True, help="index of the correct class")
@@ -82,6 +85,9 @@ def register(sub) -> None:
     _add_json(s)
     s.set_defaults(func=run_loss)
 
+
+def _add_lora_demo(calc) -> None:
+    """calc lora-demo: train only A and B of a frozen layer."""
     s = calc.add_parser("lora-demo", help="train only LoRA's A and B (NumPy backward) to fit a low-rank change")
     s.add_argument("--d-in", type=count(), default=64)
     s.add_argument("--d-out", type=count(), default=48)
@@ -93,6 +99,16 @@ def register(sub) -> None:
     s.add_argument("--out", type=output_dir, default=Default("runs/lora_demo"), help="folder for loss.png and result.json")
     _add_json(s)
     s.set_defaults(func=run_lora_demo)
+
+
+def register(sub) -> None:
+    p = sub.add_parser("calc", help="parameter / memory / LoRA / loss calculators (exercises G.1-G.3) and a LoRA demo")
+    calc = p.add_subparsers(dest="calc_command", metavar="SCENARIO")
+    calc.required = True
+    _add_exercises(calc)
+    _add_model(calc)
+    _add_loss(calc)
+    _add_lora_demo(calc)
 
 
 # ----------------------------------------------------------------------------------------------
