@@ -5,8 +5,9 @@ Gradescope runs the autograder once per student, on the files the student handed
 gradescope-autograders.readthedocs.io/en/latest/specs/. Here: one test per exercise, its score the
 exercise's points times the share of its graded cases that pass (partial credit per case), its
 output one line per case. Cases a points file hides form a second test for the exercise with its
-own visibility. The top level carries score, max_score, execution_time, output (the notes) and
-stdout_visibility. docs/gradescope.md shows the setup.sh and run_autograder that use it.
+own visibility. The top level carries score, execution_time, output (the notes),
+stdout_visibility and extra_data (max_score: the tests' total). docs/gradescope.md shows the
+setup.sh and run_autograder that use it.
 """
 from __future__ import annotations
 
@@ -66,8 +67,11 @@ def gradescope_results(reports: list, points: Points | None = None, execution_ti
     notes = problems(reports)
     output = "\n".join([f"graded as {', '.join(frameworks) or 'nothing'} code against NumPy, JAX and torch "
                         "(triptych check)", *(f"note: {n}" for n in notes)])
-    results = {"score": _round(sum(t["score"] for t in tests)), "max_score": _round(sum(t["max_score"] for t in tests)),
-               "output": output, "stdout_visibility": points.stdout_visibility, "tests": tests}
+    # The documented top level has no max_score (Gradescope takes the assignment's points from its
+    # settings; each test carries its own): the total is kept in extra_data, which the format stores.
+    results = {"score": _round(sum(t["score"] for t in tests)), "output": output,
+               "stdout_visibility": points.stdout_visibility, "tests": tests,
+               "extra_data": {"max_score": _round(sum(t["max_score"] for t in tests)), "frameworks": frameworks}}
     if execution_time is not None:
         results["execution_time"] = int(round(execution_time))
     return results
