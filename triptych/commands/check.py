@@ -33,7 +33,7 @@ def _bytes(text: str) -> int:
 def register(sub) -> None:
     p = sub.add_parser("check", help="grade YOUR implementation (a .py or .ipynb file, a package or CS336 "
                                      "repository, or a folder of submissions)")
-    p.add_argument("path", metavar="FILE|DIR", help="a .py or .ipynb file; a package or project folder (one "
+    p.add_argument("path", metavar="FILE|DIR", nargs="?", help="a .py or .ipynb file; a package or project folder (one "
                                                     "submission); or a folder of them (one row each)")
     p.add_argument("--exercise", action="append", metavar="NAME",
                    help="grade only this exercise (repeatable; default: every exercise name the file defines)")
@@ -48,6 +48,11 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true", help="print a JSON list of case results (for autograders)")
     p.add_argument("--timeout", type=positive_number(), default=20.0, metavar="S", help="seconds per case (default 20)")
     p.add_argument("--memory-limit", default="4GiB", metavar="SIZE", help="memory per run of your code (default 4GiB)")
+    p.add_argument("--isolation", action="store_true",
+                   help="print what walls the code runs behind on this kernel (files, network, processes, "
+                        "rlimits: on/off and by what mechanism), and exit")
+    p.add_argument("--require-isolation", action="store_true",
+                   help="refuse to run (exit 2) where any of those protections is off")
     add_report_flags(p)  # --html FILE / --svg FILE: exactly what the terminal showed
     # A class: grading several students at once, and what a course's tools read (docs/gradescope.md).
     p.add_argument("-j", "--jobs", type=count(), metavar="N",
@@ -148,6 +153,10 @@ def _run(args) -> int:
     from triptych.crosscheck.report import json_rows, print_file_report, print_folder_summary
     from triptych.crosscheck.session import check_path, is_submission_folder, validate_python
 
+    if args.isolation:
+        return _print_isolation(args)
+    if args.path is None:
+        raise CLIError("check: expected FILE|DIR (or --isolation)")
     if args.timeout <= 0:
         raise CLIError(f"--timeout: expected a positive number of seconds, got {args.timeout:g}")
     options = dict(exercise_names=args.exercise, framework=args.framework, timeout_s=args.timeout,
@@ -163,6 +172,7 @@ def _run(args) -> int:
             exercises.get(name)
     if args.python:
         options["python"] = validate_python(args.python)
+    _isolation_gate(args.require_isolation)
 
     points = _class_options(args)
     if args.format != "text":
@@ -191,3 +201,32 @@ def _run(args) -> int:
     _class_outputs(args, reports, points, time.monotonic() - started, to_stdout)
     save_reports(args)
     return 0 if all(rep.ok for rep in reports) else 1
+
+
+def _print_isolation(args) -> int:
+    """`check --isolation`: the protections of triptych/crosscheck/sandbox/isolation.py, measured."""
+    from rich.table import Table
+
+    from triptych.commands._common import console
+    from triptych.crosscheck.sandbox import protections
+
+    table = Table("protection", "state", "mechanism", "what it means")
+    for key, meaning, state, how in protections.table(protections.probe()):
+        table.add_row(key, state, how, meaning)
+    console.print(table)
+    return 0
+
+
+def _isolation_gate(require: bool) -> None:
+    """One line (stderr: --json keeps stdout) for each protection that is off; with
+    --require-isolation, a refusal instead."""
+    import sys
+
+    from triptych.commands._common import CLIError
+    from triptych.crosscheck.sandbox import protections
+
+    line = protections.off_line(protections.probe())
+    if line and require:
+        raise CLIError(f"check --require-isolation: {line}")
+    if line:
+        sys.stderr.write(line + "\n")

@@ -289,7 +289,11 @@ class _Finder:
         for folder in (path if path is not None else sys.path):
             if not isinstance(folder, str) or not os.path.isdir(folder) or not self._ours(folder):
                 continue
-            for entry in sorted(os.listdir(folder)):
+            try:
+                entries = sorted(os.listdir(folder))
+            except OSError:  # the class folder of a lone file: the isolated child may not list it
+                continue
+            for entry in entries:
                 full = os.path.join(folder, entry)
                 if entry.lower() == last + ".py" and os.path.isfile(full):
                     spec = importlib.util.spec_from_file_location(fullname, full)

@@ -19,10 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
+from triptych.crosscheck.sandbox import isolation, loader
+
 WORKER = Path(__file__).with_name("worker.py")
 DEFAULT_TIMEOUT_S = 20.0
 DEFAULT_MEMORY_BYTES = 4 * 1024**3
-# Importing torch or JAX and the user's file can take several seconds on a loaded 2-core machine;
+# Importing torch or JAX and the user's file can take several seconds on a loaded machine;
 # the per-case limit starts only once the worker says it is ready.
 LOAD_TIMEOUT_S = 60.0
 _OUTPUT_KEEP = 4000  # characters of the user's own prints kept for the report
@@ -47,13 +49,17 @@ class Worker:
     """One child process running one user file. call() never raises for anything the child does."""
 
     def __init__(self, path: str, framework: str, timeout_s: float = DEFAULT_TIMEOUT_S,
-                 memory_bytes: int = DEFAULT_MEMORY_BYTES, python: str | None = None, cwd: str | None = None):
+                 memory_bytes: int = DEFAULT_MEMORY_BYTES, python: str | None = None, cwd: str | None = None,
+                 isolate: bool = True):
         self.path, self.framework = os.path.abspath(path), framework
         self.timeout_s, self.memory_bytes = float(timeout_s), int(memory_bytes)
         # --python: the user's own interpreter (their torch, their packages); it needs only NumPy.
         self.python = python or sys.executable
         self.cwd = cwd or os.path.dirname(self.path)
         self.tmp = tempfile.TemporaryDirectory(prefix="triptych-check-")
+        # Isolated (isolation.py, Linux): the child's cwd is its scratch folder, the only one it may write.
+        self.isolate = isolate and sys.platform.startswith("linux")
+        self.cgroup: str | None = None
         self.proc: subprocess.Popen | None = None
         self.hello: dict | None = None
         self.case_fixes: list[str] = []  # modules found under a file name that differs in case
@@ -69,17 +75,21 @@ class Worker:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON",))}
         env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
                    TF_CPP_MIN_LOG_LEVEL="3", JAX_PLATFORMS="cpu", HF_HUB_OFFLINE="1")
+        cwd = self._isolation(env) if self.isolate else self.cwd
         try:
-            proc = subprocess.Popen(
-                [self.python, "-I", str(WORKER), self.path, self.framework,
-                 str(self.memory_bytes), str(req_r), str(rep_w)],
-                stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
-                pass_fds=(req_r, rep_w), start_new_session=True, env=env, cwd=self.cwd,
-            )
+            with isolation._LOCK:  # a sweep in another thread must not see this child before LIVE does
+                proc = subprocess.Popen(
+                    [self.python, "-I", str(WORKER), self.path, self.framework,
+                     str(self.memory_bytes), str(req_r), str(rep_w)],
+                    stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
+                    pass_fds=(req_r, rep_w), start_new_session=True, env=env, cwd=cwd,
+                )
+                isolation.LIVE.add(proc.pid)
         except OSError as exc:  # the interpreter (--python) or the folder vanished since validation
             for fd in (req_r, req_w, rep_r, rep_w):
                 os.close(fd)
             self._log.close()
+            self._sweep()
             self.hello = {"ready": False, "error": {"type": "OSError", "message": str(exc), "frames": []}}
             return self.hello
         self.proc = proc
@@ -113,7 +123,29 @@ class Worker:
                 pass
         os.close(self._replies)
         self._log.close()
+        with isolation._LOCK:
+            isolation.LIVE.discard(self.proc.pid)
         self.proc = None
+        self._sweep()
+
+    def _isolation(self, env: dict) -> str:
+        """The plan for the child's walls (isolation.py), in its environment; returns its cwd."""
+        scratch = self.tmp.name
+        root, dotted, _ = loader.locate(self.path)
+        whole = dotted is not None or loader.is_project(root)
+        self.cgroup = isolation.make_cgroup()
+        isolation.become_subreaper()
+        env[isolation.ENV] = json.dumps(isolation.plan(self.path, root, whole, scratch, self.cgroup))
+        env[isolation.MARK] = "1"
+        env.update(HOME=scratch, TMPDIR=scratch)
+        return scratch
+
+    def _sweep(self) -> None:
+        """Everything the submission started dies with its worker, a setsid'd daemon included."""
+        if self.isolate:
+            isolation.sweep(self.cgroup)
+            isolation.remove_cgroup(self.cgroup)
+            self.cgroup = None
 
     def _kill(self) -> None:
         try:
@@ -183,6 +215,8 @@ class Worker:
         except (OSError, ValueError):
             pass  # the child is gone; _read reports how
         reply = self._read(self.timeout_s)
+        if self.isolate:
+            isolation.sweep()  # a daemon the case left behind (re-parented to us), not the worker's own children
         if reply.get("case_fixes"):
             self.case_fixes = reply["case_fixes"]
         if "timeout" in reply or "died" in reply or "memory" in reply or "garbled" in reply:

@@ -24,7 +24,16 @@ import os
 import sys
 import traceback
 
-import numpy as np
+if __name__ == "__main__" and os.environ.get("TRIPTYCH_ISOLATION"):
+    # Walls that must go up before NumPy starts a thread (a user namespace needs a single-threaded
+    # process): isolation.early(); restrict() follows in main(), before the user's code loads.
+    import importlib.util as _util
+    _spec = _util.spec_from_file_location("_triptych_isolation", os.path.join(os.path.dirname(__file__), "isolation.py"))
+    sys.modules[_spec.name] = _util.module_from_spec(_spec)
+    _spec.loader.exec_module(sys.modules[_spec.name])
+    sys.modules[_spec.name].early()
+
+import numpy as np  # noqa: E402
 
 
 # ---------------------------------------------------------------- helper modules, by path
@@ -339,6 +348,8 @@ def main(argv: list[str]) -> int:
     loader = _sibling("loader")
     root = loader.locate(path)[0]
     hello = {"ready": True, "root": root}
+    if "_triptych_isolation" in sys.modules:  # Landlock and capabilities: the last step before the user's code
+        hello["isolation"] = sys.modules["_triptych_isolation"].restrict()
     os.environ[SUBMISSION_ROOT] = root  # for the processes the user's code starts (see the end of this file)
     try:
         module, info = loader.load(path)
