@@ -10,7 +10,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from triptych.common.checks import InputError, check_broadcastable, check_choice, check_finite, check_float, check_mask, check_min_ndim, check_nonempty, check_same
+from triptych.common.checks import InputError, check_choice, check_finite, check_mask
+from triptych.common.backend_checks import check_bias, check_qkv
 from jax_impl._checks import all_finite, all_finite_each
 from jax_impl.flash import fast_attention
 
@@ -30,17 +31,9 @@ KERNELS = ("steps", "fast")
 
 
 def _check_qkv(q, k, v=None, values: bool = True) -> None:
-    named = (("q", q), ("k", k)) + ((("v", v),) if v is not None else ())
-    for name, x in named:
-        check_min_ndim(name, x, 2, "(..., T, D)")
-        check_float(name, x)
-        check_nonempty(name, x, -2, "sequence (T)")
-    if values:  # False for a caller that leaves NaN/inf to flash.fast_attention
-        for (name, _), finite in zip(named, all_finite_each(*(x for _, x in named))):
-            check_finite(name, finite)
-    check_same("k", k.shape[-1], "q's last axis (d_head)", q.shape[-1], "last-axis size")
-    if v is not None:
-        check_same("v", v.shape[-2], "k's sequence axis (T_k)", k.shape[-2], "sequence length")
+    """common/backend_checks.check_qkv with this backend's value reader (values=False: a caller
+    that leaves NaN/inf to flash.fast_attention)."""
+    check_qkv(q, k, v, all_finite_each if values else None)
 
 
 @jax.jit
@@ -107,9 +100,7 @@ def compute_outputs(weights, v):
 
 
 def _check_bias(bias, expected_shape) -> None:
-    check_float("bias", bias)
-    check_broadcastable("bias", bias, expected_shape, "(an additive score bias)")
-    check_finite("bias", all_finite(bias))
+    check_bias(bias, expected_shape, all_finite_each)
 
 
 def scaled_dot_product_attention(q, k, v, mask=None, scale: float | None = None, kernel: str = "steps", bias=None):

@@ -29,15 +29,9 @@ import jax.numpy as jnp
 from jax import lax
 
 from triptych.common.checks import (
-    InputError,
-    check_finite,
-    check_float,
     check_mask,
-    check_min_ndim,
-    check_nonempty,
-    check_positive_int,
-    check_same,
 )
+from triptych.common.backend_checks import check_blocks, check_flash
 from jax_impl._checks import all_finite_each
 
 __all__ = ["fast_attention", "flash_attention"]
@@ -45,19 +39,7 @@ __all__ += ["flash_attention_backward"]
 
 
 def _prepare(q, k, v, mask, scale, causal):
-    for name, x in (("q", q), ("k", k), ("v", v)):
-        check_min_ndim(name, x, 2, "(..., T, D)")
-        check_float(name, x)
-        check_nonempty(name, x, -2, "sequence (T)")
-    for name, finite in zip("qkv", all_finite_each(q, k, v)):
-        check_finite(name, finite)
-    check_same("k", k.shape[-1], "q's last axis (d_head)", q.shape[-1], "last-axis size")
-    check_same("v", v.shape[-2], "k's sequence axis (T_k)", k.shape[-2], "sequence length")
-    for name, x in (("k", k), ("v", v)):
-        if x.shape[:-2] != q.shape[:-2]:
-            raise InputError(f"{name}: expected leading axes {tuple(q.shape[:-2])} (as q), got {tuple(x.shape[:-2])}")
-    if not isinstance(causal, bool):
-        raise InputError(f"causal: expected True or False, got {causal!r}")
+    check_flash(q, k, v, causal, all_finite_each)
     if mask is not None:
         check_mask("mask", mask, tuple(q.shape[:-2]) + (q.shape[-2], k.shape[-2]))
         # Same number of axes as q; size-1 axes stay size 1 (never broadcast out to B*H copies).
@@ -343,11 +325,6 @@ _flash_jit = jax.jit(_flash, static_argnums=(4, 5, 6, 7))
 _backward_jit = jax.jit(_backward_heads, static_argnums=(8, 9, 10, 11))
 
 
-def _check_blocks(block_q, block_k) -> None:
-    check_positive_int("block_q", block_q)
-    check_positive_int("block_k", block_k)
-
-
 def flash_attention(q, k, v, mask=None, scale: float | None = None, causal: bool = False,
                     block_q: int = 128, block_k: int = 256):
     """Exact attention in (block_q, block_k) tiles with the online softmax; differentiable with
@@ -356,7 +333,7 @@ def flash_attention(q, k, v, mask=None, scale: float | None = None, causal: bool
     Shapes: q (..., T_q, D), k (..., T_k, D), v (..., T_k, D_v), mask broadcastable to
             (..., T_q, T_k) -> out (..., T_q, D_v), lse (..., T_q)
     """
-    _check_blocks(block_q, block_k)
+    check_blocks(block_q, block_k)
     mask, scale = _prepare(q, k, v, mask, scale, causal)
     # A block longer than the sequence would only add padding to compute.
     return _flash_jit(q, k, v, mask, scale, causal, min(block_q, q.shape[-2]), min(block_k, k.shape[-2]))
@@ -369,7 +346,7 @@ def flash_attention_backward(dout, q, k, v, out, lse, mask=None, scale: float | 
     Shapes: dout (..., T_q, D_v), q (..., T_q, D), k (..., T_k, D), v (..., T_k, D_v),
             out (..., T_q, D_v), lse (..., T_q) -> dq (..., T_q, D), dk (..., T_k, D), dv (..., T_k, D_v)
     """
-    _check_blocks(block_q, block_k)
+    check_blocks(block_q, block_k)
     mask, scale = _prepare(q, k, v, mask, scale, causal)
     return _backward_jit(q, k, v, mask, out, lse, dout, jnp.zeros_like(lse), scale, causal,
                          min(block_q, q.shape[-2]), min(block_k, k.shape[-2]))

@@ -9,7 +9,8 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
-from triptych.common.checks import InputError, check_ndim, check_positive_int, check_same
+from triptych.common.checks import check_ndim, check_positive_int
+from triptych.common.backend_checks import check_groups
 from jax_impl.attention import scaled_dot_product_attention
 
 __all__ = ["repeat_kv", "grouped_query_attention"]
@@ -27,20 +28,8 @@ def repeat_kv(x, n_rep: int):
     return _repeat(x, n_rep)
 
 
-def _check_groups(q, k, v) -> int:
-    check_ndim("q", q, 4, "(B, H, T_q, D)")
-    check_ndim("k", k, 4, "(B, H_kv, T_k, D)")
-    check_ndim("v", v, 4, "(B, H_kv, T_k, D_v)")
-    check_same("k", k.shape[0], "q's batch axis (B)", q.shape[0], "batch size")
-    check_same("v", v.shape[1], "k's head axis (H_kv)", k.shape[1], "head count")
-    n_heads, n_kv = q.shape[1], k.shape[1]
-    if n_kv == 0 or n_heads % n_kv != 0:
-        raise InputError(f"k: expected a number of KV heads dividing q's {n_heads} heads, got {n_kv}")
-    return n_heads // n_kv
-
-
 def grouped_query_attention(q, k, v, mask=None, scale: float | None = None, kernel: str = "steps", bias=None):
     """Shapes: q (B, H, T_q, D), k (B, H_kv, T_k, D), v (B, H_kv, T_k, D_v), mask (bool) and bias
     broadcastable to (B, H, T_q, T_k) -> out (B, H, T_q, D_v), weights (B, H, T_q, T_k)"""
-    n_rep = _check_groups(q, k, v)
+    n_rep = check_groups(q, k, v)
     return scaled_dot_product_attention(q, _repeat(k, n_rep), _repeat(v, n_rep), mask, scale, kernel, bias)

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from triptych.common.checks import InputError, check_min_ndim, check_ndim, check_positive_int
+from triptych.common.backend_checks import check_offset
 
 __all__ = [
     "make_causal_mask",
@@ -31,13 +32,8 @@ def make_causal_mask(t_q: int, t_k: int | None = None, offset: int = 0):
     check_positive_int("t_q", t_q)
     t_k = t_q if t_k is None else t_k
     check_positive_int("t_k", t_k)
-    _check_offset(offset)
+    check_offset(offset)
     return jnp.tril(jnp.ones((t_q, t_k), dtype=bool), k=offset)
-
-
-def _check_offset(offset) -> None:
-    if isinstance(offset, bool) or not isinstance(offset, (int, np.integer)):
-        raise InputError(f"offset: expected an integer, got {offset!r}")
 
 
 def make_key_padding_mask(lengths, t_k: int):
@@ -112,7 +108,7 @@ def make_sliding_window_mask(t_q: int, window: int, t_k: int | None = None, offs
     check_positive_int("window", window)
     t_k = t_q if t_k is None else t_k
     check_positive_int("t_k", t_k)
-    _check_offset(offset)
+    check_offset(offset)
     return _sliding_window(t_q, t_k, window, offset)
 
 
@@ -152,5 +148,5 @@ def alibi_bias(n_heads: int, t_q: int, t_k: int | None = None, offset: int = 0, 
     check_positive_int("t_q", t_q)
     t_k = t_q if t_k is None else t_k
     check_positive_int("t_k", t_k)
-    _check_offset(offset)
+    check_offset(offset)
     return _alibi(n_heads, t_q, t_k, offset, jnp.dtype(dtype))

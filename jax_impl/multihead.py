@@ -7,18 +7,14 @@ import jax
 import jax.numpy as jnp
 
 from triptych.common.checks import (
-    InputError,
-    check_finite,
-    check_float,
     check_heads,
     check_mask,
     check_ndim,
-    check_nonempty,
     check_same,
-    check_shape,
 )
 from triptych.common.params import MHA_KEYS, init_mha_params, mha_params_from_torch, mha_params_to_torch
-from jax_impl._checks import all_finite
+from triptych.common.backend_checks import check_mha_params, check_sequence
+from jax_impl._checks import all_finite_each
 from jax_impl.attention import _sdpa, scaled_dot_product_attention
 from jax_impl.masks import make_causal_mask
 
@@ -34,21 +30,8 @@ __all__ = [
 ]
 
 
-def _check_params(params: dict, d_model: int) -> None:
-    missing = [k for k in MHA_KEYS if k not in params]
-    if missing:
-        raise InputError(f"params: expected keys {list(MHA_KEYS)}, missing {missing}")
-    for k in MHA_KEYS:
-        check_shape(f"params['{k}']", params[k], (d_model, d_model) if k.startswith("w") else (d_model,))
-
-
 def _check_sequence(name: str, x, d_model: int | None = None) -> None:
-    check_ndim(name, x, 3, "(B, T, C)")
-    check_float(name, x)
-    check_nonempty(name, x, 1, "sequence (T)")
-    check_finite(name, all_finite(x))
-    if d_model is not None:
-        check_same(name, x.shape[-1], "d_model", d_model, "last-axis size")
+    check_sequence(name, x, d_model, all_finite_each)
 
 
 def linear(x, w, b=None):
@@ -97,7 +80,7 @@ def get_multihead_qkv(x, params: dict, n_heads: int, kv=None):
     _check_sequence("x", x)
     d_model = x.shape[-1]
     check_heads(d_model, n_heads)
-    _check_params(params, d_model)
+    check_mha_params(params, d_model)
     if kv is not None:
         _check_sequence("kv", kv, d_model)
         check_same("kv", kv.shape[0], "x's batch axis", x.shape[0], "batch size")
@@ -120,7 +103,7 @@ def multihead_attention(x, params: dict, n_heads: int, kv=None, mask=None):
     _check_sequence("x", x)
     d_model = x.shape[-1]
     check_heads(d_model, n_heads)
-    _check_params(params, d_model)
+    check_mha_params(params, d_model)
     kv_ = x if kv is None else kv
     if kv is not None:
         _check_sequence("kv", kv, d_model)
@@ -166,7 +149,7 @@ class MultiHeadAttention:
         check_heads(d_model, n_heads)
         self.d_model, self.n_heads, self.d_head = d_model, n_heads, d_model // n_heads
         params = init_mha_params(d_model, seed, dtype) if params is None else params
-        _check_params(params, d_model)
+        check_mha_params(params, d_model)
         self.params = {k: jnp.asarray(params[k]) for k in MHA_KEYS}
 
     @classmethod
@@ -175,7 +158,7 @@ class MultiHeadAttention:
 
     def load_state_dict(self, state_dict) -> None:
         params = mha_params_from_torch(state_dict)
-        _check_params(params, self.d_model)
+        check_mha_params(params, self.d_model)
         self.params = {k: jnp.asarray(v) for k, v in params.items()}
 
     def state_dict(self) -> dict:

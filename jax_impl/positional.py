@@ -17,6 +17,7 @@ from triptych.common.checks import (
     check_positive_int,
     check_same,
 )
+from triptych.common.backend_checks import check_even, check_positions, check_rope_rows
 from jax_impl._checks import all_finite
 
 __all__ = [
@@ -32,19 +33,13 @@ __all__ = [
 ROPE_LAYOUTS = ("half", "interleaved")
 
 
-def _check_even(name: str, d: int, what: str) -> None:
-    check_positive_int(name, d)
-    if d % 2:
-        raise InputError(f"{name}: expected an even size ({what} pairs sin/cos channels), got {d}")
-
-
 def sinusoidal_encoding(max_len: int, d_model: int, base: float = 10000.0, dtype=jnp.float64):
     """Interleaved sin/cos table, computed in float64 then cast (see numpy_impl for why).
 
     Shapes: -> (max_len, d_model); row 0 is [0, 1, 0, 1, ...]
     """
     check_positive_int("max_len", max_len)
-    _check_even("d_model", d_model, "the sinusoidal encoding")
+    check_even("d_model", d_model, "the sinusoidal encoding")
     pos = jnp.arange(max_len, dtype=jnp.float64)[:, None]
     inv_freq = base ** (-jnp.arange(0, d_model, 2, dtype=jnp.float64) / d_model)
     angles = pos * inv_freq
@@ -79,21 +74,11 @@ def learned_positional_encoding(x, table):
     return x + table[: x.shape[1]]
 
 
-def _check_positions(x, positions):
-    """positions (T,), or (B, T) for a (B, ..., T, D) x (see numpy_impl)."""
-    T = x.shape[-2]
-    check_ndim("positions", positions, (1, 2), "(T,) or (B, T)")
-    check_same("positions", positions.shape[-1], "x's sequence axis (T)", T, "length")
-    if positions.ndim == 2:
-        check_min_ndim("x", x, 3, "(B, ..., T, D) for (B, T) positions")
-        check_same("positions", positions.shape[0], "x's batch axis (B)", x.shape[0], "batch size")
-
-
 def rope_cos_sin(positions, d_head: int, base: float = 10000.0, dtype=jnp.float64, layout: str = "half"):
     """Shapes: positions (T,) or (B, T) -> cos, sin (T, D) or (B, T, D); the D/2 angles repeated
     over the two halves ("half") or each twice in a row ("interleaved"), built in float64"""
     check_choice("layout", layout, ROPE_LAYOUTS)
-    _check_even("d_head", d_head, "RoPE")
+    check_even("d_head", d_head, "RoPE")
     positions = jnp.asarray(positions, dtype=jnp.float64)
     check_ndim("positions", positions, (1, 2), "(T,) or (B, T)")
     inv_freq = base ** (-jnp.arange(0, d_head, 2, dtype=jnp.float64) / d_head)
@@ -126,7 +111,7 @@ def apply_rope(x, positions=None, base: float = 10000.0, layout: str = "half"):
     check_finite("x", all_finite(x))
     T, D = x.shape[-2], x.shape[-1]
     positions = np.arange(T) if positions is None else jnp.asarray(positions)
-    _check_positions(x, positions)
+    check_positions(x, positions)
     cos, sin = rope_cos_sin(positions, D, base, dtype=x.dtype, layout=layout)
     if positions.ndim == 2:  # (B, T, D) -> (B, 1, ..., 1, T, D)
         lead = (x.shape[0],) + (1,) * (x.ndim - 3)
@@ -134,18 +119,10 @@ def apply_rope(x, positions=None, base: float = 10000.0, layout: str = "half"):
     return _rotate(x, cos, sin, layout)
 
 
-def _check_rope_rows(w, n_heads: int) -> None:
-    check_min_ndim("w", w, 1, "(n_heads * D, ...)")
-    check_positive_int("n_heads", n_heads)
-    if w.shape[0] % n_heads or (w.shape[0] // n_heads) % 2:
-        raise InputError(f"w: expected a first axis of n_heads={n_heads} heads of even size, got shape "
-                         f"{tuple(int(s) for s in w.shape)}")
-
-
 def rope_half_to_interleaved(w, n_heads: int):
     """Within each head: new row 2i = old row i, new row 2i + 1 = old row i + D/2.
     Shapes: w (n_heads * D, ...) -> same"""
-    _check_rope_rows(w, n_heads)
+    check_rope_rows(w, n_heads)
     D = w.shape[0] // n_heads
     return jnp.swapaxes(w.reshape((n_heads, 2, D // 2) + w.shape[1:]), 1, 2).reshape(w.shape)
 
@@ -153,6 +130,6 @@ def rope_half_to_interleaved(w, n_heads: int):
 def rope_interleaved_to_half(w, n_heads: int):
     """The inverse: new row i = old row 2i, new row i + D/2 = old row 2i + 1.
     Shapes: w (n_heads * D, ...) -> same"""
-    _check_rope_rows(w, n_heads)
+    check_rope_rows(w, n_heads)
     D = w.shape[0] // n_heads
     return jnp.swapaxes(w.reshape((n_heads, D // 2, 2) + w.shape[1:]), 1, 2).reshape(w.shape)

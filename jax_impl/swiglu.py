@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import jax
 
-from triptych.common.checks import InputError, check_finite, check_float, check_min_ndim, check_shape
-from jax_impl._checks import all_finite
+from triptych.common.checks import check_float
+from triptych.common.backend_checks import check_swiglu
+from jax_impl._checks import all_finite_each
 
 __all__ = ["silu", "swiglu_mlp"]
 
-SWIGLU_KEYS = ("w_gate", "w_up", "w_down")
 
 
 def silu(x):
@@ -24,15 +24,5 @@ def _swiglu(x, w_gate, w_up, w_down):
 
 def swiglu_mlp(x, params: dict):
     """Shapes: x (..., d), params w_gate (d_ff, d), w_up (d_ff, d), w_down (d, d_ff) -> (..., d)"""
-    check_min_ndim("x", x, 1, "(..., d)")
-    check_float("x", x)
-    check_finite("x", all_finite(x))
-    if not isinstance(params, dict) or any(k not in params for k in SWIGLU_KEYS):
-        missing = [k for k in SWIGLU_KEYS if not isinstance(params, dict) or k not in params]
-        raise InputError(f"params: expected keys {list(SWIGLU_KEYS)}, missing {missing}")
-    d = x.shape[-1]
-    check_shape("params['w_gate']", params["w_gate"], (None, d))
-    d_ff = params["w_gate"].shape[0]
-    check_shape("params['w_up']", params["w_up"], (d_ff, d))
-    check_shape("params['w_down']", params["w_down"], (d, d_ff))
+    check_swiglu(x, params, all_finite_each)
     return _swiglu(x, params["w_gate"], params["w_up"], params["w_down"])

@@ -21,15 +21,11 @@ import numpy as np
 
 from triptych.common.checks import (
     InputError,
-    check_broadcastable,
     check_choice,
     check_finite,
-    check_float,
     check_mask,
-    check_min_ndim,
-    check_nonempty,
-    check_same,
 )
+from triptych.common.backend_checks import check_bias, check_qkv, numpy_finite_each
 from numpy_impl.flash import fast_attention
 
 __all__ = [
@@ -59,25 +55,13 @@ KERNELS = ("steps", "fast")
 
 
 def _check_qkv(q, k, v=None, values: bool = True) -> None:
-    """Shared checks: (..., T, D) arrays, same head size for q and k, same T_k for k and v, and
-    (unless values=False, for a caller that leaves that to flash.fast_attention) no NaN or inf."""
-    for name, x in (("q", q), ("k", k)) + ((("v", v),) if v is not None else ()):
-        check_min_ndim(name, x, 2, "(..., T, D)")
-        check_float(name, x)
-        check_nonempty(name, x, -2, "sequence (T)")
-        if values:
-            check_finite(name, np.isfinite(x).all())
-    check_same("k", k.shape[-1], "q's last axis (d_head)", q.shape[-1], "last-axis size")
-    if v is not None:
-        check_same("v", v.shape[-2], "k's sequence axis (T_k)", k.shape[-2], "sequence length")
+    """common/backend_checks.check_qkv with this backend's value reader (values=False: a caller
+    that leaves NaN/inf to flash.fast_attention)."""
+    check_qkv(q, k, v, numpy_finite_each if values else None)
 
 
 def _check_bias(bias, expected_shape) -> None:
-    """An additive score bias: floating point, finite (-inf belongs in the bool mask, which keeps
-    fully masked rows at zero), broadcastable to (..., T_q, T_k)."""
-    check_float("bias", bias)
-    check_broadcastable("bias", bias, expected_shape, "(an additive score bias)")
-    check_finite("bias", np.isfinite(bias).all())
+    check_bias(bias, expected_shape, numpy_finite_each)
 
 
 def pairwise_similarities(q: np.ndarray, k: np.ndarray) -> np.ndarray:

@@ -33,15 +33,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from triptych.common.checks import (
-    InputError,
-    check_finite,
-    check_float,
     check_mask,
-    check_min_ndim,
-    check_nonempty,
-    check_positive_int,
-    check_same,
 )
+from triptych.common.backend_checks import check_blocks, check_flash, numpy_finite_each
 
 __all__ = ["fast_attention", "flash_attention"]
 __all__ += ["flash_attention_backward"]
@@ -80,17 +74,8 @@ def _run_parallel(task, items, work: int) -> None:
 def _prepare(q, k, v, mask, scale, causal):
     """Flatten the leading axes to one of length N and make the mask indexable per (n, rows, cols)
     without materialising its broadcast (a (T_q, T_k) causal mask is not copied B*H times)."""
-    for name, x in (("q", q), ("k", k), ("v", v)):
-        check_min_ndim(name, x, 2, "(..., T, D)")
-        check_float(name, x)
-        check_nonempty(name, x, -2, "sequence (T)")
-        check_finite(name, np.isfinite(x).all())
-    check_same("k", k.shape[-1], "q's last axis (d_head)", q.shape[-1], "last-axis size")
-    check_same("v", v.shape[-2], "k's sequence axis (T_k)", k.shape[-2], "sequence length")
+    check_flash(q, k, v, causal, numpy_finite_each)
     lead = q.shape[:-2]
-    for name, x in (("k", k), ("v", v)):
-        if x.shape[:-2] != lead:
-            raise InputError(f"{name}: expected leading axes {tuple(lead)} (as q), got {tuple(x.shape[:-2])}")
     t_q, t_k = q.shape[-2], k.shape[-2]
     n = math.prod(lead)
     if scale is None:
@@ -108,8 +93,6 @@ def _prepare(q, k, v, mask, scale, causal):
         def mask_at(i, rows, cols):
             return full[tuple(ix[i] for ix in index) + (rows, cols)] if lead else full[rows, cols]
 
-    if not isinstance(causal, (bool, np.bool_)):
-        raise InputError(f"causal: expected True or False, got {causal!r}")
     return q3, k3, v3, mask_at, dtype.type(scale), n, t_q, t_k
 
 
@@ -190,11 +173,6 @@ def fast_attention(q, k, v, mask=None, scale: float | None = None, causal: bool 
     return out, (None if weights is None else weights.reshape(lead + (t_q, t_k)))
 
 
-def _check_blocks(block_q, block_k) -> None:
-    check_positive_int("block_q", block_q)
-    check_positive_int("block_k", block_k)
-
-
 def flash_attention(q, k, v, mask=None, scale: float | None = None, causal: bool = False,
                     block_q: int = 128, block_k: int = 256):
     """Exact attention in (block_q, block_k) tiles with the online softmax; never holds more than
@@ -206,7 +184,7 @@ def flash_attention(q, k, v, mask=None, scale: float | None = None, causal: bool
     Shapes: q (..., T_q, D), k (..., T_k, D), v (..., T_k, D_v), mask broadcastable to
             (..., T_q, T_k) -> out (..., T_q, D_v), lse (..., T_q)
     """
-    _check_blocks(block_q, block_k)
+    check_blocks(block_q, block_k)
     q3, k3, v3, mask_at, scale, n, t_q, t_k = _prepare(q, k, v, mask, scale, causal)
     out = np.empty((n, t_q, v3.shape[-1]), dtype=q3.dtype)
     lse = np.empty((n, t_q), dtype=q3.dtype)
@@ -259,7 +237,7 @@ def flash_attention_backward(dout, q, k, v, out, lse, mask=None, scale: float | 
     Shapes: dout (..., T_q, D_v), q (..., T_q, D), k (..., T_k, D), v (..., T_k, D_v),
             out (..., T_q, D_v), lse (..., T_q) -> dq (..., T_q, D), dk (..., T_k, D), dv (..., T_k, D_v)
     """
-    _check_blocks(block_q, block_k)
+    check_blocks(block_q, block_k)
     q3, k3, v3, mask_at, scale, n, t_q, t_k = _prepare(q, k, v, mask, scale, causal)
     do3 = np.asarray(dout, dtype=q3.dtype).reshape(n, t_q, v3.shape[-1])
     o3 = np.asarray(out, dtype=q3.dtype).reshape(n, t_q, v3.shape[-1])

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from triptych.common.checks import InputError, check_ndim, check_positive_int, check_same
+from triptych.common.checks import check_ndim, check_positive_int
+from triptych.common.backend_checks import check_groups
 from numpy_impl.attention import scaled_dot_product_attention, scaled_dot_product_attention_backward
 
 __all__ = ["repeat_kv", "grouped_query_attention"]
@@ -47,20 +48,6 @@ def repeat_kv_backward(dy: np.ndarray, n_rep: int) -> np.ndarray:
     return dy.reshape(B, H // n_rep, n_rep, T, D).sum(axis=2)  # inverts the reshape of repeat_kv
 
 
-def _check_groups(q, k, v) -> int:
-    """q (B, H, T_q, D) and k, v (B, H_kv, T_k, D) with H_kv dividing H; returns n_rep = H / H_kv.
-    Head size, T_k and values are left to attention's own checks."""
-    check_ndim("q", q, 4, "(B, H, T_q, D)")
-    check_ndim("k", k, 4, "(B, H_kv, T_k, D)")
-    check_ndim("v", v, 4, "(B, H_kv, T_k, D_v)")
-    check_same("k", k.shape[0], "q's batch axis (B)", q.shape[0], "batch size")
-    check_same("v", v.shape[1], "k's head axis (H_kv)", k.shape[1], "head count")
-    n_heads, n_kv = q.shape[1], k.shape[1]
-    if n_kv == 0 or n_heads % n_kv != 0:
-        raise InputError(f"k: expected a number of KV heads dividing q's {n_heads} heads, got {n_kv}")
-    return n_heads // n_kv
-
-
 def grouped_query_attention(
     q: np.ndarray,
     k: np.ndarray,
@@ -77,7 +64,7 @@ def grouped_query_attention(
     Shapes: q (B, H, T_q, D), k (B, H_kv, T_k, D), v (B, H_kv, T_k, D_v), mask (bool) and bias
             broadcastable to (B, H, T_q, T_k) -> out (B, H, T_q, D_v), weights (B, H, T_q, T_k)
     """
-    n_rep = _check_groups(q, k, v)
+    n_rep = check_groups(q, k, v)
     return scaled_dot_product_attention(q, repeat_kv(k, n_rep), repeat_kv(v, n_rep), mask, scale, kernel, bias)
 
 
@@ -88,7 +75,7 @@ def grouped_query_attention_backward(dout, q, k, v, weights, scale: float | None
     Shapes: dout (B, H, T_q, D_v), q (B, H, T_q, D), k (B, H_kv, T_k, D), v (B, H_kv, T_k, D_v),
             weights (B, H, T_q, T_k) -> dq (B, H, T_q, D), dk (B, H_kv, T_k, D), dv (B, H_kv, T_k, D_v)
     """
-    n_rep = _check_groups(q, k, v)
+    n_rep = check_groups(q, k, v)
     # out = attention(q, k_rep, v_rep): its backward, with the repeated keys and values
     dq, dk_rep, dv_rep = scaled_dot_product_attention_backward(
         dout, q, repeat_kv(k, n_rep), repeat_kv(v, n_rep), weights, scale)

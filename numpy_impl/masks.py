@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from triptych.common.checks import InputError, check_min_ndim, check_ndim, check_positive_int
+from triptych.common.backend_checks import check_offset
 
 __all__ = [
     "make_causal_mask",
@@ -41,15 +42,10 @@ def make_causal_mask(t_q: int, t_k: int | None = None, offset: int = 0) -> np.nd
     check_positive_int("t_q", t_q)
     t_k = t_q if t_k is None else t_k
     check_positive_int("t_k", t_k)
-    _check_offset(offset)
+    check_offset(offset)
     i = np.arange(t_q)[:, None]
     j = np.arange(t_k)[None, :]
     return j <= i + offset
-
-
-def _check_offset(offset) -> None:
-    if isinstance(offset, bool) or not isinstance(offset, (int, np.integer)):
-        raise InputError(f"offset: expected an integer, got {offset!r}")
 
 
 def make_key_padding_mask(lengths, t_k: int) -> np.ndarray:
@@ -121,7 +117,7 @@ def make_sliding_window_mask(t_q: int, window: int, t_k: int | None = None, offs
     check_positive_int("window", window)
     t_k = t_q if t_k is None else t_k
     check_positive_int("t_k", t_k)
-    _check_offset(offset)
+    check_offset(offset)
     p = np.arange(t_q)[:, None] + offset  # the queries' absolute positions
     j = np.arange(t_k)[None, :]
     return (j <= p) & (j > p - window)
@@ -156,6 +152,6 @@ def alibi_bias(n_heads: int, t_q: int, t_k: int | None = None, offset: int = 0, 
     check_positive_int("t_q", t_q)
     t_k = t_q if t_k is None else t_k
     check_positive_int("t_k", t_k)
-    _check_offset(offset)
+    check_offset(offset)
     distance = np.arange(t_k)[None, :] - (np.arange(t_q)[:, None] + offset)  # j - p, <= 0 where causal
     return (alibi_slopes(n_heads, np.float64)[:, None, None] * distance).astype(dtype)

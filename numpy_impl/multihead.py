@@ -16,17 +16,13 @@ import math
 import numpy as np
 
 from triptych.common.checks import (
-    InputError,
-    check_finite,
-    check_float,
     check_heads,
     check_mask,
     check_ndim,
-    check_nonempty,
     check_same,
-    check_shape,
 )
 from triptych.common.params import MHA_KEYS, init_mha_params, mha_params_from_torch, mha_params_to_torch
+from triptych.common.backend_checks import check_mha_params, check_sequence, numpy_finite_each
 from numpy_impl.attention import scaled_dot_product_attention, scaled_dot_product_attention_backward
 from numpy_impl.masks import make_causal_mask
 
@@ -52,21 +48,8 @@ __all__ += [
 ]
 
 
-def _check_params(params: dict, d_model: int) -> None:
-    missing = [k for k in MHA_KEYS if k not in params]
-    if missing:
-        raise InputError(f"params: expected keys {list(MHA_KEYS)}, missing {missing}")
-    for k in MHA_KEYS:
-        check_shape(f"params['{k}']", params[k], (d_model, d_model) if k.startswith("w") else (d_model,))
-
-
 def _check_sequence(name: str, x, d_model: int | None = None) -> None:
-    check_ndim(name, x, 3, "(B, T, C)")
-    check_float(name, x)
-    check_nonempty(name, x, 1, "sequence (T)")
-    check_finite(name, np.isfinite(x).all())
-    if d_model is not None:
-        check_same(name, x.shape[-1], "d_model", d_model, "last-axis size")
+    check_sequence(name, x, d_model, numpy_finite_each)
 
 
 def linear(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
@@ -136,7 +119,7 @@ def get_multihead_qkv(x: np.ndarray, params: dict, n_heads: int, kv: np.ndarray 
     _check_sequence("x", x)
     d_model = x.shape[-1]
     check_heads(d_model, n_heads)
-    _check_params(params, d_model)
+    check_mha_params(params, d_model)
     kv = x if kv is None else kv
     if kv is not x:
         _check_sequence("kv", kv, d_model)
@@ -238,7 +221,7 @@ class MultiHeadAttention:
         check_heads(d_model, n_heads)
         self.d_model, self.n_heads, self.d_head = d_model, n_heads, d_model // n_heads
         params = init_mha_params(d_model, seed, dtype) if params is None else params
-        _check_params(params, d_model)
+        check_mha_params(params, d_model)
         self.params = {k: np.asarray(params[k]) for k in MHA_KEYS}
 
     @classmethod
@@ -248,7 +231,7 @@ class MultiHeadAttention:
 
     def load_state_dict(self, state_dict) -> None:
         params = mha_params_from_torch(state_dict)
-        _check_params(params, self.d_model)
+        check_mha_params(params, self.d_model)
         self.params = params
 
     def state_dict(self) -> dict:

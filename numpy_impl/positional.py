@@ -22,6 +22,7 @@ from triptych.common.checks import (
     check_positive_int,
     check_same,
 )
+from triptych.common.backend_checks import check_even, check_positions, check_rope_rows
 
 __all__ = [
     "sinusoidal_encoding",
@@ -42,12 +43,6 @@ __all__ += [
 ROPE_LAYOUTS = ("half", "interleaved")
 
 
-def _check_even(name: str, d: int, what: str) -> None:
-    check_positive_int(name, d)
-    if d % 2:
-        raise InputError(f"{name}: expected an even size ({what} pairs sin/cos channels), got {d}")
-
-
 def sinusoidal_encoding(max_len: int, d_model: int, base: float = 10000.0, dtype=np.float64) -> np.ndarray:
     """The classic interleaved table. Built in float64 whatever `dtype` says: sin(pos * w) in float32
     is off by ~3e-4 at pos 5000, far more than the rounding of the final cast.
@@ -55,7 +50,7 @@ def sinusoidal_encoding(max_len: int, d_model: int, base: float = 10000.0, dtype
     Shapes: -> (max_len, d_model); row 0 is [0, 1, 0, 1, ...]
     """
     check_positive_int("max_len", max_len)
-    _check_even("d_model", d_model, "the sinusoidal encoding")
+    check_even("d_model", d_model, "the sinusoidal encoding")
     pos = np.arange(max_len, dtype=np.float64)[:, None]  # (max_len, 1)
     inv_freq = base ** (-np.arange(0, d_model, 2, dtype=np.float64) / d_model)  # (d_model/2,)
     angles = pos * inv_freq  # (max_len, d_model/2)
@@ -116,17 +111,6 @@ def learned_positional_encoding_backward(dout: np.ndarray, table: np.ndarray):
     return dout, dtable
 
 
-def _check_positions(x, positions):
-    """positions (T,) for every sequence alike, or (B, T): one row per sequence of a (B, ..., T, D)
-    x (packed sequences, or a KV cache whose sequences sit at different offsets)."""
-    T = x.shape[-2]
-    check_ndim("positions", positions, (1, 2), "(T,) or (B, T)")
-    check_same("positions", positions.shape[-1], "x's sequence axis (T)", T, "length")
-    if positions.ndim == 2:
-        check_min_ndim("x", x, 3, "(B, ..., T, D) for (B, T) positions")
-        check_same("positions", positions.shape[0], "x's batch axis (B)", x.shape[0], "batch size")
-
-
 def rope_cos_sin(positions, d_head: int, base: float = 10000.0, dtype=np.float64, layout: str = "half"):
     """cos and sin of pos * theta_i, theta_i = base^(-2i/D) for i < D/2, spread over the D channels
     the way `layout` pairs them: "half" repeats the D/2 angles over the two halves (channel i pairs
@@ -136,7 +120,7 @@ def rope_cos_sin(positions, d_head: int, base: float = 10000.0, dtype=np.float64
     Shapes: positions (T,) or (B, T) -> cos, sin (T, D) or (B, T, D)
     """
     check_choice("layout", layout, ROPE_LAYOUTS)
-    _check_even("d_head", d_head, "RoPE")
+    check_even("d_head", d_head, "RoPE")
     positions = np.asarray(positions, dtype=np.float64)
     check_ndim("positions", positions, (1, 2), "(T,) or (B, T)")
     inv_freq = base ** (-np.arange(0, d_head, 2, dtype=np.float64) / d_head)  # (D/2,)
@@ -167,7 +151,7 @@ def _cos_sin_for(x, positions, base, layout):
     """cos, sin shaped to broadcast against x: (T, D), or (B, 1, ..., 1, T, D) for (B, T) positions."""
     T, D = x.shape[-2], x.shape[-1]
     positions = np.arange(T) if positions is None else np.asarray(positions)
-    _check_positions(x, positions)
+    check_positions(x, positions)
     cos, sin = rope_cos_sin(positions, D, base, dtype=x.dtype, layout=layout)
     if positions.ndim == 2:
         lead = (x.shape[0],) + (1,) * (x.ndim - 3)
@@ -205,14 +189,6 @@ def apply_rope_backward(dout: np.ndarray, positions=None, base: float = 10000.0,
     return dout * cos + _rotate_pairs_transposed(dout * sin, layout)  # out = x * cos + R(x) * sin
 
 
-def _check_rope_rows(w, n_heads: int) -> None:
-    check_min_ndim("w", w, 1, "(n_heads * D, ...)")
-    check_positive_int("n_heads", n_heads)
-    if w.shape[0] % n_heads or (w.shape[0] // n_heads) % 2:
-        raise InputError(f"w: expected a first axis of n_heads={n_heads} heads of even size, got shape "
-                         f"{tuple(int(s) for s in w.shape)}")
-
-
 def rope_half_to_interleaved(w: np.ndarray, n_heads: int) -> np.ndarray:
     """Reorder the rows of a q or k projection (n_heads heads of D rows; for k, n_heads is the KV
     head count) so that interleaved RoPE computes what half RoPE did with the original: within each
@@ -222,7 +198,7 @@ def rope_half_to_interleaved(w: np.ndarray, n_heads: int) -> np.ndarray:
 
     Shapes: w (n_heads * D, ...) -> same
     """
-    _check_rope_rows(w, n_heads)
+    check_rope_rows(w, n_heads)
     D = w.shape[0] // n_heads
     return w.reshape((n_heads, 2, D // 2) + w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
@@ -233,6 +209,6 @@ def rope_interleaved_to_half(w: np.ndarray, n_heads: int) -> np.ndarray:
 
     Shapes: w (n_heads * D, ...) -> same
     """
-    _check_rope_rows(w, n_heads)
+    check_rope_rows(w, n_heads)
     D = w.shape[0] // n_heads
     return w.reshape((n_heads, D // 2, 2) + w.shape[1:]).swapaxes(1, 2).reshape(w.shape)

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from triptych.common.checks import InputError, check_finite, check_float, check_min_ndim, check_shape
+from triptych.common.checks import check_float
+from triptych.common.backend_checks import SWIGLU_KEYS, check_swiglu, numpy_finite_each
 
 __all__ = ["silu", "silu_forward", "silu_backward", "swiglu_mlp", "swiglu_mlp_forward", "swiglu_mlp_backward"]
 # The (out, cache) forwards exist for the hand-written backward (JAX and torch differentiate).
 __backend_only__ = ["silu_forward", "swiglu_mlp_forward"]
 
-SWIGLU_KEYS = ("w_gate", "w_up", "w_down")
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -53,26 +53,12 @@ def silu(x: np.ndarray) -> np.ndarray:
     return silu_forward(x)[0]
 
 
-def _check_swiglu(x, params: dict) -> None:
-    check_min_ndim("x", x, 1, "(..., d)")
-    check_float("x", x)
-    check_finite("x", np.isfinite(x).all())
-    if not isinstance(params, dict) or any(k not in params for k in SWIGLU_KEYS):
-        missing = [k for k in SWIGLU_KEYS if not isinstance(params, dict) or k not in params]
-        raise InputError(f"params: expected keys {list(SWIGLU_KEYS)}, missing {missing}")
-    d = x.shape[-1]
-    check_shape("params['w_gate']", params["w_gate"], (None, d))
-    d_ff = params["w_gate"].shape[0]
-    check_shape("params['w_up']", params["w_up"], (d_ff, d))
-    check_shape("params['w_down']", params["w_down"], (d, d_ff))
-
-
 def swiglu_mlp_forward(x: np.ndarray, params: dict):
     """The gated feed-forward network: d -> d_ff (twice, gate and value) -> d.
 
     Shapes: x (..., d), params w_gate (d_ff, d), w_up (d_ff, d), w_down (d, d_ff) -> out (..., d), cache
     """
-    _check_swiglu(x, params)
+    check_swiglu(x, params, numpy_finite_each)
     gate = x @ params["w_gate"].T  # (..., d_ff)
     up = x @ params["w_up"].T  # (..., d_ff)
     act, silu_cache = silu_forward(gate)  # (..., d_ff)

@@ -9,8 +9,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from triptych.common.checks import InputError, check_broadcastable, check_choice, check_finite, check_float, check_mask, check_min_ndim, check_nonempty, check_same
-from torch_ref._checks import all_finite
+from triptych.common.checks import InputError, check_choice, check_finite, check_mask
+from triptych.common.backend_checks import check_bias, check_qkv
+from torch_ref._checks import all_finite, all_finite_each
 
 __all__ = [
     "pairwise_similarities",
@@ -24,15 +25,10 @@ __all__ = [
 ]
 
 
-def _check_qkv(q, k, v=None) -> None:
-    for name, x in (("q", q), ("k", k)) + ((("v", v),) if v is not None else ()):
-        check_min_ndim(name, x, 2, "(..., T, D)")
-        check_float(name, x)
-        check_nonempty(name, x, -2, "sequence (T)")
-        check_finite(name, all_finite(x))
-    check_same("k", k.shape[-1], "q's last axis (d_head)", q.shape[-1], "last-axis size")
-    if v is not None:
-        check_same("v", v.shape[-2], "k's sequence axis (T_k)", k.shape[-2], "sequence length")
+def _check_qkv(q, k, v=None, values: bool = True) -> None:
+    """common/backend_checks.check_qkv with this backend's value reader (values=False: a caller
+    that leaves NaN/inf to flash.fast_attention)."""
+    check_qkv(q, k, v, all_finite_each if values else None)
 
 
 def pairwise_similarities(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
@@ -89,9 +85,7 @@ def scaled_dot_product_attention(q, k, v, mask=None, scale: float | None = None,
     if mask is not None:
         check_mask("mask", mask, tuple(q.shape[:-1]) + (k.shape[-2],))
     if bias is not None:
-        check_float("bias", bias)
-        check_broadcastable("bias", bias, tuple(q.shape[:-1]) + (k.shape[-2],), "(an additive score bias)")
-        check_finite("bias", all_finite(bias))
+        check_bias(bias, tuple(q.shape[:-1]) + (k.shape[-2],), all_finite_each)
         bias = bias.to(q.dtype)
         mask = bias if mask is None else torch.where(mask, bias, float("-inf"))
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)

@@ -14,30 +14,16 @@ import torch
 import torch.nn.functional as F
 
 from triptych.common.checks import (
-    InputError,
-    check_finite,
-    check_float,
     check_mask,
-    check_min_ndim,
-    check_nonempty,
-    check_positive_int,
-    check_same,
 )
-from torch_ref._checks import all_finite
+from triptych.common.backend_checks import check_blocks, check_flash
+from torch_ref._checks import all_finite_each
 
 __all__ = ["fast_attention", "flash_attention"]
 
 
 def _prepare(q, k, v, mask, causal):
-    for name, x in (("q", q), ("k", k), ("v", v)):
-        check_min_ndim(name, x, 2, "(..., T, D)")
-        check_float(name, x)
-        check_nonempty(name, x, -2, "sequence (T)")
-        check_finite(name, all_finite(x))
-    check_same("k", k.shape[-1], "q's last axis (d_head)", q.shape[-1], "last-axis size")
-    check_same("v", v.shape[-2], "k's sequence axis (T_k)", k.shape[-2], "sequence length")
-    if not isinstance(causal, bool):
-        raise InputError(f"causal: expected True or False, got {causal!r}")
+    check_flash(q, k, v, causal, all_finite_each)
     t_q, t_k = q.shape[-2], k.shape[-2]
     if mask is not None:
         check_mask("mask", mask, tuple(q.shape[:-2]) + (t_q, t_k))
@@ -73,8 +59,7 @@ def flash_attention(q, k, v, mask=None, scale: float | None = None, causal: bool
     Shapes: q (..., T_q, D), k (..., T_k, D), v (..., T_k, D_v), mask broadcastable to
             (..., T_q, T_k) -> out (..., T_q, D_v), lse (..., T_q)
     """
-    check_positive_int("block_q", block_q)
-    check_positive_int("block_k", block_k)
+    check_blocks(block_q, block_k)
     mask = _prepare(q, k, v, mask, causal)
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
     s = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.shape[-1]) if scale is None else scale)

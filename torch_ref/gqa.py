@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 from transformers.models.llama.modeling_llama import repeat_kv as _hf_repeat_kv
 
-from triptych.common.checks import InputError, check_broadcastable, check_choice, check_finite, check_float, check_mask, check_ndim, check_positive_int, check_same
+from triptych.common.checks import check_broadcastable, check_choice, check_finite, check_float, check_mask, check_ndim, check_positive_int
+from triptych.common.backend_checks import check_groups
 from torch_ref._checks import all_finite
 from torch_ref.attention import _check_qkv
 
@@ -24,18 +25,6 @@ def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
     return _hf_repeat_kv(x, n_rep)
 
 
-def _check_groups(q, k, v) -> int:
-    check_ndim("q", q, 4, "(B, H, T_q, D)")
-    check_ndim("k", k, 4, "(B, H_kv, T_k, D)")
-    check_ndim("v", v, 4, "(B, H_kv, T_k, D_v)")
-    check_same("k", k.shape[0], "q's batch axis (B)", q.shape[0], "batch size")
-    check_same("v", v.shape[1], "k's head axis (H_kv)", k.shape[1], "head count")
-    n_heads, n_kv = q.shape[1], k.shape[1]
-    if n_kv == 0 or n_heads % n_kv != 0:
-        raise InputError(f"k: expected a number of KV heads dividing q's {n_heads} heads, got {n_kv}")
-    return n_heads // n_kv
-
-
 def grouped_query_attention(q, k, v, mask=None, scale: float | None = None, kernel: str = "steps", bias=None):
     """F.scaled_dot_product_attention(..., enable_gqa=True); `kernel` is accepted so one call runs in
     all three backends, and a bias joins the bool mask as one float attn_mask (-inf where forbidden).
@@ -44,7 +33,7 @@ def grouped_query_attention(q, k, v, mask=None, scale: float | None = None, kern
             broadcastable to (B, H, T_q, T_k) -> out (B, H, T_q, D_v), weights (B, H, T_q, T_k)
     """
     check_choice("kernel", kernel, ("steps", "fast"))
-    _check_groups(q, k, v)
+    check_groups(q, k, v)
     _check_qkv(q, k, v)
     scores_shape = tuple(q.shape[:-1]) + (k.shape[-2],)
     if mask is not None:

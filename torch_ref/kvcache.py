@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from triptych.common.checks import InputError, check_ndim, check_positive_int, check_same, check_shape
+from triptych.common.backend_checks import check_layers, check_t_past
 from torch_ref.gqa import grouped_query_attention
 from torch_ref.masks import alibi_bias, make_causal_mask, make_sliding_window_mask
 from torch_ref.multihead import merge_heads, split_heads
@@ -30,18 +31,13 @@ def kv_cache_update(cache, k_new: torch.Tensor, v_new: torch.Tensor) -> dict:
     return {"k": torch.cat([cache["k"], k_new], dim=-2), "v": torch.cat([cache["v"], v_new], dim=-2)}
 
 
-def _check_t_past(t_past) -> None:
-    if isinstance(t_past, bool) or not isinstance(t_past, (int, np.integer)) or t_past < 0:
-        raise InputError(f"t_past: expected a non-negative integer, got {t_past!r}")
-
-
 def cache_mask(t_new: int, t_past: int, window: int | None = None) -> torch.Tensor:
     """torch.tril(diagonal=t_past), or HF's sliding-window mask function at the same positions.
 
     Shapes: -> (T_new, T_past + T_new) bool
     """
     check_positive_int("t_new", t_new)
-    _check_t_past(t_past)
+    check_t_past(t_past)
     if window is None:
         return make_causal_mask(t_new, t_past + t_new, offset=t_past)
     return make_sliding_window_mask(t_new, window, t_past + t_new, offset=t_past)
@@ -62,27 +58,12 @@ def cached_attention(q, k_new, v_new, cache=None, scale: float | None = None, wi
     return out, cache
 
 
-def _check_layers(layers, d_model: int, n_heads: int, n_kv_heads: int) -> None:
-    check_positive_int("n_heads", n_heads)
-    check_positive_int("n_kv_heads", n_kv_heads)
-    if n_heads % n_kv_heads:
-        raise InputError(f"n_kv_heads: expected a divisor of n_heads={n_heads}, got {n_kv_heads}")
-    for i, p in enumerate(layers):
-        width = p["w_q"].shape[0]
-        if width % n_heads:
-            raise InputError(f"layers[{i}]['w_q']: expected a row count divisible by n_heads={n_heads}, got {width}")
-        d_head = width // n_heads
-        for key, shape in (("w_q", (width, d_model)), ("w_k", (n_kv_heads * d_head, d_model)),
-                           ("w_v", (n_kv_heads * d_head, d_model)), ("w_o", (d_model, width))):
-            check_shape(f"layers[{i}]['{key}']", p[key], shape)
-
-
 def attention_stack(x, layers, n_heads: int, n_kv_heads: int, caches=None, window: int | None = None,
                     alibi: bool = False):
     """Shapes: x (B, T_new, C), layers: dicts w_q (H*D, C), w_k, w_v (H_kv*D, C), w_o (C, H*D)
     -> out (B, T_new, C), the layers' extended caches"""
     check_ndim("x", x, 3, "(B, T_new, C)")
-    _check_layers(layers, x.shape[-1], n_heads, n_kv_heads)
+    check_layers(layers, x.shape[-1], n_heads, n_kv_heads)
     caches = [None] * len(layers) if caches is None else caches
     check_same("caches", len(caches), "layers", len(layers), "length")
     new_caches = []

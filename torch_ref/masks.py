@@ -14,6 +14,7 @@ import torch
 from transformers.masking_utils import sliding_window_causal_mask_function
 
 from triptych.common.checks import InputError, check_min_ndim, check_ndim, check_positive_int
+from triptych.common.backend_checks import check_offset
 
 __all__ = [
     "make_causal_mask",
@@ -36,13 +37,8 @@ def make_causal_mask(t_q: int, t_k: int | None = None, offset: int = 0) -> torch
     check_positive_int("t_q", t_q)
     t_k = t_q if t_k is None else t_k
     check_positive_int("t_k", t_k)
-    _check_offset(offset)
+    check_offset(offset)
     return torch.ones(t_q, t_k, dtype=torch.bool).tril(diagonal=int(offset))
-
-
-def _check_offset(offset) -> None:
-    if isinstance(offset, bool) or not isinstance(offset, (int, np.integer)):
-        raise InputError(f"offset: expected an integer, got {offset!r}")
 
 
 def make_key_padding_mask(lengths, t_k: int) -> torch.Tensor:
@@ -108,7 +104,7 @@ def make_sliding_window_mask(t_q: int, window: int, t_k: int | None = None, offs
     check_positive_int("window", window)
     t_k = t_q if t_k is None else t_k
     check_positive_int("t_k", t_k)
-    _check_offset(offset)
+    check_offset(offset)
     q_idx = torch.arange(t_q)[:, None] + int(offset)
     kv_idx = torch.arange(t_k)[None, :]
     allowed = sliding_window_causal_mask_function(int(window))(0, 0, q_idx, kv_idx)
@@ -140,7 +136,7 @@ def alibi_bias(n_heads: int, t_q: int, t_k: int | None = None, offset: int = 0, 
     check_positive_int("t_q", t_q)
     t_k = t_q if t_k is None else t_k
     check_positive_int("t_k", t_k)
-    _check_offset(offset)
+    check_offset(offset)
     slopes = alibi_slopes(n_heads)[:, None, None]
     key_term = slopes * torch.arange(t_k, dtype=torch.float64)[None, None, :]  # Bloom's bias
     row_term = slopes * (torch.arange(t_q, dtype=torch.float64)[None, :, None] + int(offset))

@@ -14,18 +14,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from triptych.common.checks import (
-    InputError,
-    check_finite,
-    check_float,
     check_heads,
     check_mask,
     check_ndim,
-    check_nonempty,
     check_same,
-    check_shape,
 )
 from triptych.common.params import MHA_KEYS, init_mha_params, mha_params_from_torch, mha_params_to_torch
-from torch_ref._checks import all_finite
+from triptych.common.backend_checks import check_mha_params, check_sequence
+from torch_ref._checks import all_finite_each
 from torch_ref.attention import scaled_dot_product_attention
 from torch_ref.masks import make_causal_mask
 
@@ -41,21 +37,8 @@ __all__ = [
 ]
 
 
-def _check_params(params: dict, d_model: int) -> None:
-    missing = [k for k in MHA_KEYS if k not in params]
-    if missing:
-        raise InputError(f"params: expected keys {list(MHA_KEYS)}, missing {missing}")
-    for k in MHA_KEYS:
-        check_shape(f"params['{k}']", params[k], (d_model, d_model) if k.startswith("w") else (d_model,))
-
-
 def _check_sequence(name: str, x, d_model: int | None = None) -> None:
-    check_ndim(name, x, 3, "(B, T, C)")
-    check_float(name, x)
-    check_nonempty(name, x, 1, "sequence (T)")
-    check_finite(name, all_finite(x))
-    if d_model is not None:
-        check_same(name, x.shape[-1], "d_model", d_model, "last-axis size")
+    check_sequence(name, x, d_model, all_finite_each)
 
 
 def _torch_mha_attn_mask(mask, B: int, H: int, T_q: int, T_k: int):
@@ -91,7 +74,7 @@ def get_multihead_qkv(x, params: dict, n_heads: int, kv=None):
     _check_sequence("x", x)
     d_model = x.shape[-1]
     check_heads(d_model, n_heads)
-    _check_params(params, d_model)
+    check_mha_params(params, d_model)
     kv = x if kv is None else kv
     _check_sequence("kv", kv, d_model)
     q = split_heads(F.linear(x, params["w_q"], params["b_q"]), n_heads)
@@ -117,7 +100,7 @@ def multihead_attention(x, params: dict, n_heads: int, kv=None, mask=None):
     _check_sequence("x", x)
     d_model = x.shape[-1]
     check_heads(d_model, n_heads)
-    _check_params(params, d_model)
+    check_mha_params(params, d_model)
     kv = x if kv is None else kv
     _check_sequence("kv", kv, d_model)
     check_same("kv", kv.shape[0], "x's batch axis", x.shape[0], "batch size")
@@ -163,7 +146,7 @@ class MultiHeadAttention:
         self.d_model, self.n_heads, self.d_head = d_model, n_heads, d_model // n_heads
         if params is None:
             params = init_mha_params(d_model, seed, dtype=str(dtype).replace("torch.", ""))
-        _check_params(params, d_model)
+        check_mha_params(params, d_model)
         sd = mha_params_to_torch({k: params[k] for k in MHA_KEYS})
         # The weights' dtype decides the module's, as in the NumPy and JAX classes.
         self.module = nn.MultiheadAttention(d_model, n_heads, bias=True, batch_first=True,

@@ -28,6 +28,7 @@ from triptych.common.checks import (
     check_positive_int,
     check_same,
 )
+from triptych.common.backend_checks import check_even, check_positions, check_rope_rows
 from torch_ref._checks import all_finite
 
 __all__ = [
@@ -43,16 +44,10 @@ __all__ = [
 ROPE_LAYOUTS = ("half", "interleaved")
 
 
-def _check_even(name: str, d: int, what: str) -> None:
-    check_positive_int(name, d)
-    if d % 2:
-        raise InputError(f"{name}: expected an even size ({what} pairs sin/cos channels), got {d}")
-
-
 def sinusoidal_encoding(max_len: int, d_model: int, base: float = 10000.0, dtype=torch.float64) -> torch.Tensor:
     """Shapes: -> (max_len, d_model); row 0 is [0, 1, 0, 1, ...]"""
     check_positive_int("max_len", max_len)
-    _check_even("d_model", d_model, "the sinusoidal encoding")
+    check_even("d_model", d_model, "the sinusoidal encoding")
     position = torch.arange(max_len, dtype=torch.float64).unsqueeze(1)
     div_term = torch.exp(torch.arange(0, d_model, 2, dtype=torch.float64) * (-math.log(base) / d_model))
     pe = torch.zeros(max_len, d_model, dtype=torch.float64)
@@ -91,16 +86,6 @@ def learned_positional_encoding(x: torch.Tensor, table: torch.Tensor) -> torch.T
     return x + F.embedding(torch.arange(x.shape[1], device=x.device), table)
 
 
-def _check_positions(x, positions):
-    """positions (T,), or (B, T) for a (B, ..., T, D) x (see numpy_impl)."""
-    T = x.shape[-2]
-    check_ndim("positions", positions, (1, 2), "(T,) or (B, T)")
-    check_same("positions", positions.shape[-1], "x's sequence axis (T)", T, "length")
-    if positions.ndim == 2:
-        check_min_ndim("x", x, 3, "(B, ..., T, D) for (B, T) positions")
-        check_same("positions", positions.shape[0], "x's batch axis (B)", x.shape[0], "batch size")
-
-
 def _angles(positions, d_head: int, base: float) -> torch.Tensor:
     """pos * inv_freq in float64, inv_freq = 1 / base^(2i/D) as LlamaRotaryEmbedding writes it."""
     positions = torch.as_tensor(np.asarray(positions), dtype=torch.float64)
@@ -113,7 +98,7 @@ def rope_cos_sin(positions, d_head: int, base: float = 10000.0, dtype=torch.floa
     """Shapes: positions (T,) or (B, T) -> cos, sin (T, D) or (B, T, D): cat(freqs, freqs) as
     LlamaRotaryEmbedding ("half"), or each frequency twice in a row ("interleaved")"""
     check_choice("layout", layout, ROPE_LAYOUTS)
-    _check_even("d_head", d_head, "RoPE")
+    check_even("d_head", d_head, "RoPE")
     freqs = _angles(positions, d_head, base)
     emb = torch.cat((freqs, freqs), dim=-1) if layout == "half" else freqs.repeat_interleave(2, dim=-1)
     return emb.cos().to(dtype), emb.sin().to(dtype)
@@ -141,11 +126,11 @@ def apply_rope(x: torch.Tensor, positions=None, base: float = 10000.0, layout: s
     check_finite("x", all_finite(x))
     T, D = x.shape[-2], x.shape[-1]
     positions = np.arange(T) if positions is None else np.asarray(positions)
-    _check_positions(x, positions)
+    check_positions(x, positions)
     # cos/sin get as many axes as x: (T, .) -> (1, ..., 1, T, .), (B, T, .) -> (B, 1, ..., 1, T, .).
     lead = (x.shape[0],) + (1,) * (x.ndim - 3) if positions.ndim == 2 else (1,) * (x.ndim - 2)
     if layout == "interleaved":
-        _check_even("d_head", D, "RoPE")
+        check_even("d_head", D, "RoPE")
         angles = _angles(positions, D, base)
         return _rope_complex(x, angles.reshape(lead + (T, D // 2)))
     cos, sin = rope_cos_sin(positions, D, base, dtype=x.dtype)
@@ -156,18 +141,10 @@ def apply_rope(x: torch.Tensor, positions=None, base: float = 10000.0, layout: s
     return rotated[0]
 
 
-def _check_rope_rows(w, n_heads: int) -> None:
-    check_min_ndim("w", w, 1, "(n_heads * D, ...)")
-    check_positive_int("n_heads", n_heads)
-    if w.shape[0] % n_heads or (w.shape[0] // n_heads) % 2:
-        raise InputError(f"w: expected a first axis of n_heads={n_heads} heads of even size, got shape "
-                         f"{tuple(int(s) for s in w.shape)}")
-
-
 def rope_half_to_interleaved(w: torch.Tensor, n_heads: int) -> torch.Tensor:
     """llama.cpp's convert_hf_to_gguf permute: w.reshape(n_heads, 2, D/2, ...).swapaxes(1, 2).
     Shapes: w (n_heads * D, ...) -> same"""
-    _check_rope_rows(w, n_heads)
+    check_rope_rows(w, n_heads)
     D = w.shape[0] // n_heads
     return w.reshape(n_heads, 2, D // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
@@ -177,6 +154,6 @@ def rope_interleaved_to_half(w: torch.Tensor, n_heads: int) -> torch.Tensor:
     Shapes: w (n_heads * D, ...) -> same"""
     from transformers.modeling_gguf_pytorch_utils import LlamaTensorProcessor
 
-    _check_rope_rows(w, n_heads)
+    check_rope_rows(w, n_heads)
     out = LlamaTensorProcessor()._reverse_permute_weights(w.detach().cpu().numpy(), n_heads, n_heads)
     return torch.from_numpy(np.ascontiguousarray(out)).to(w.device)

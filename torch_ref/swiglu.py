@@ -11,12 +11,12 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
-from triptych.common.checks import InputError, check_finite, check_float, check_min_ndim, check_shape
-from torch_ref._checks import all_finite
+from triptych.common.checks import check_float
+from triptych.common.backend_checks import SWIGLU_KEYS, check_swiglu
+from torch_ref._checks import all_finite_each
 
 __all__ = ["silu", "swiglu_mlp"]
 
-SWIGLU_KEYS = ("w_gate", "w_up", "w_down")
 # our key -> LlamaMLP's state_dict key
 HF_NAMES = {"w_gate": "gate_proj.weight", "w_up": "up_proj.weight", "w_down": "down_proj.weight"}
 
@@ -45,16 +45,6 @@ def swiglu_mlp(x: torch.Tensor, params: dict) -> torch.Tensor:
 
     Shapes: x (..., d), params w_gate (d_ff, d), w_up (d_ff, d), w_down (d, d_ff) -> (..., d)
     """
-    check_min_ndim("x", x, 1, "(..., d)")
-    check_float("x", x)
-    check_finite("x", all_finite(x))
-    if not isinstance(params, dict) or any(k not in params for k in SWIGLU_KEYS):
-        missing = [k for k in SWIGLU_KEYS if not isinstance(params, dict) or k not in params]
-        raise InputError(f"params: expected keys {list(SWIGLU_KEYS)}, missing {missing}")
-    d = x.shape[-1]
-    check_shape("params['w_gate']", params["w_gate"], (None, d))
-    d_ff = params["w_gate"].shape[0]
-    check_shape("params['w_up']", params["w_up"], (d_ff, d))
-    check_shape("params['w_down']", params["w_down"], (d, d_ff))
+    d, d_ff = check_swiglu(x, params, all_finite_each)
     weights = {HF_NAMES[k]: params[k] for k in SWIGLU_KEYS}
     return torch.func.functional_call(_llama_mlp(d, d_ff), weights, (x,))
