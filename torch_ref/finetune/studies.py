@@ -8,7 +8,7 @@
     pretrained-vs-scratch  the same architecture from pretrained and from random weights
     topic-news             train on brown-topics, then label four hand-written news stories
 
-Defaults are small enough for a 2-core CPU (a few hundred examples, short texts); every one of them
+Defaults are small enough for a CPU with a few cores (a few hundred examples, short texts); every one of them
 is a flag (--train-size, --max-length, --epochs, ...) to scale up on a GPU.
 """
 from __future__ import annotations
@@ -117,6 +117,50 @@ def overfit(cfg: TrainConfig, console, quiet=False, task: Task | None = None) ->
                          "plots": [str(out / "curves.png")]}, console, quiet)
 
 
+def _step_peak(model, optimizer, b: int, max_length: int, device):
+    """(peak bytes, seconds) of one training step (forward, backward, optimizer step) on a batch of b
+    random texts of max_length tokens; None when CUDA runs out of memory."""
+    import torch
+
+    from torch_ref.finetune.memory import peak_bytes
+
+    on_gpu = device.type == "cuda"
+    vocab = model.config.vocab_size
+    g = torch.Generator().manual_seed(b)
+    # Ordinary word ids (past the special tokens at the start of the vocabulary), no padding.
+    ids = torch.randint(min(1000, vocab // 2), vocab, (b, max_length), generator=g).to(device)
+    labels = torch.zeros(b, dtype=torch.long, device=device)
+
+    def step():
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=on_gpu):
+            logits = model(ids, torch.ones_like(ids))
+        torch.nn.functional.cross_entropy(logits.float(), labels).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    t0 = time.perf_counter()
+    try:
+        peak, _ = peak_bytes(step, device)
+    except torch.cuda.OutOfMemoryError:
+        optimizer.zero_grad(set_to_none=True)
+        torch.cuda.empty_cache()
+        return None
+    return peak, time.perf_counter() - t0
+
+
+def _plot_batches(rows: list[dict], cfg: TrainConfig, out: Path, budget_gb) -> list[str]:
+    measured = [r for r in rows if r["peak_gb"] is not None]
+    if not measured:
+        return []
+    from torch_ref.finetune.plots import plot_bars
+
+    return [str(plot_bars([str(r["batch"]) for r in measured],
+                          {"peak GiB per training step": [r["peak_gb"] for r in measured],
+                           "seconds per step": [r["step_s"] for r in measured]},
+                          out / "batch_size.png", f"{cfg.model} {cfg.method}, {cfg.max_length} tokens"
+                          + (f", CPU budget {budget_gb:.1f} GiB" if budget_gb else "")))]
+
+
 def batch_size(cfg: TrainConfig, console, quiet=False, budget_gb: float | None = None, max_batch: int = 1024,
                task: Task | None = None) -> dict:
     """Double the batch from 1 until a full training step (forward, backward, optimizer step) at
@@ -124,7 +168,6 @@ def batch_size(cfg: TrainConfig, console, quiet=False, budget_gb: float | None =
     the measured peak passes the budget (default: a quarter of the memory free now)."""
     import torch
 
-    from torch_ref.finetune.memory import peak_bytes
     from torch_ref.finetune.models import build_classifier, resolve_model
     from torch_ref.finetune.train import make_optimizer
 
@@ -134,31 +177,13 @@ def batch_size(cfg: TrainConfig, console, quiet=False, budget_gb: float | None =
         budget_gb = _available_gb() / 4
     model = build_classifier(cfg.spec(2), resolve_model(cfg.model)).to(device)
     optimizer = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr)
-    vocab = model.config.vocab_size
-    rows, best = [], None
-    b = 1
+    rows, best, b = [], None, 1
     while b <= max_batch:
-        g = torch.Generator().manual_seed(b)
-        # Ordinary word ids (past the special tokens at the start of the vocabulary), no padding.
-        ids = torch.randint(min(1000, vocab // 2), vocab, (b, cfg.max_length), generator=g).to(device)
-        batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": torch.zeros(b, dtype=torch.long, device=device)}
-
-        def step():
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=on_gpu):
-                logits = model(batch["input_ids"], batch["attention_mask"])
-            torch.nn.functional.cross_entropy(logits.float(), batch["labels"]).backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-
-        t0 = time.perf_counter()
-        try:
-            peak, _ = peak_bytes(step, device)
-        except torch.cuda.OutOfMemoryError:
-            optimizer.zero_grad(set_to_none=True)
-            torch.cuda.empty_cache()
+        measured = _step_peak(model, optimizer, b, cfg.max_length, device)
+        if measured is None:
             rows.append({"batch": b, "peak_gb": None, "step_s": None, "fits": False})
             break
-        seconds = time.perf_counter() - t0
+        peak, seconds = measured
         fits = on_gpu or peak / 2**30 <= budget_gb
         rows.append({"batch": b, "peak_gb": peak / 2**30, "step_s": seconds, "fits": fits})
         if not quiet:
@@ -166,19 +191,9 @@ def batch_size(cfg: TrainConfig, console, quiet=False, budget_gb: float | None =
                           + ("fits" if fits else f"[red]over the {budget_gb:.1f} GiB budget[/]"))
         if not fits:
             break
-        best = b
-        b *= 2
+        best, b = b, 2 * b
     out = Path(cfg.out)
-    plots = []
-    measured = [r for r in rows if r["peak_gb"] is not None]
-    if measured:
-        from torch_ref.finetune.plots import plot_bars
-
-        plots.append(str(plot_bars([str(r["batch"]) for r in measured],
-                                   {"peak GiB per training step": [r["peak_gb"] for r in measured],
-                                    "seconds per step": [r["step_s"] for r in measured]},
-                                   out / "batch_size.png", f"{cfg.model} {cfg.method}, {cfg.max_length} tokens"
-                                   + (f", CPU budget {budget_gb:.1f} GiB" if budget_gb else ""))))
+    plots = _plot_batches(rows, cfg, out, budget_gb)
     if not quiet:
         console.print(f"largest batch that fits: [bold]{best}[/] ({'GPU memory' if on_gpu else f'budget {budget_gb:.1f} GiB'}"
                       f", {cfg.max_length} tokens per example)")
