@@ -3,7 +3,9 @@
 Read numpy_impl/attention.py for the maths; this file mirrors it name for name. The public
 functions check their inputs in Python (shapes are static under jit) and call jitted kernels.
 scaled_dot_product_attention runs the plain jitted steps (_sdpa) unless the caller asks for
-kernel="fast" (jax_impl/flash.py's fast_attention).
+kernel="fast": as in numpy_impl, that one branch (_fast_kernel, at the end of the file) imports
+jax_impl/flash.py's fast_attention when it runs, never when this file is imported. A caller that
+wants speed can equally call jax_impl.flash.fast_attention by name.
 """
 from __future__ import annotations
 
@@ -13,7 +15,6 @@ import jax.numpy as jnp
 from triptych.common.checks import InputError, check_choice, check_finite, check_mask
 from triptych.common.backend_checks import check_bias, check_qkv
 from jax_impl._checks import all_finite, all_finite_each
-from jax_impl.flash import fast_attention
 
 __all__ = [
     "pairwise_similarities",
@@ -105,10 +106,10 @@ def _check_bias(bias, expected_shape) -> None:
 
 def scaled_dot_product_attention(q, k, v, mask=None, scale: float | None = None, kernel: str = "steps", bias=None):
     """softmax(Q K^T * scale + bias, masked) V; bias (ALiBi's, say) is optional and added after
-    scaling, as in numpy_impl. kernel="steps": the plain jitted steps (_sdpa);
-    kernel="fast": flash.fast_attention, one (batch, head) at a time so each head's scores stay in
-    cache (jax_impl/flash.py explains why), the same numbers (tested equal in
-    parity_tests/test_flash.py). Broadcast leading axes or mixed dtypes run the steps either way.
+    scaling, as in numpy_impl. kernel="steps" (the default): the plain jitted steps (_sdpa);
+    kernel="fast": jax_impl/flash.py's fast_attention (see _fast_kernel), the same numbers (tested
+    equal in parity_tests/test_flash.py). A bias, broadcast leading axes or mixed dtypes run the
+    steps either way.
 
     Shapes: q (..., T_q, D), k (..., T_k, D), v (..., T_k, D_v), mask broadcastable to
             (..., T_q, T_k), bias broadcastable to (..., T_q, T_k)
@@ -122,9 +123,8 @@ def scaled_dot_product_attention(q, k, v, mask=None, scale: float | None = None,
         _check_bias(bias, q.shape[:-1] + (k.shape[-2],))
     if scale is None:
         scale = 1.0 / float(q.shape[-1]) ** 0.5
-    # flash.fast_attention has no bias input: a biased call runs the steps whatever the kernel.
-    if kernel == "fast" and bias is None and q.shape[:-2] == k.shape[:-2] == v.shape[:-2] and q.dtype == k.dtype == v.dtype:
-        return fast_attention(q, k, v, mask, scale, need_weights=True)
+    if kernel == "fast" and _fast_kernel_fits(q, k, v, bias):
+        return _fast_kernel(q, k, v, mask, scale)
     _check_qkv(q, k, v)
     return _sdpa(q, k, v, mask, scale, bias)
 
@@ -138,3 +138,22 @@ def wrong_zero_after_softmax(scores, mask):
         raise InputError("mask: expected a bool mask (True = may attend), got None")
     check_mask("mask", mask, scores.shape)
     return jax.nn.softmax(scores, axis=-1) * mask
+
+
+# ------------------------------------------------------------------------------------------------
+# kernel="fast": the one way out of this file to a faster kernel, taken only on request.
+
+
+def _fast_kernel_fits(q, k, v, bias) -> bool:
+    """flash.fast_attention takes q, k, v of one dtype with the same leading axes, and no bias."""
+    return bias is None and q.shape[:-2] == k.shape[:-2] == v.shape[:-2] and q.dtype == k.dtype == v.dtype
+
+
+def _fast_kernel(q, k, v, mask, scale):
+    """jax_impl/flash.py's fast_attention, weights included, imported when asked for.
+
+    Shapes: q (..., T_q, D), k (..., T_k, D), v (..., T_k, D_v) -> out (..., T_q, D_v), weights (..., T_q, T_k)
+    """
+    from jax_impl.flash import fast_attention
+
+    return fast_attention(q, k, v, mask, scale, need_weights=True)

@@ -10,8 +10,12 @@ Leading axes (batch, heads, ...) are carried through untouched, so the same func
 single-head, multi-head and batched calls.
 
 scaled_dot_product_attention runs these four steps by default (kernel="steps"): the file computes
-what it reads. A caller that wants speed says so with kernel="fast" (numpy_impl/flash.py's
-fast_attention, the same numbers in cache-sized blocks on every core).
+what it reads, in the form it is read, and importing it loads nothing else of this project's
+maths. Speed lives in named kernels of their own: numpy_impl/flash.py (fast_attention, the same
+numbers in cache-sized blocks on every core; flash_attention, tiled with the online softmax) and
+numpy_impl/fast.py (in-place forms of the softmax, GELU and LayerNorm). A caller that wants speed
+calls them by name, or passes kernel="fast" here: that one branch (_fast_kernel, at the end of
+the file) imports numpy_impl.flash when it runs, never when this file is imported.
 """
 from __future__ import annotations
 
@@ -26,7 +30,6 @@ from triptych.common.checks import (
     check_mask,
 )
 from triptych.common.backend_checks import check_bias, check_qkv, numpy_finite_each
-from numpy_impl.flash import fast_attention
 
 __all__ = [
     "pairwise_similarities",
@@ -50,7 +53,8 @@ __all__ += [
     "wrong_zero_after_softmax_backward",
 ]
 
-# scaled_dot_product_attention's `kernel` argument: the four readable steps, or flash.fast_attention.
+# scaled_dot_product_attention's `kernel` argument: the four readable steps, or flash.fast_attention
+# (see _fast_kernel).
 KERNELS = ("steps", "fast")
 
 
@@ -137,14 +141,10 @@ def attn_softmax(scores: np.ndarray, mask: np.ndarray | None = None) -> np.ndarr
     row_max = np.max(masked, axis=-1, keepdims=True)
     # A fully masked row has max = -inf and (-inf) - (-inf) = NaN; shift such rows by 0 instead.
     row_max = np.where(np.isneginf(row_max), 0.0, row_max)
-    # In place from here on, reusing apply_mask's fresh array (never the caller's scores): each
-    # avoided (T_q, T_k) temporary saves a pass over memory, which is most of a GPT step's softmax.
-    e = np.subtract(masked, row_max, out=None if masked is scores else masked)
-    np.exp(e, out=e)  # exp(-inf) = 0 for masked entries
+    e = np.exp(masked - row_max)  # exp(-inf) = 0 for masked entries
     denom = np.sum(e, axis=-1, keepdims=True)
     # An all-masked row sums to 0: divide by 1 so its weights stay 0 rather than 0/0.
-    e /= np.where(denom == 0.0, 1.0, denom)
-    return e
+    return e / np.where(denom == 0.0, 1.0, denom)
 
 
 def attn_softmax_backward(dweights: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -190,10 +190,10 @@ def scaled_dot_product_attention(
     (masks.alibi_bias). It is added after scaling, where torch SDPA adds a float attn_mask, and it
     carries no gradient: the backward below is unchanged because `weights` already include it.
 
-    kernel="steps" runs the four steps above in order. kernel="fast" runs flash.fast_attention: the
-    same numbers (tested equal in parity_tests/test_flash.py) in cache-sized blocks on every core.
-    fast_attention needs q, k and v with the same leading axes and dtype; for broadcast leading axes
-    (shared keys, say) or mixed dtypes, kernel="fast" runs the steps, whose matmuls broadcast.
+    kernel="steps" (the default) runs the four steps above in order. kernel="fast" asks for
+    numpy_impl/flash.py's fast_attention (see _fast_kernel): the same numbers (tested equal in
+    parity_tests/test_flash.py) in cache-sized blocks on every core. It needs q, k and v with the
+    same leading axes and dtype and no bias; otherwise (shared keys, say) the steps run either way.
 
     Shapes: q (..., T_q, D), k (..., T_k, D), v (..., T_k, D_v), mask broadcastable to
             (..., T_q, T_k), bias broadcastable to (..., T_q, T_k)
@@ -206,9 +206,8 @@ def scaled_dot_product_attention(
     if scale is None:
         # A Python float, not np.float64: NumPy 2 would promote float32 inputs to float64.
         scale = 1.0 / math.sqrt(q.shape[-1])
-    # flash.fast_attention has no bias input: a biased call runs the steps whatever the kernel.
-    if kernel == "fast" and bias is None and q.shape[:-2] == k.shape[:-2] == v.shape[:-2] and q.dtype == k.dtype == v.dtype:
-        return fast_attention(q, k, v, mask, scale, need_weights=True)
+    if kernel == "fast" and _fast_kernel_fits(q, k, v, bias):
+        return _fast_kernel(q, k, v, mask, scale)
     _check_qkv(q, k, v)
     scores = attn_scaled(pairwise_similarities(q, k), scale)
     if bias is not None:
@@ -258,3 +257,23 @@ def wrong_zero_after_softmax_backward(dweights: np.ndarray, scores: np.ndarray, 
     """
     p = softmax(scores, axis=-1)  # recomputed: the forward's output lost p where mask is False
     return softmax_backward(dweights * mask, p)  # weights = p * mask, then p = softmax(scores)
+
+
+# ------------------------------------------------------------------------------------------------
+# kernel="fast": the one way out of this file to a faster kernel, taken only on request.
+
+
+def _fast_kernel_fits(q, k, v, bias) -> bool:
+    """flash.fast_attention takes q, k, v of one dtype with the same leading axes, and no bias."""
+    return bias is None and q.shape[:-2] == k.shape[:-2] == v.shape[:-2] and q.dtype == k.dtype == v.dtype
+
+
+def _fast_kernel(q, k, v, mask, scale):
+    """numpy_impl/flash.py's fast_attention, weights included. Imported here, when asked for, so
+    importing this file never loads flash.py (or its thread pool and threadpoolctl).
+
+    Shapes: q (..., T_q, D), k (..., T_k, D), v (..., T_k, D_v) -> out (..., T_q, D_v), weights (..., T_q, T_k)
+    """
+    from numpy_impl.flash import fast_attention
+
+    return fast_attention(q, k, v, mask, scale, need_weights=True)

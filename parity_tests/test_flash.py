@@ -2,6 +2,8 @@
 gradients, NumPy and JAX against torch (F.scaled_dot_product_attention + autograd), and
 scaled_dot_product_attention(kernel="fast") against the readable four steps (kernel="steps")."""
 import math
+import subprocess
+import sys
 import tracemalloc
 
 import jax
@@ -168,15 +170,27 @@ def test_the_default_kernel_is_the_readable_steps(backend, monkeypatch):
     flash.fast_attention, and with it, it does."""
     from jax_impl import attention as jatt
 
-    mod = {"numpy": natt, "jax": jatt}[backend]
+    mod, kernels = {"numpy": (natt, nflash), "jax": (jatt, jflash)}[backend]
     calls = []
-    real = mod.fast_attention
-    monkeypatch.setattr(mod, "fast_attention", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    real = kernels.fast_attention
+    monkeypatch.setattr(kernels, "fast_attention", lambda *a, **kw: calls.append(1) or real(*a, **kw))
     q, k, v = _qkv(np.random.default_rng(7), (2,), 5, 6, 4, 4, np.float64)
     mod.scaled_dot_product_attention(q, k, v)
     assert calls == []
     mod.scaled_dot_product_attention(q, k, v, kernel="fast")
     assert calls == [1]
+
+
+@pytest.mark.parametrize("backend", ["numpy_impl", "jax_impl"])
+def test_importing_the_readable_files_loads_no_fast_kernel(backend):
+    """The readable attention and multi-head files load neither flash.py nor threadpoolctl (its
+    thread pool's helper): kernel="fast" imports them only when a call asks for it."""
+    code = (f"import sys, {backend}.attention, {backend}.multihead\n"
+            f"loaded = [m for m in ('{backend}.flash', 'numpy_impl.flash', 'numpy_impl.fast', 'threadpoolctl') "
+            "if m in sys.modules]\n"
+            "assert not loaded, loaded\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 def test_fast_kernel_runs_the_steps_when_leading_axes_broadcast():
