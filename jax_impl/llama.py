@@ -1,7 +1,8 @@
 """The Llama-style decoder in JAX: numpy_impl/llama.py's forward (read it for the maths), written with
-jax_impl's own pieces (rms_norm, apply_rope, grouped_query_attention, swiglu_mlp, cross_entropy,
-cached_attention), differentiated by jax.value_and_grad and compiled whole by jax.jit (the config
-is a static argument: each configuration compiles once per input shape).
+jax_impl's own pieces, one layer wired once in jax_impl/llama_block.llama_layer (the full forward
+and KV-cache decoding differ only in its `attend`), differentiated by jax.value_and_grad and
+compiled whole by jax.jit (the config is a static argument: each configuration compiles once per
+input shape).
 
     x = embed[idx]
     n_layers times:  x = x + W_o gqa(rope(W_q h), rope(W_k h), W_v h),  h = rms_norm(x)
@@ -18,51 +19,32 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from triptych.common.checks import InputError, check_ndim
-from triptych.common.llama_config import LlamaConfig, check_llama_params
-from jax_impl.gqa import grouped_query_attention
+from triptych.common.llama_config import LAYER_KEYS, LlamaConfig, check_llama_params
+from triptych.common.token_checks import check_count, check_kv_caches, check_token_ids
+from jax_impl import llama_block
 from jax_impl.kvcache import cached_attention
 from jax_impl.losses import cross_entropy
-from jax_impl.masks import make_causal_mask
-from jax_impl.multihead import merge_heads, split_heads
 from jax_impl.norms import rms_norm
-from jax_impl.positional import apply_rope
-from jax_impl.swiglu import swiglu_mlp
 
 __all__ = ["llama_forward", "llama_hidden_states", "llama_loss", "llama_loss_and_grads", "llama_forward_cached",
            "llama_decode_incrementally", "llama_generate"]
 
 
-def _layer(params: dict, i: int, part: str) -> dict:
-    pre = f"layers.{i}.{part}."
-    return {k[len(pre):]: v for k, v in params.items() if k.startswith(pre)}
+def layer_params(params: dict, i: int) -> dict:
+    """Layer i's weights under llama_block's LAYER_KEYS."""
+    return {k: params[f"layers.{i}.{k}"] for k in LAYER_KEYS}
 
 
 def _head(params, config: LlamaConfig):
     return params["embed.weight"] if config.tie_embeddings else params["lm_head.weight"]
 
 
-def _qkv(h, p, config: LlamaConfig, positions):
-    """Shapes: h (B, T, C) -> q (B, H, T, D), k, v (B, H_kv, T, D); q, k rotated at `positions`"""
-    q = split_heads(h @ p["w_q"].T, config.n_heads)
-    k = split_heads(h @ p["w_k"].T, config.n_kv_heads)
-    v = split_heads(h @ p["w_v"].T, config.n_kv_heads)
-    rope = dict(positions=positions, base=config.rope_base, layout=config.rope_layout)
-    return apply_rope(q, **rope), apply_rope(k, **rope), v
-
-
 def _hidden(params, idx, config: LlamaConfig):
-    T = idx.shape[1]
-    positions, mask = np.arange(T), make_causal_mask(T)
+    positions = np.arange(idx.shape[1])  # a constant: RoPE's tables fold into the compiled program
     x = params["embed.weight"][idx]  # (B, T, C)
     states = [x]
     for i in range(config.n_layers):  # layers, not positions: unrolled once per depth
-        pre = f"layers.{i}."
-        q, k, v = _qkv(rms_norm(x, params[pre + "attn_norm.weight"], config.norm_eps), _layer(params, i, "attn"),
-                       config, positions)
-        a, _ = grouped_query_attention(q, k, v, mask)
-        x = x + merge_heads(a) @ params[pre + "attn.w_o"].T
-        x = x + swiglu_mlp(rms_norm(x, params[pre + "mlp_norm.weight"], config.norm_eps), _layer(params, i, "mlp"))
+        x, _ = llama_block.llama_layer(x, layer_params(params, i), config, positions)
         states.append(x)
     return states
 
@@ -82,47 +64,33 @@ _jit_loss = jax.jit(_loss, static_argnums=3)
 _jit_loss_and_grads = jax.jit(jax.value_and_grad(_loss), static_argnums=3)
 
 
+def _cached_attend(kv):
+    """llama_block's attend against one layer's KV cache (None: empty), kvcache.cached_attention."""
+    def attend(q, k, v):
+        a, new_kv = cached_attention(q, k, v, kv)
+        return a, None, new_kv
+    return attend
+
+
 def _step(params, idx, caches, config: LlamaConfig):
     t_past = 0 if caches[0] is None else caches[0]["k"].shape[2]
     positions = t_past + np.arange(idx.shape[1])  # static: shapes are known at trace time
     x = params["embed.weight"][idx]
     new_caches = []
     for i in range(config.n_layers):
-        pre = f"layers.{i}."
-        q, k, v = _qkv(rms_norm(x, params[pre + "attn_norm.weight"], config.norm_eps), _layer(params, i, "attn"),
-                       config, positions)
-        a, cache = cached_attention(q, k, v, caches[i])
-        x = x + merge_heads(a) @ params[pre + "attn.w_o"].T
-        x = x + swiglu_mlp(rms_norm(x, params[pre + "mlp_norm.weight"], config.norm_eps), _layer(params, i, "mlp"))
-        new_caches.append(cache)
+        x, acts = llama_block.llama_layer(x, layer_params(params, i), config, positions, _cached_attend(caches[i]))
+        new_caches.append(acts.attn.kv)
     return rms_norm(x, params["norm.weight"], config.norm_eps) @ _head(params, config).T, new_caches
 
 
 _jit_step = jax.jit(_step, static_argnums=3)
 
 
-def _check_idx(name: str, idx):
-    idx = jnp.asarray(idx)
-    check_ndim(name, idx, 2, "(B, T) token ids")
-    if not jnp.issubdtype(idx.dtype, jnp.integer):
-        raise InputError(f"{name}: expected integer token ids, got dtype {idx.dtype}")
-    if idx.shape[1] == 0:
-        raise InputError(f"{name}: expected at least one position, got shape {tuple(idx.shape)}")
-    return idx
-
-
-def _check_ids(name: str, idx, vocab_size: int):
-    # Indexing out of range clamps silently in JAX, so the ids are checked before the jitted call.
-    lo, hi = int(idx.min()), int(idx.max())
-    if lo < 0 or hi >= vocab_size:
-        raise InputError(f"{name}: expected token ids in [0, {vocab_size}), got values in [{lo}, {hi}]")
-
-
 def _checked(params, idx, config: LlamaConfig):
     check_llama_params(params, config)
-    idx = _check_idx("idx", idx)
-    _check_ids("idx", idx, config.vocab_size)
-    return idx
+    # Indexing out of range clamps silently in JAX, so the ids are checked before the jitted call.
+    check_token_ids("idx", idx, config.vocab_size)
+    return jnp.asarray(idx)
 
 
 def llama_forward(params: dict, idx, config: LlamaConfig):
@@ -151,17 +119,6 @@ def llama_loss_and_grads(params: dict, idx, targets, config: LlamaConfig):
     return _jit_loss_and_grads(params, _checked(params, idx, config), jnp.asarray(targets), config)
 
 
-def _check_caches(caches, config: LlamaConfig) -> None:
-    if caches is None:
-        return
-    if not isinstance(caches, (list, tuple)) or len(caches) != config.n_layers:
-        raise InputError(f"caches: expected None or a list of n_layers={config.n_layers} {{'k', 'v'}} caches, "
-                         f"got {type(caches).__name__} of length {len(caches) if hasattr(caches, '__len__') else '?'}")
-    lengths = {int(c["k"].shape[2]) for c in caches}
-    if len(lengths) != 1:
-        raise InputError(f"caches: expected every layer's cache to hold the same number of positions, got {sorted(lengths)}")
-
-
 def llama_forward_cached(params: dict, idx, config: LlamaConfig, caches=None):
     """Only the new tokens, against each layer's KV cache (None: empty), at positions t_past + t.
 
@@ -169,24 +126,17 @@ def llama_forward_cached(params: dict, idx, config: LlamaConfig, caches=None):
             -> logits (B, T_new, V), the extended caches
     """
     idx = _checked(params, idx, config)
-    _check_caches(caches, config)
+    check_kv_caches(caches, config.n_layers)
     caches = [None] * config.n_layers if caches is None else list(caches)
     return _jit_step(params, idx, caches, config)
-
-
-def _check_count(name: str, value, low: int, high: int | None = None) -> None:
-    ok = not isinstance(value, bool) and isinstance(value, (int, np.integer)) and value >= low
-    if not ok or (high is not None and value > high):
-        span = f"[{low}, {high}]" if high is not None else f">= {low}"
-        raise InputError(f"{name}: expected an integer {span}, got {value!r}")
 
 
 def llama_decode_incrementally(params: dict, idx, config: LlamaConfig, prefill: int = 1):
     """`prefill` tokens in one call, then one per call (a Python loop by nature: each step needs the
     previous step's cache). Shapes: idx (B, T) ints -> logits (B, T, V)"""
-    idx = _check_idx("idx", idx)
+    idx = _checked(params, idx, config)
     T = idx.shape[1]
-    _check_count("prefill", prefill, 1, T)
+    check_count("prefill", prefill, 1, T)
     logits, caches = llama_forward_cached(params, idx[:, :prefill], config)
     outs = [logits]
     for t in range(prefill, T):
@@ -197,8 +147,8 @@ def llama_decode_incrementally(params: dict, idx, config: LlamaConfig, prefill: 
 
 def llama_generate(params: dict, idx, config: LlamaConfig, max_new_tokens: int):
     """Greedy decoding with the KV cache. Shapes: idx (B, T) ints -> (B, T + max_new_tokens) ints"""
-    idx = _check_idx("idx", idx)
-    _check_count("max_new_tokens", max_new_tokens, 0)
+    idx = _checked(params, idx, config)
+    check_count("max_new_tokens", max_new_tokens, 0)
     if max_new_tokens == 0:
         return idx
     out = [idx]

@@ -1,39 +1,161 @@
-"""One layer of the Llama-style decoder on its own: causal self-attention with RoPE, and the pre-norm
-block around it. The same maths as numpy_impl/llama.py's layers (whose forward and backward these
-call), addressed by one layer's weights rather than a whole model's, for code written a layer at a
-time (Stanford CS336's TransformerBlock, Meta's original Llama `Attention` and `TransformerBlock`).
+"""One layer of the Llama-style decoder: the ONE place its wiring is written in NumPy. The full model
+(numpy_impl/llama.py, forward, backward and KV-cache decoding), the fixed-cache decoder
+(numpy_impl/llama_decode.py) and the tracer (triptych/pretrained/trace.py) all run llama_layer and
+read its activations by name, as llm.c names the activations of its GPT-2 layer.
 
-    rope_self_attention   out = merge(softmax(rope(q) rope(k)^T / sqrt(D), causal) v) W_o^T
-                          q, k, v = x W_q^T, x W_k^T, x W_v^T split into n_heads heads of D
-    llama_block           x = x + rope_self_attention(rms_norm(x, attn_norm))
-                          x = x + swiglu_mlp(rms_norm(x, mlp_norm))
+    llama_layer           attn_norm = rms_norm(x)
+                          q, k, v = split_heads(attn_norm W^T)    H query heads, H_kv key/value heads
+                          q_rope, k_rope = rope(q), rope(k)       at `positions`
+                          attention = merge(attend(q_rope, k_rope, v))  causal GQA by default
+                          resid_attn = x + attention W_o^T
+                          out = resid_attn + swiglu_mlp(rms_norm(resid_attn))
+    rope_self_attention   the attention half alone, every head its own keys (Stanford CS336's
+                          multihead_self_attention_with_rope, Meta's original Llama `Attention`)
+    llama_block           llama_layer addressed by sizes instead of a LlamaConfig (CS336's
+                          TransformerBlock, Meta's `TransformerBlock`)
 
-`layout` pairs RoPE's channels: "interleaved" (2i, 2i+1; RoFormer, Meta's code, CS336) by default
-here, "half" (i, i + D/2; Hugging Face). Positions default to 0..T-1; (B, T) positions give each
-sequence its own (packed sequences, a cache at different offsets).
+`attend(q_rope, k_rope, v) -> (a, weights, kv)` is the one thing that differs between the callers:
+causal attention over the T positions given (weights kept for the backward), or attention over a
+KV cache (kv: the cache after this call). `layout` pairs RoPE's channels: "interleaved" (2i, 2i+1;
+RoFormer, Meta's code, CS336) by default in llama_block, "half" (i, i + D/2; Hugging Face).
 
-Weights, linear ones (d_out, d_in) applied as x @ W.T, no biases:
-    rope_self_attention   w_q, w_k, w_v (C, C), w_o (C, C)
-    llama_block           attn_norm.weight (C,), attn.w_q ... attn.w_o, mlp_norm.weight (C,),
-                          mlp.w_gate, mlp.w_up (d_ff, C), mlp.w_down (C, d_ff)
+Weights, linear ones (d_out, d_in) applied as x @ W.T, no biases (common.llama_config.LAYER_KEYS):
+    attn_norm.weight (C,), attn.w_q (H*D, C), attn.w_k, attn.w_v (H_kv*D, C), attn.w_o (C, H*D),
+    mlp_norm.weight (C,), mlp.w_gate, mlp.w_up (d_ff, C), mlp.w_down (C, d_ff)
 """
 from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
 from triptych.common.llama_config import LAYER_ATTN_KEYS, LAYER_KEYS, LlamaConfig, check_layer_inputs
-from numpy_impl import llama
+from numpy_impl import swiglu
+from numpy_impl.gqa import grouped_query_attention, grouped_query_attention_backward
 from numpy_impl.masks import make_causal_mask
+from numpy_impl.multihead import linear, linear_backward, merge_heads, merge_heads_backward, split_heads, split_heads_backward
+from numpy_impl.norms import rms_norm_backward, rms_norm_forward
+from numpy_impl.positional import apply_rope, apply_rope_backward
 
-__all__ = ["rope_self_attention", "llama_block"]
+__all__ = ["rope_self_attention", "llama_block", "llama_layer"]
 # The (out, cache) forwards exist for the hand-written backward; JAX and torch differentiate automatically.
-__backend_only__ = ["rope_self_attention_forward", "llama_block_forward"]
+__backend_only__ = ["rope_self_attention_forward", "llama_block_forward", "AttentionCache", "LlamaLayerCache"]
 
 ATTN_KEYS, BLOCK_KEYS = LAYER_ATTN_KEYS, LAYER_KEYS
+MLP_KEYS = ("w_gate", "w_up", "w_down")
+
+
+class AttentionCache(NamedTuple):
+    """The attention half's activations, in forward order (kept for the backward and the tracer)."""
+    h: np.ndarray  # (B, T, C) the attention's input (the normed residual stream)
+    p: dict  # w_q (H*D, C), w_k, w_v (H_kv*D, C), w_o (C, H*D)
+    positions: np.ndarray  # (T,) or (B, T) the absolute positions RoPE rotated q and k by
+    q: np.ndarray  # (B, H, T, D) h W_q^T in heads, before RoPE
+    k: np.ndarray  # (B, H_kv, T, D)
+    v: np.ndarray  # (B, H_kv, T, D) never rotated
+    q_rope: np.ndarray  # (B, H, T, D)
+    k_rope: np.ndarray  # (B, H_kv, T, D)
+    weights: np.ndarray | None  # (B, H, T, T) softmax probabilities; None when attending a KV cache
+    kv: Any  # the KV cache after this call ({"k", "v"}: (B, H_kv, T_past + T, D)), None without one
+    attention: np.ndarray  # (B, T, H*D) merged heads, o_proj's input
+    o_proj: np.ndarray  # (B, T, C) attention W_o^T
+
+
+class LlamaLayerCache(NamedTuple):
+    """One layer's activations, in forward order (the names trace.LLAMA_STEPS reports)."""
+    x: np.ndarray  # (B, T, C) the layer's input
+    attn_norm: np.ndarray  # (B, T, C) rms_norm(x, attn_norm.weight)
+    attn_norm_cache: tuple  # norms.rms_norm_forward's cache
+    attn: AttentionCache  # q, k, v, q_rope, k_rope, weights, attention, o_proj
+    resid_attn: np.ndarray  # (B, T, C) x + o_proj
+    mlp_norm: np.ndarray  # (B, T, C) rms_norm(resid_attn, mlp_norm.weight)
+    mlp_norm_cache: tuple
+    gate: np.ndarray  # (B, T, d_ff) mlp_norm W_gate^T, before SiLU
+    up: np.ndarray  # (B, T, d_ff) mlp_norm W_up^T
+    mlp: np.ndarray  # (B, T, C) swiglu_mlp(mlp_norm)
+    mlp_cache: tuple  # swiglu.swiglu_mlp_forward's cache
+    out: np.ndarray  # (B, T, C) resid_attn + mlp, the layer's output
+
+
+def causal_attend(q, k, v):
+    """attend for a whole sequence: query t sees keys 0..t. Shapes: q (B, H, T, D), k, v (B, H_kv, T, D)
+    -> a (B, H, T, D), weights (B, H, T, T), kv None"""
+    a, weights = grouped_query_attention(q, k, v, make_causal_mask(q.shape[2]))
+    return a, weights, None
+
+
+def attention_forward(h, p: dict, config: LlamaConfig, positions, attend: Callable = causal_attend):
+    """Grouped-query self-attention with RoPE. p: w_q, w_k, w_v, w_o.
+
+    Shapes: h (B, T, C), positions (T,) or (B, T) -> out (B, T, C), AttentionCache
+    """
+    q = split_heads(linear(h, p["w_q"]), config.n_heads)  # (B, H, T, D)
+    k = split_heads(linear(h, p["w_k"]), config.n_kv_heads)  # (B, H_kv, T, D)
+    v = split_heads(linear(h, p["w_v"]), config.n_kv_heads)
+    rope = dict(positions=positions, base=config.rope_base, layout=config.rope_layout)
+    q_rope, k_rope = apply_rope(q, **rope), apply_rope(k, **rope)  # queries and keys only, never values
+    a, weights, kv = attend(q_rope, k_rope, v)  # (B, H, T, D)
+    attention = merge_heads(a)  # (B, T, H*D)
+    o_proj = linear(attention, p["w_o"])
+    return o_proj, AttentionCache(h, p, positions, q, k, v, q_rope, k_rope, weights, kv, attention, o_proj)
+
+
+def attention_backward(dout, cache: AttentionCache, config: LlamaConfig):
+    """Shapes: dout (B, T, C) -> dh (B, T, C), grads {w_q, w_k, w_v, w_o}"""
+    c, g = cache, {}
+    dattention, g["w_o"], _ = linear_backward(dout, c.attention, c.p["w_o"])  # o_proj = attention W_o^T
+    da = merge_heads_backward(dattention, config.n_heads)  # attention = merge_heads(a)
+    dq, dk, dv = grouped_query_attention_backward(da, c.q_rope, c.k_rope, c.v, c.weights)  # KV groups summed
+    rope = dict(positions=c.positions, base=config.rope_base, layout=config.rope_layout)
+    dq, dk = apply_rope_backward(dq, **rope), apply_rope_backward(dk, **rope)  # q_rope, k_rope = rope(q), rope(k)
+    dh = np.zeros_like(c.h)
+    for name, d in (("w_q", dq), ("w_k", dk), ("w_v", dv)):  # q, k, v = split_heads(h W^T): h feeds all three
+        dh_part, g[name], _ = linear_backward(split_heads_backward(d), c.h, c.p[name])
+        dh += dh_part
+    return dh, g
+
+
+def _part(p: dict, part: str) -> dict:
+    return {k[len(part) + 1:]: v for k, v in p.items() if k.startswith(part + ".")}
+
+
+def llama_layer(x, p: dict, config: LlamaConfig, positions, attend: Callable = causal_attend):
+    """One pre-norm decoder layer: x + attn(rms_norm(x)), then + swiglu_mlp(rms_norm(x)).
+    p: the layer's LAYER_KEYS (no `layers.{i}.` prefix).
+
+    Shapes: x (B, T, C), positions (T,) or (B, T) -> out (B, T, C), LlamaLayerCache
+    """
+    attn_norm, n1 = rms_norm_forward(x, p["attn_norm.weight"], config.norm_eps)
+    o_proj, attn = attention_forward(attn_norm, _part(p, "attn"), config, positions, attend)
+    resid_attn = x + o_proj
+    mlp_norm, n2 = rms_norm_forward(resid_attn, p["mlp_norm.weight"], config.norm_eps)
+    mlp, mlp_cache = swiglu.swiglu_mlp_forward(mlp_norm, _part(p, "mlp"))  # read at call time: tests replace it
+    gate, up = mlp_cache[4][0], mlp_cache[1]  # the products swiglu_mlp formed: its silu input and up
+    out = resid_attn + mlp
+    return out, LlamaLayerCache(x, attn_norm, n1, attn, resid_attn, mlp_norm, n2, gate, up, mlp, mlp_cache, out)
+
+
+def llama_layer_backward(dout, cache: LlamaLayerCache, config: LlamaConfig):
+    """Shapes: dout (B, T, C) -> dx (B, T, C), grads {LAYER_KEYS}"""
+    grads = {}
+    # out = resid_attn + mlp(rms_norm(resid_attn)): the residual passes dout through, the branch adds its part.
+    dmlp_norm, g = swiglu.swiglu_mlp_backward(dout, cache.mlp_cache)
+    grads.update({"mlp." + k: t for k, t in g.items()})
+    dresid, grads["mlp_norm.weight"] = rms_norm_backward(dmlp_norm, cache.mlp_norm_cache)
+    dresid = dresid + dout
+    # resid_attn = x + attn(rms_norm(x))
+    dattn_norm, g = attention_backward(dresid, cache.attn, config)
+    grads.update({"attn." + k: t for k, t in g.items()})
+    dx, grads["attn_norm.weight"] = rms_norm_backward(dattn_norm, cache.attn_norm_cache)
+    return dx + dresid, {k: grads[k] for k in LAYER_KEYS}
+
+
+# ----------------------------------------------------------------------------------------------
+# addressed by sizes (CS336): the one-layer LlamaConfig these weights describe
 
 
 def _config(x, params: dict, keys, n_heads: int, base: float, layout: str, eps: float, d_ff: int = 1) -> LlamaConfig:
-    """The one-layer LlamaConfig these weights describe (every head its own keys: n_kv_heads = n_heads)."""
+    """Every head its own keys: n_kv_heads = n_heads."""
     check_layer_inputs(x, params, keys)
     return LlamaConfig(vocab_size=1, block_size=max(int(x.shape[1]), 1), d_model=int(x.shape[-1]), n_layers=1,
                        n_heads=n_heads, n_kv_heads=n_heads, d_ff=d_ff, rope_base=base, rope_layout=layout,
@@ -48,14 +170,14 @@ def rope_self_attention_forward(x: np.ndarray, params: dict, n_heads: int, posit
                                 layout: str = "interleaved"):
     """Shapes: x (B, T, C), positions (T,) or (B, T) -> out (B, T, C), cache"""
     config = _config(x, params, ATTN_KEYS, n_heads, base, layout, 1e-5)
-    out, cache = llama.attention_forward(x, params, config, _positions(x, positions), make_causal_mask(x.shape[1]))
+    out, cache = attention_forward(x, params, config, _positions(x, positions))
     return out, (cache, config)
 
 
 def rope_self_attention_backward(dout: np.ndarray, cache):
     """Shapes: dout (B, T, C) -> dx (B, T, C), grads {w_q, w_k, w_v, w_o}"""
     inner, config = cache
-    return llama.attention_backward(dout, inner, config)
+    return attention_backward(dout, inner, config)
 
 
 def rope_self_attention(x: np.ndarray, params: dict, n_heads: int, positions=None, base: float = 10000.0,
@@ -69,17 +191,14 @@ def llama_block_forward(x: np.ndarray, params: dict, n_heads: int, positions=Non
     """Shapes: x (B, T, C) -> out (B, T, C), cache"""
     d_ff = int(params["mlp.w_gate"].shape[0]) if isinstance(params, dict) and "mlp.w_gate" in params else 1
     config = _config(x, params, BLOCK_KEYS, n_heads, base, layout, eps, d_ff)
-    layer = {f"layers.0.{k}": v for k, v in params.items()}
-    out, cache = llama.block_forward(x, layer, 0, config, _positions(x, positions), make_causal_mask(x.shape[1]))
+    out, cache = llama_layer(x, params, config, _positions(x, positions))
     return out, (cache, config)
 
 
 def llama_block_backward(dout: np.ndarray, cache):
     """Shapes: dout (B, T, C) -> dx (B, T, C), grads {BLOCK_KEYS}"""
     inner, config = cache
-    grads: dict = {}
-    dx = llama.block_backward(dout, inner, 0, config, grads)
-    return dx, {k[len("layers.0."):]: g for k, g in grads.items()}
+    return llama_layer_backward(dout, inner, config)
 
 
 def llama_block(x: np.ndarray, params: dict, n_heads: int, positions=None, base: float = 10000.0,

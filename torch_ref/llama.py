@@ -31,13 +31,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from triptych.common.checks import InputError, check_ndim
-from triptych.common.llama_config import LlamaConfig, check_llama_params, hf_key, llama_param_shapes
+from triptych.common.checks import InputError
+from triptych.common.llama_config import LAYER_KEYS, LlamaConfig, check_llama_params, hf_key, llama_param_shapes
+from triptych.common.token_checks import check_count, check_kv_caches, check_token_ids
+from torch_ref import llama_block
 from torch_ref.kvcache import cached_attention
 from torch_ref.losses import cross_entropy
 from torch_ref.norms import rms_norm
-from torch_ref.positional import apply_rope, rope_cos_sin, rope_half_to_interleaved, rope_interleaved_to_half
-from torch_ref.swiglu import swiglu_mlp
+from torch_ref.positional import rope_cos_sin, rope_half_to_interleaved, rope_interleaved_to_half
 
 __all__ = ["llama_forward", "llama_hidden_states", "llama_loss", "llama_loss_and_grads", "llama_forward_cached",
            "llama_decode_incrementally", "llama_generate",
@@ -169,16 +170,8 @@ def hf_loss_and_grads(params: dict, idx, targets, config: LlamaConfig, dtype: to
 
 
 def _check_idx(idx, config: LlamaConfig) -> torch.Tensor:
-    idx = torch.as_tensor(np.asarray(idx) if not isinstance(idx, torch.Tensor) else idx)
-    check_ndim("idx", idx, 2, "(B, T) token ids")
-    if idx.dtype.is_floating_point or idx.dtype == torch.bool:
-        raise InputError(f"idx: expected integer token ids, got dtype {idx.dtype}")
-    if idx.shape[1] == 0:
-        raise InputError(f"idx: expected at least one position, got shape {tuple(idx.shape)}")
-    if int(idx.min()) < 0 or int(idx.max()) >= config.vocab_size:
-        raise InputError(f"idx: expected token ids in [0, {config.vocab_size}), got values in "
-                         f"[{int(idx.min())}, {int(idx.max())}]")
-    return idx.long()
+    check_token_ids("idx", idx, config.vocab_size)
+    return torch.as_tensor(np.asarray(idx) if not isinstance(idx, torch.Tensor) else idx).long()
 
 
 def _as_torch(params: dict, config: LlamaConfig) -> dict:
@@ -186,14 +179,17 @@ def _as_torch(params: dict, config: LlamaConfig) -> dict:
     return {k: _tensor(v) for k, v in params.items()}
 
 
-def _heads(y: torch.Tensor, n: int) -> torch.Tensor:
-    B, T, _ = y.shape
-    return y.view(B, T, n, -1).transpose(1, 2)  # (B, n, T, D)
-
-
 @lru_cache(maxsize=64)
 def _positions(t_past: int, t_new: int) -> np.ndarray:
     return np.arange(t_past, t_past + t_new)
+
+
+def _cached_attend(kv):
+    """llama_block's attend against one layer's cache (None: empty), torch_ref.kvcache.cached_attention."""
+    def attend(q, k, v):
+        a, new_kv = cached_attention(q, k, v, kv)
+        return a, None, new_kv
+    return attend
 
 
 def _run(p: dict, idx: torch.Tensor, config: LlamaConfig, caches=None, use_cache: bool = False,
@@ -203,25 +199,16 @@ def _run(p: dict, idx: torch.Tensor, config: LlamaConfig, caches=None, use_cache
     t_past = 0 if caches is None else int(caches[0]["k"].shape[2])
     caches = [None] * config.n_layers if caches is None else caches
     positions = _positions(t_past, idx.shape[1])
-    rope = dict(positions=positions, base=float(config.rope_base), layout=config.rope_layout)
     x = F.embedding(idx, p["embed.weight"])
     new_caches = []
     if states is not None:
         states.append(x)
     for i in range(config.n_layers):
-        pre = f"layers.{i}."
-        h = rms_norm(x, p[pre + "attn_norm.weight"], config.norm_eps)
-        q = apply_rope(_heads(F.linear(h, p[pre + "attn.w_q"]), config.n_heads), **rope)
-        k = apply_rope(_heads(F.linear(h, p[pre + "attn.w_k"]), config.n_kv_heads), **rope)
-        v = _heads(F.linear(h, p[pre + "attn.w_v"]), config.n_kv_heads)
-        if not use_cache:
-            a = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
-        else:
-            a, cache = cached_attention(q, k, v, caches[i])
-            new_caches.append(cache)
-        x = x + F.linear(a.transpose(1, 2).flatten(2), p[pre + "attn.w_o"])
-        mlp = {n: p[pre + "mlp." + n] for n in ("w_gate", "w_up", "w_down")}
-        x = x + swiglu_mlp(rms_norm(x, p[pre + "mlp_norm.weight"], config.norm_eps), mlp)
+        layer = {k: p[f"layers.{i}.{k}"] for k in LAYER_KEYS}
+        attend = _cached_attend(caches[i]) if use_cache else llama_block.causal_attend
+        x, acts = llama_block.llama_layer(x, layer, config, positions, attend)
+        if use_cache:
+            new_caches.append(acts.attn.kv)
         if states is not None:
             states.append(x)
     head = p["embed.weight"] if config.tie_embeddings else p["lm_head.weight"]
@@ -269,18 +256,8 @@ def llama_forward_cached(params: dict, idx, config: LlamaConfig, caches=None):
     Shapes: idx (B, T_new), caches: n_layers {"k": (B, H_kv, T_past, D), "v": ...} or None
             -> logits (B, T_new, V), the extended caches
     """
-    if caches is not None and (not isinstance(caches, (list, tuple)) or len(caches) != config.n_layers):
-        raise InputError(f"caches: expected None or a list of n_layers={config.n_layers} {{'k', 'v'}} caches")
-    if caches is not None and len({int(c["k"].shape[2]) for c in caches}) != 1:
-        raise InputError("caches: expected every layer's cache to hold the same number of positions")
+    check_kv_caches(caches, config.n_layers)
     return _run(_as_torch(params, config), _check_idx(idx, config), config, caches, use_cache=True)
-
-
-def _check_count(name: str, value, low: int, high: int | None = None) -> None:
-    ok = not isinstance(value, bool) and isinstance(value, (int, np.integer)) and value >= low
-    if not ok or (high is not None and value > high):
-        span = f"[{low}, {high}]" if high is not None else f">= {low}"
-        raise InputError(f"{name}: expected an integer {span}, got {value!r}")
 
 
 @torch.no_grad()
@@ -288,7 +265,7 @@ def llama_decode_incrementally(params: dict, idx, config: LlamaConfig, prefill: 
     """`prefill` tokens in one call, then one per call. Shapes: idx (B, T) -> logits (B, T, V)"""
     idx = _check_idx(idx, config)
     T = idx.shape[1]
-    _check_count("prefill", prefill, 1, T)
+    check_count("prefill", prefill, 1, T)
     logits, caches = llama_forward_cached(params, idx[:, :prefill], config)
     outs = [logits]
     for t in range(prefill, T):
@@ -301,7 +278,7 @@ def llama_decode_incrementally(params: dict, idx, config: LlamaConfig, prefill: 
 def llama_generate(params: dict, idx, config: LlamaConfig, max_new_tokens: int) -> torch.Tensor:
     """Greedy decoding with the KV cache. Shapes: idx (B, T) -> (B, T + max_new_tokens) ints"""
     idx = _check_idx(idx, config)
-    _check_count("max_new_tokens", max_new_tokens, 0)
+    check_count("max_new_tokens", max_new_tokens, 0)
     out = [idx]
     if max_new_tokens:
         logits, caches = llama_forward_cached(params, idx, config)

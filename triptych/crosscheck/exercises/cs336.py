@@ -97,7 +97,7 @@ HALF = ("cs336_rope_half_layout", "RoPE pairing channel i with i + d/2 (Hugging 
         _fix("numpy_impl.positional", "_rotate_pairs", "pairs = x.reshape"))
 POST = ("cs336_block_post_norm", "a POST-norm block: x = norm(x + attn(x)), then norm(x + ffn(x))",
         "the handout's block is pre-norm: x + attn(norm(x)), then x + ffn(norm(x)); the residual stream itself "
-        "is never normalised", _fix("numpy_impl.llama", "block_forward", "x = x + a"))
+        "is never normalised", _fix("numpy_impl.llama_block", "llama_layer", "resid_attn = x + o_proj"))
 SWAP = ("cs336_swiglu_gate_up_swapped", "SwiGLU with gate and up swapped: silu(x W3^T) * (x W1^T)",
         "W1 is the gate (inside SiLU) and W3 the up projection: silu(x W1^T) * (x W3^T), then W2",
         _fix("numpy_impl.swiglu", "swiglu_mlp_forward", "silu"))
