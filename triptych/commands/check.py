@@ -4,7 +4,8 @@ Every function or class in FILE that has the name of an exercise is run in a san
 process (time and memory limits; its crashes are verdicts), on the exercise's cases, and compared
 with NumPy, JAX and torch in this process; a failing output that matches a known mistake is named.
 DIR is a package or project (one submission: a CS336 repository is graded through its
-tests/adapters.py) or a class folder (one row per student file, package or project).
+tests/adapters.py) or a class folder (one row per student file, package or project; -j N grades N
+at once). --format gradescope|junit and --report write what a course's tools read (docs/gradescope.md).
 Exit codes: 0 all cases pass, 1 any case fails, 2 misuse (no such file, unknown exercise); with
 --json, misuse prints {"error": "..."} on stdout too."""
 from __future__ import annotations

@@ -4,7 +4,9 @@ check_file reads the file without running it (ast) to find which exercises it an
 framework it probably uses, runs it in one sandboxed worker (which reports what the code really
 imported: the framework follows that), and judges each case in this process. check_path also takes
 a package or project folder (one submission: CS336's tests/adapters.py, or the package's modules
-that define exercise names) and a class folder (one report per student file, package or project).
+that define exercise names) and a class folder (one report per student file, package or project,
+several graded at once: classroom/parallel.py). What a class's grades become (Gradescope, JUnit, a
+class page) lives in classroom/.
 """
 from __future__ import annotations
 
