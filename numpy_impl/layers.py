@@ -119,12 +119,11 @@ def layer_norm_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps:
     """
     check_float("x", x)
     check_same("weight", weight.shape[-1], "x's last axis (C)", x.shape[-1], "size")
-    xhat = x - x.mean(axis=-1, keepdims=True)  # centred
-    var = np.mean(np.square(xhat), axis=-1, keepdims=True)
+    mean = x.mean(axis=-1, keepdims=True)  # (..., 1)
+    var = np.mean(np.square(x - mean), axis=-1, keepdims=True)  # (..., 1), biased
     rstd = 1.0 / np.sqrt(var + eps)  # (..., 1)
-    xhat *= rstd  # normalised, in place: no extra (..., C) temporary
-    out = xhat * weight
-    out += bias
+    xhat = (x - mean) * rstd  # (..., C)
+    out = xhat * weight + bias
     return out, (xhat, rstd, weight)
 
 
@@ -140,9 +139,7 @@ def layer_norm_backward(dout: np.ndarray, cache):
     dweight = (dout * xhat).sum(axis=lead)  # out = xhat * weight
     dxhat = dout * weight  # out = xhat * weight
     # xhat = (x - mean) * rstd, with mean and rstd themselves functions of x:
-    dx = dxhat - dxhat.mean(axis=-1, keepdims=True)
-    dx -= xhat * np.mean(dxhat * xhat, axis=-1, keepdims=True)
-    dx *= rstd
+    dx = rstd * (dxhat - dxhat.mean(axis=-1, keepdims=True) - xhat * np.mean(dxhat * xhat, axis=-1, keepdims=True))
     return dx, dweight, dbias
 
 
@@ -161,17 +158,9 @@ def gelu_forward(x: np.ndarray):
 
     Shapes: any -> same, cache
     """
-    # u = sqrt(2/pi) (x + 0.044715 x^3), built in place: GELU runs on the (B, T, 4C) activations,
-    # the largest in the model, so each avoided temporary saves a full pass over memory.
-    t = x * x
-    t *= 0.044715
-    t += 1.0
-    t *= x
-    t *= GELU_C
-    np.tanh(t, out=t)  # t = tanh(u)
-    y = t + 1.0
-    y *= x
-    y *= 0.5  # y = 0.5 x (1 + t)
+    u = GELU_C * (x + 0.044715 * x**3)
+    t = np.tanh(u)
+    y = 0.5 * x * (1.0 + t)
     return y, (x, t)
 
 
@@ -182,19 +171,10 @@ def gelu_backward(dout: np.ndarray, cache) -> np.ndarray:
     Shapes: dout (same as x) -> dx
     """
     x, t = cache
-    du_dx = x * x  # u = c (x + 0.044715 x^3)  ->  du/dx = c (1 + 3 * 0.044715 x^2)
-    du_dx *= 3 * 0.044715
-    du_dx += 1.0
-    du_dx *= GELU_C
-    dt = t * t  # t = tanh(u)  ->  dt/du = 1 - t^2
-    np.subtract(1.0, dt, out=dt)
-    dt *= du_dx
-    dt *= x  # x (1 - t^2) du/dx
-    dt += t
-    dt += 1.0
-    dt *= 0.5  # y = 0.5 x (1 + t)  ->  dy/dx = 0.5 (1 + t) + 0.5 x dt/dx
-    dt *= dout
-    return dt
+    du_dx = GELU_C * (1.0 + 3 * 0.044715 * x**2)  # u = c (x + 0.044715 x^3)
+    dt_du = 1.0 - t**2  # t = tanh(u)
+    dy_dx = 0.5 * (1.0 + t) + 0.5 * x * dt_du * du_dx  # y = 0.5 x (1 + t)
+    return dout * dy_dx
 
 
 def gelu(x: np.ndarray) -> np.ndarray:
