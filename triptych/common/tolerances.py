@@ -86,8 +86,15 @@ def tolerance(dtype, kind: str = "value") -> Tol:
 
 
 def dtype_name(dtype) -> str:
-    """'float32' for np.float32, jnp.float32, torch.float32 or the string itself."""
-    return str(dtype).replace("torch.", "").replace("<class 'numpy.", "").rstrip("'>")
+    """The dtype's plain name ('float32') for NumPy's scalar types and dtype objects, jnp.float32,
+    torch.float32, an array, or the name itself."""
+    if isinstance(dtype, str):
+        return dtype
+    if not isinstance(dtype, type):  # an array or tensor: its dtype
+        dtype = getattr(dtype, "dtype", dtype)
+    if type(dtype).__module__.startswith("torch"):  # torch.float32, whose str() is 'torch.float32'
+        return str(dtype).removeprefix("torch.")
+    return np.dtype(dtype).name  # np.float32, np.dtype('float32'), jnp.float32 (np.dtype reads its .dtype)
 
 
 def to_numpy(x) -> np.ndarray:
@@ -97,21 +104,60 @@ def to_numpy(x) -> np.ndarray:
     return np.asarray(x)
 
 
+# The one comparison rule, used by parity (crosscheck/cases.py), the checker (crosscheck/_match.py),
+# the lessons and the pretrained traces (pretrained/trace.py): |a - ref| <= atol + rtol*|ref|
+# elementwise, where the same infinity on both sides (a masked score of -inf met by -inf) and NaN
+# where the reference is NaN count as equal, and any other NaN or infinity is an error of inf.
+
+
+def errors(a, ref) -> tuple[np.ndarray, np.ndarray]:
+    """(|a - ref|, |ref|) elementwise in float64 under the rule above; |ref| is 0 where ref is not
+    finite, so an infinite reference never widens its own bound. Same shapes expected."""
+    g, r = to_numpy(a).astype(np.float64), to_numpy(ref).astype(np.float64)
+    same = (np.isnan(g) & np.isnan(r)) | (np.isinf(r) & (g == r))
+    with np.errstate(invalid="ignore", over="ignore"):
+        err = np.where(same, 0.0, np.abs(g - r))
+    err = np.where(np.isnan(err), np.inf, err)
+    return err, np.where(np.isfinite(r), np.abs(r), 0.0)
+
+
+def compare(a, ref, tol: Tol) -> tuple[bool, float]:
+    """(a agrees with ref everywhere under the rule above, max |err|). Another shape fails with an
+    error of inf; bool arrays agree only where equal (the error is the count of differences)."""
+    a, ref = to_numpy(a), to_numpy(ref)
+    if a.shape != ref.shape:
+        return False, float("inf")
+    if a.dtype == bool or ref.dtype == bool:
+        differ = a.astype(bool) != ref.astype(bool)
+        return not bool(differ.any()), float(differ.sum())
+    if a.size == 0:
+        return True, 0.0
+    err, size = errors(a, ref)
+    return bool(np.all(err <= tol.atol + tol.rtol * size)), float(err.max())
+
+
+def within(a, ref, tol: Tol) -> bool:
+    """True where a agrees with ref everywhere under the rule above."""
+    return compare(a, ref, tol)[0]
+
+
+def used(a, ref, tol: Tol) -> float:
+    """The worst |err| / (atol + rtol*|ref|) under the rule above: <= 1 passes (0 for no elements)."""
+    err, size = errors(a, ref)
+    if err.size == 0:
+        return 0.0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(err == 0, 0.0, err / (tol.atol + tol.rtol * size))
+    return float(ratio.max())
+
+
 def max_abs_err(a, ref) -> float:
     a, ref = to_numpy(a), to_numpy(ref)
     if a.shape != ref.shape:
         raise ValueError(f"cannot compare: shape {a.shape} vs reference shape {ref.shape}")
     if a.size == 0:
         return 0.0
-    return float(np.max(np.abs(a.astype(np.float64) - ref.astype(np.float64))))
-
-
-def within(a, ref, tol: Tol) -> bool:
-    """True where |a - ref| <= atol + rtol*|ref| holds everywhere (NaN never passes)."""
-    a, ref = to_numpy(a).astype(np.float64), to_numpy(ref).astype(np.float64)
-    if a.shape != ref.shape:
-        return False
-    return bool(np.all(np.abs(a - ref) <= tol.atol + tol.rtol * np.abs(ref)))
+    return float(errors(a, ref)[0].max())
 
 
 def assert_close(a, ref, dtype=None, kind: str = "value", what: str = "") -> None:
@@ -122,10 +168,11 @@ def assert_close(a, ref, dtype=None, kind: str = "value", what: str = "") -> Non
         a_np, r_np = to_numpy(a).astype(np.float64), to_numpy(ref).astype(np.float64)
         if a_np.shape != r_np.shape:
             raise AssertionError(f"{what}: shape {a_np.shape} != reference shape {r_np.shape}")
-        excess = np.abs(a_np - r_np) - (tol.atol + tol.rtol * np.abs(r_np))
-        i = np.unravel_index(np.nanargmax(np.where(np.isnan(excess), np.inf, excess)), excess.shape)
+        err, size = errors(a_np, r_np)
+        excess = err - (tol.atol + tol.rtol * size)
+        i = np.unravel_index(np.argmax(excess), excess.shape)
         raise AssertionError(
             f"{what or 'values'} differ beyond {kind}/{dtype_name(dtype)} tolerance "
             f"(atol={tol.atol:g}, rtol={tol.rtol:g}): at {tuple(int(j) for j in i)} "
-            f"got {a_np[i]!r}, reference {r_np[i]!r}; max abs err {max_abs_err(a_np, r_np):.3e}"
+            f"got {float(a_np[i])!r}, reference {float(r_np[i])!r}; max abs err {max_abs_err(a_np, r_np):.3e}"
         )

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from triptych.common.params import init_mha_params
-from triptych.common.tolerances import dtype_name, max_abs_err, tolerance, within
+from triptych.common.tolerances import compare as agree, dtype_name, tolerance
 
 B, H, T, D_HEAD = 4, 8, 128, 64
 T_K = 96
@@ -204,8 +204,9 @@ def compare(op: str, outs: dict[str, list[np.ndarray]], dtype) -> dict:
     errs, ok = [], True
     for backend in ("numpy", "jax"):
         for got, want in zip(outs[backend], ref):
-            errs.append(max_abs_err(got, want))
-            ok &= within(got, want, tol) and got.dtype == want.dtype
+            same, err = agree(got, want, tol)  # the one rule of common/tolerances.py
+            errs.append(err)
+            ok &= same and got.dtype == want.dtype
     l2 = {b: float(np.sqrt(sum(np.sum(o.astype(np.float64) ** 2) for o in outs[b]))) for b in outs}
     return {
         "op": op,

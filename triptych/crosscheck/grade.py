@@ -9,9 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 from triptych.common.invocation import command
-from triptych.common.tolerances import Tol, tolerance
-from triptych.crosscheck._match import (compare, find_variant, float32_reference, float32_tol, match_outputs,
-                               numpy_promotion_note)
+from triptych.common.tolerances import Tol, compare, tolerance
+from triptych.crosscheck._match import find_variant, float32_reference, float32_tol, match_outputs, numpy_promotion_note
 from triptych.crosscheck.cases import run_on_backends
 from triptych.crosscheck.spec import Case, Exercise, Variant, locate
 
@@ -145,6 +144,33 @@ def judge(ex: Exercise, case: Case, inputs: dict, refs: dict, reply: dict, path_
         row = _error_row(ex, case, reply, path_hint)
         row.update(_base(expected, refs, tol), tolerance=None)
         return row
+    received = _received(ex, case, reply, expected, refs, tol)
+    if isinstance(received, dict):  # the row for a reply that is not the arrays the exercise returns
+        return received
+    got, expected, base, said = received
+    if ex.grade is not None:
+        custom = ex.grade(case, inputs, got, refs)
+        if custom is not None:
+            return _row(ex, case, **{**base, **custom})
+    changed = [k for k, after in reply.get("inputs_after", {}).items() if _changed(inputs, k, after)]
+    if changed:
+        return _row(ex, case, verdict="modified input", **base,
+                    message=f"your code changed its input `{changed[0]}` in place; work on a copy")
+    results = [compare(g, e, tol) for g, e in zip(got, expected)]
+    base["max_abs_err"] = max(err for _, err in results)
+    promotion = numpy_promotion_note(case.dtype, got, expected, reply.get("types", []))
+    dtypes_ok = all(g.dtype == e.dtype for g, e in zip(got, expected)) or promotion is not None
+    if all(ok for ok, _ in results) and dtypes_ok:
+        if promotion:
+            return _passed(ex, case, {**base, "message": said}, promotion, precision="numpy2_promotion")
+        return _row(ex, case, ok=True, verdict="pass", **base, message=said)
+    oks = (all(ok for ok, _ in results), dtypes_ok)
+    return _not_passed(ex, case, inputs, got, expected, oks, tol, ref_name, base, said)
+
+
+def _received(ex: Exercise, case: Case, reply: dict, expected: list, refs: dict, tol: Tol):
+    """(outputs, the expected ones cut to them, the row's base fields, the note on optional outputs
+    left out), or the row for a reply that is not the arrays the exercise returns."""
     got: list = reply["outputs"]
     n_want, n_least = len(ex.outputs), len(ex.outputs) - len(ex.optional_outputs)
     if not n_least <= len(got) <= n_want or (len(got) > 1 and not reply.get("tuple")):
@@ -164,27 +190,12 @@ def judge(ex: Exercise, case: Case, inputs: dict, refs: dict, reply: dict, path_
     # Said on a passing row: the outputs left out were optional, so the pass covers the others only.
     said = (f"{', '.join(left_out)} not returned (optional here): graded on {', '.join(ex.outputs[:len(got)])}"
             if left_out else "")
+    return got, expected, base, said
 
-    if ex.grade is not None:
-        custom = ex.grade(case, inputs, got, refs)
-        if custom is not None:
-            return _row(ex, case, **{**base, **custom})
 
-    changed = [k for k, after in reply.get("inputs_after", {}).items() if _changed(inputs, k, after)]
-    if changed:
-        return _row(ex, case, verdict="modified input", **base,
-                    message=f"your code changed its input `{changed[0]}` in place; work on a copy")
-
-    results = [compare(g, e, tol) for g, e in zip(got, expected)]
-    max_err = max(err for _, err in results)
-    base["max_abs_err"] = max_err
-    promotion = numpy_promotion_note(case.dtype, got, expected, reply.get("types", []))
-    dtypes_ok = all(g.dtype == e.dtype for g, e in zip(got, expected)) or promotion is not None
-    if all(ok for ok, _ in results) and dtypes_ok:
-        if promotion:
-            return _passed(ex, case, {**base, "message": said}, promotion, precision="numpy2_promotion")
-        return _row(ex, case, ok=True, verdict="pass", **base, message=said)
-
+def _not_passed(ex, case, inputs, got, expected, oks, tol, ref_name, base, said) -> dict:
+    """Outputs unlike the reference (oks: values, dtypes right): a legitimate answer's pass, or the verdict."""
+    values_ok, dtypes_ok = oks
     shapes_ok = all(g.shape == e.shape for g, e in zip(got, expected))
     if shapes_ok and dtypes_ok:
         legit = _legitimate(ex, case, inputs, got, expected, tol, ref_name, {**base, "message": said})
@@ -193,24 +204,11 @@ def judge(ex: Exercise, case: Case, inputs: dict, refs: dict, reply: dict, path_
     lowered = _float32_answer(ex, case, inputs, got, ref_name) if shapes_ok else None
     if lowered:
         return _passed(ex, case, {**base, "message": said}, lowered, precision="float32_output")
-    found, where = diagnose(ex, inputs, got, tol, expected), ""
-    if not found and case.dtype == "float64" and float32_tol(ex) is not None:
-        # The mistake made with float32 somewhere (a float32 table AND the wrong pairing) is still it;
-        # mistakes within float32 of the right answer (eps placement) are passed over there.
-        found, where = diagnose(ex, inputs, got, float32_tol(ex), expected), " (to float32 precision)"
-    diag = {}
-    if found:
-        variant, err = found
-        diag = dict(diagnosis=f"your output matches {variant.says}, max |err| {err:.1e}{where}",
-                    explanation=variant.why, fix_at=locate(variant.fix_at), mistake=variant.name)
-    elif shapes_ok:
-        generic = next((d for d in (generic_diagnosis(g, e, tol) for g, e in zip(got, expected)) if d), None)
-        if generic:
-            diag = dict(diagnosis=generic)
+    diag = _diagnosis(ex, case, inputs, got, expected, tol, shapes_ok)
     if not shapes_ok:
         return _row(ex, case, verdict="wrong shape", **base, **diag,
                     message=f"got shape {base['shape']}, expected {base['expected_shape']}")
-    if all(ok for ok, _ in results):  # right values, wrong dtype
+    if values_ok:  # right values, wrong dtype
         dts = ", ".join(f"{g.dtype} (expected {e.dtype})" for g, e in zip(got, expected) if g.dtype != e.dtype)
         return _row(ex, case, verdict="wrong dtype", **base, **diag,
                     message=f"right values but dtype {dts}: keep the input's precision")
@@ -220,7 +218,22 @@ def judge(ex: Exercise, case: Case, inputs: dict, refs: dict, reply: dict, path_
             return _row(ex, case, verdict="NaN/inf", **base,
                         message=f"{ex.outputs[where]} holds NaN where the reference ({ref_name}) is finite")
     return _row(ex, case, verdict="FAIL", **base, **diag,
-                message=f"max |err| {max_err:.2e} vs {ref_name}, tolerance {base['tolerance']:.1e}")
+                message=f"max |err| {base['max_abs_err']:.2e} vs {ref_name}, tolerance {base['tolerance']:.1e}")
+
+
+def _diagnosis(ex, case, inputs, got, expected, tol, shapes_ok) -> dict:
+    """The named mistake the output matches, else (same shapes) what the difference looks like."""
+    found, where = diagnose(ex, inputs, got, tol, expected), ""
+    if not found and case.dtype == "float64" and float32_tol(ex) is not None:
+        # The mistake made with float32 somewhere (a float32 table AND the wrong pairing) is still it;
+        # mistakes within float32 of the right answer (eps placement) are passed over there.
+        found, where = diagnose(ex, inputs, got, float32_tol(ex), expected), " (to float32 precision)"
+    if found:
+        variant, err = found
+        return dict(diagnosis=f"your output matches {variant.says}, max |err| {err:.1e}{where}",
+                    explanation=variant.why, fix_at=locate(variant.fix_at), mistake=variant.name)
+    generic = shapes_ok and next((d for d in (generic_diagnosis(g, e, tol) for g, e in zip(got, expected)) if d), None)
+    return dict(diagnosis=generic) if generic else {}
 
 
 def _wanted(ex: Exercise) -> str:
