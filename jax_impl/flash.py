@@ -64,16 +64,15 @@ def _allowed(t_q, t_k, causal, mask, rows, cols):
 _FAST_BLOCK_Q = 256
 _MAX_UNROLLED = 16
 # Heads per step of the loop over heads. The heads of one step are separate ops with no data
-# between them, so XLA's CPU runtime runs them concurrently, one per core (measured on this
-# 2-core machine at B=8, H=8, T=512, d=64: 61.5 -> 52.5 ms from 1 head to 2 per step; 4 per step
-# was no faster and slower at T=2048).
+# between them, so XLA's CPU runtime runs them concurrently, one per core (2 beat 1 and 4 per
+# step: docs/measurements.md).
 _HEADS_PER_STEP = 2
 
 
 def _per_head(fn, arrays, mask, lead, group=1):
     """fn(*arrays_of_one_head, mask_of_that_head) for every index of the leading (batch, head)
     axes, `group` heads per step of a lax.map. One head's scores fit in cache and XLA spreads that
-    head's matmuls over the cores; on a 2-core CPU this beats one batched op over all heads
+    head's matmuls over the cores; on a CPU with few cores this beats one batched op over all heads
     whose (B, H, T_q, T_k) intermediates stream through memory several times.
 
     arrays share the leading axes `lead`; a mask whose leading axes are all 1 is shared by every

@@ -40,7 +40,7 @@ from triptych.common.backend_checks import check_blocks, check_flash, numpy_fini
 __all__ = ["fast_attention", "flash_attention"]
 __all__ += ["flash_attention_backward"]
 
-# Two workers on this 2-core machine; more only where there are more cores.
+# One worker per core, at most 8.
 _N_WORKERS = max(1, min(8, os.cpu_count() or 1))
 _pool: ThreadPoolExecutor | None = None
 _blas = None
@@ -100,9 +100,7 @@ def _block_rows(t_k: int, itemsize: int) -> int:
     """Query rows per block so one (rows, T_k) score tile is ~2 MiB, at most 512 rows. Taller
     blocks mean fewer, taller matmuls (OpenBLAS packs all T_k keys once per block, so short blocks
     spend a larger share re-packing them) while the tile still sits in the shared L3.
-    (Measured on this 2-core EPYC, each size called back to back with torch SDPA: 2 MiB against
-    512 KiB, 167.8 -> 129-146 ms at B=1, H=12, T=2048, d=64 and 60.6 -> 53.8 ms at B=8, H=8,
-    T=512; 8 MiB was slower again.)"""
+    (The measurement that chose 2 MiB: docs/measurements.md.)"""
     return int(max(16, min(512, (2 * 1024 * 1024) // max(1, t_k * itemsize))))
 
 
@@ -140,8 +138,7 @@ def fast_attention(q, k, v, mask=None, scale: float | None = None, causal: bool 
     rows = _block_rows(t_k, q3.dtype.itemsize)
     if causal:
         # A block of R rows still computes ~R^2/2 scores above the diagonal, which get masked:
-        # shorter blocks skip more. (Measured on this machine: 128 rows against 512, 80.6 -> 75.6 ms
-        # at B=8, H=8, T=512 and 108.1 -> 86.1 ms at B=1, H=12, T=2048; 64 rows was slower.)
+        # shorter blocks skip more (128 rows beat 512 and 64: docs/measurements.md).
         rows = min(rows, 128)
 
     def block(task):

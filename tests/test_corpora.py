@@ -26,7 +26,7 @@ from triptych.corpora.rlazyload import LazyLoadDB
 
 # ----------------------------------------------------------------------------------- the datasets
 # Reference values: the package descriptions (janeaustenr DESCRIPTION, modeldata's ?training_data,
-# the Brown corpus manual) as summarised in shared/docs/offline-assets.md.
+# the Brown corpus manual).
 
 
 def test_austen_six_novels_in_package_order():

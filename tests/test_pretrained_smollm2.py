@@ -1,7 +1,7 @@
 """triptych.pretrained.smollm2: our GGUF reader (dequantize, undo llama.cpp's W_q / W_k permutation, rename)
 against Hugging Face's own GGUF loader, which dequantizes and un-permutes independently.
 
-HF's load of the GGUF is the expensive part (about 20 s idle, 90 s on a busy 2-core machine), so it
+HF's load of the GGUF is the expensive part (tens of seconds, docs/measurements.md), so it
 happens once for the module. Ours runs the conversion from the GGUF every time (load(cache=False),
 7-20 s): a cache in the data folder must never stand in for the code under test. The cached load is
 then checked against that fresh conversion; tests/test_data_cache.py covers when a cache is rebuilt.

@@ -63,7 +63,7 @@ def resolve_model(name: str) -> str:
     except Exception:
         raise InputError(
             f"model: {name!r} is neither a local folder nor a Hugging Face model in the local cache "
-            f"(this machine is offline); use the default 'minilm', a folder from save_pretrained, "
+            f"(the hub was not reachable); use the default 'minilm', a folder from save_pretrained, "
             f"or download it once where the hub is reachable"
         ) from None
     return name

@@ -1,6 +1,6 @@
 """The attention benchmark behind `bench attention` (triptych/commands/bench.py prints it): softmax(Q K^T / sqrt(d)) V
 in NumPy, JAX and torch SDPA, float32, forward and forward+backward, interleaved rounds, medians,
-and this machine's matmul peak measured in the same run.
+and the matmul peak of the machine it runs on, measured in the same run.
 
 FLOP counts are the useful matmul work, the convention of the FlashAttention papers:
 forward 4*B*H*T_q*T_k*d (Q K^T and P V), forward+backward 3x that (dV, dP, dQ, dK add four more
@@ -14,7 +14,7 @@ import statistics
 import time
 
 SHAPES = [(8, 8, 512, 64), (1, 12, 2048, 64)]
-# Tile sizes used by the benchmarks (chosen by measurement on a 2-core CPU, see the report).
+# Tile sizes used by the benchmarks (chosen by measurement: docs/measurements.md).
 NUMPY_BLOCKS = (256, 512)
 JAX_BLOCKS = (512, 512)
 
@@ -26,7 +26,7 @@ def attention_flops(b: int, h: int, t_q: int, t_k: int, d: int, causal: bool, pa
 
 
 def measure_matmul_peak(repeats: int, n: int = 2048) -> dict:
-    """float32 GEMM throughput of this machine now, by NumPy (OpenBLAS) and torch; the larger is
+    """float32 GEMM throughput of the machine running it, now, by NumPy (OpenBLAS) and torch; the larger is
     the peak every row is compared with."""
     import numpy as np
     import torch
@@ -142,7 +142,7 @@ def _candidates(b, h, t, d, causal, seed=0):
 def _jax_matmuls_only(causal: bool):
     """A bound, not attention: jax_impl's fast_attention with the softmax taken out, leaving its
     two matmuls per block (Q K^T, then that times V) in the same blocks and loop. If this row is
-    slower than 0.9x torch SDPA, no JAX softmax on top can reach 0.9x on this machine."""
+    slower than 0.9x torch SDPA, no JAX softmax on top can reach 0.9x on the machine measured."""
     import jax
     import jax.numpy as jnp
 
@@ -166,9 +166,8 @@ def bench_attention(shapes, repeats: int, causal_values=(False, True), peak_size
     """Time every (shape, causal, pass, backend); calls are interleaved round-robin so load from
     anything else on the machine falls on all backends alike. Each timed call follows an untimed
     call of the same function, so no backend pays for the one before it (caches holding the other
-    backend's arrays, its thread pool still spinning: measured on this machine, timing straight
-    after the previous backend made our rows 10-16% slower, e.g. jax fast 55.2 against 46.6 ms at
-    (8, 8, 512, 64); torch's own time barely moved). The GEMM that
+    backend's arrays, its thread pool still spinning: timing straight after the previous backend
+    made our rows 10-16% slower, docs/measurements.md). The GEMM that
     defines the peak joins every round too, and the peak is its best median over the run: measured
     once at the start, a busy moment would make every later row look faster than the machine."""
     import numpy as np
@@ -250,7 +249,7 @@ def save_ratio_plot(rows: list[dict], path) -> None:
         ax.set_xlabel("throughput / torch SDPA (torch ms / backend ms)")
         ax.set_title("forward" if pass_ == "forward" else "forward + backward")
         ax.legend(fontsize=7, loc="lower right")
-    fig.suptitle("Attention, float32, this machine (higher is faster)")
+    fig.suptitle("Attention, float32 (higher is faster)")
     fig.tight_layout()
     atomic_save(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
     plt.close(fig)

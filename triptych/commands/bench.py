@@ -1,7 +1,7 @@
 """`python cli.py bench`: measurements only (nothing here passes or fails).
 
 bench attention     times softmax(Q K^T / sqrt(d)) V in NumPy, JAX and torch in one run, float32,
-                    forward and forward+backward, and this machine's matmul peak in the same run.
+                    forward and forward+backward, and the machine's matmul peak in the same run.
 bench long-context  one layer of attention at exercises.md G.2's size (16,384 tokens, 48 heads,
                     head size 128, one sequence), computed exactly with tiled attention; the peak
                     resident memory is MEASURED in a fresh subprocess per backend.

@@ -69,7 +69,7 @@ def _add_train(gsub, t) -> None:
                    help="continue the run in --out from its checkpoint with its own settings (run.json): other "
                         "flags need not be repeated; --steps N beyond the finished count extends it")
     s.add_argument("--threads", type=whole(MAX_THREADS), default=0,
-                   help="torch threads (0: torch's default; 1 is often fastest on a busy or 2-core CPU)")
+                   help="torch threads (0: torch's default; 1 is often fastest on a busy CPU or one with few cores)")
     s.add_argument("--no-progress", action="store_true")
     _model_flags(s)
     from triptych.commands._resume import record_given

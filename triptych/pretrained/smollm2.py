@@ -270,7 +270,7 @@ def model_config() -> SmolLM2Config:
 
 def hf_model(dtype="float32"):
     """Hugging Face's LlamaForCausalLM loaded from the same GGUF (HF dequantizes and un-permutes on its
-    own), in eval mode. About 20 s on an idle 2-core machine, more under load.
+    own), in eval mode. Slow: tens of seconds on a small CPU (docs/measurements.md).
     """
     import torch
     from triptych.common.quiet_loading import loading

@@ -33,7 +33,7 @@ import types
 MODULE_NAME = "submission"
 # A top-level statement that takes longer than this is a training loop or a download, not a
 # definition the exercises need: it is interrupted and skipped. Real definitions and constants run
-# in milliseconds; a few seconds leave room for a slow 2-core machine.
+# in milliseconds; a few seconds leave room for a slow or busy machine.
 STATEMENT_TIMEOUT_S = 4.0
 # All timed-out statements together stop here, well inside the parent's 60 s wait for the child to
 # be ready (runner.LOAD_TIMEOUT_S): after it, each remaining statement gets a short moment only.
