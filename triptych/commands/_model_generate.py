@@ -88,54 +88,52 @@ def _sampling(args):
     return Sampling(args.temperature, args.top_k, args.top_p, args.seed)
 
 
-def run_generate(args) -> int:
-    from triptych.common.checks import check_positive_int
-    from triptych.generation.engines import make_engine
-    from triptych.generation.generate import TextStream, generate
-    from triptych.pretrained import smollm2
-
-    if not args.prompt.strip():
-        raise CLIError("model generate: expected a non-empty prompt, got an empty one")
-    check_positive_int("--max-new-tokens", args.max_new_tokens)
-    sampling = _sampling(args)
+def _check_flags(args, sampling) -> None:
+    """Flags that only make sense together, checked before anything is loaded."""
     if args.check_hf and not sampling.greedy:
         raise CLIError(f"--check-hf: expected greedy decoding (--temperature 0) to compare tokens, got --temperature "
                        f"{args.temperature:g} (samples differ by RNG, not by maths)")
     if args.system is not None and not args.chat:
         raise CLIError("--system: expected --chat with it (a system message belongs to a chat prompt)")
 
-    t_load = time.perf_counter()
-    text = _Text(args.tokenizer)
-    if args.chat:
-        messages = ([{"role": "system", "content": args.system}] if args.system is not None else [])
-        prompt_text = text.chat(messages + [{"role": "user", "content": args.prompt}])
-    else:
-        prompt_text = args.prompt
-    prompt_ids = text.encode(prompt_text)
+
+def _prompt_text(args, text) -> str:
+    """The prompt as given, or wrapped in the chat template (with the --system message first)."""
+    if not args.chat:
+        return args.prompt
+    messages = ([{"role": "system", "content": args.system}] if args.system is not None else [])
+    return text.chat(messages + [{"role": "user", "content": args.prompt}])
+
+
+def _load_engine(args, n_prompt: int):
+    """SmolLM2's weights in the chosen backend, with room for the prompt and the new tokens."""
+    from triptych.generation.engines import make_engine
+    from triptych.pretrained import smollm2
+
     params, config = smollm2.load_llama(dtype=args.dtype)
-    total = len(prompt_ids) + args.max_new_tokens
+    total = n_prompt + args.max_new_tokens
     if total > config.block_size:
         raise CLIError(f"--max-new-tokens: expected prompt + new tokens <= the model's {config.block_size} positions, "
-                       f"got {len(prompt_ids)} + {args.max_new_tokens} = {total}")
-    engine = make_engine(args.backend, params, config, dtype=args.dtype, max_len=total)
-    eos = [] if args.ignore_eos else [smollm2.model_config().eos_token_id]
-    load_s = time.perf_counter() - t_load
+                       f"got {n_prompt} + {args.max_new_tokens} = {total}")
+    return make_engine(args.backend, params, config, dtype=args.dtype, max_len=total)
 
-    stream = TextStream(text.decode)
-    if args.json:
-        on_token = None
-    else:
-        sys.stdout.write(prompt_text if not args.chat else "")
-        sys.stdout.flush()
 
-        def on_token(token):
-            if token not in eos:  # the end-of-sequence token ends the text; it is not part of it
-                sys.stdout.write(stream.push(token))
-                sys.stdout.flush()
+def _printer(stream, eos, prompt_text: str, chat: bool):
+    """on_token for generate(): prints the prompt (unless chat) now, then each token's text as it comes."""
+    sys.stdout.write(prompt_text if not chat else "")
+    sys.stdout.flush()
 
-    out = generate(engine, prompt_ids, args.max_new_tokens, sampling, eos, on_token)
-    new_text = text.decode(out.ids[:-1] if out.stop == "eos" else out.ids)
-    result = {
+    def on_token(token):
+        if token not in eos:  # the end-of-sequence token ends the text; it is not part of it
+            sys.stdout.write(stream.push(token))
+            sys.stdout.flush()
+
+    return on_token
+
+
+def _result(args, engine, sampling, prompt_text: str, prompt_ids, out, new_text: str, load_s: float) -> dict:
+    """What --json prints (and the summary reads)."""
+    return {
         "model": "SmolLM2-135M-Instruct", "backend": engine.name, "dtype": args.dtype, "tokenizer": args.tokenizer,
         "sampling": {"temperature": sampling.temperature, "top_k": sampling.top_k, "top_p": sampling.top_p,
                      "seed": sampling.seed},
@@ -143,6 +141,32 @@ def run_generate(args) -> int:
         "seconds": {"load": round(load_s, 3), "prefill": round(out.prefill_s, 4), "decode": round(out.decode_s, 4)},
         "tokens_per_s": {"prefill": round(out.prefill_tokens_per_s, 2), "decode": round(out.decode_tokens_per_s, 2)},
     }
+
+
+def run_generate(args) -> int:
+    from triptych.common.checks import check_positive_int
+    from triptych.generation.generate import TextStream, generate
+    from triptych.pretrained import smollm2
+
+    if not args.prompt.strip():
+        raise CLIError("model generate: expected a non-empty prompt, got an empty one")
+    check_positive_int("--max-new-tokens", args.max_new_tokens)
+    sampling = _sampling(args)
+    _check_flags(args, sampling)
+
+    t_load = time.perf_counter()
+    text = _Text(args.tokenizer)
+    prompt_text = _prompt_text(args, text)
+    prompt_ids = text.encode(prompt_text)
+    engine = _load_engine(args, len(prompt_ids))
+    eos = [] if args.ignore_eos else [smollm2.model_config().eos_token_id]
+    load_s = time.perf_counter() - t_load
+
+    stream = TextStream(text.decode)
+    on_token = None if args.json else _printer(stream, eos, prompt_text, args.chat)
+    out = generate(engine, prompt_ids, args.max_new_tokens, sampling, eos, on_token)
+    new_text = text.decode(out.ids[:-1] if out.stop == "eos" else out.ids)
+    result = _result(args, engine, sampling, prompt_text, prompt_ids, out, new_text, load_s)
     code = 130 if out.stop == "interrupted" else 0
     if not args.json:  # the text ends (its last characters, a newline) before anything else is printed
         sys.stdout.write(stream.flush() + "\n")
