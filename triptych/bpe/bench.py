@@ -90,22 +90,25 @@ def _median_times(fns: dict, repeats: int, on_round=None) -> tuple[dict, dict]:
     return {name: statistics.median(t) for name, t in times.items()}, last
 
 
-def bench_tokenizer(vocab_size: int = 10_000, tie_break: str = "bytes", max_bytes: int | None = None,
-                    smollm2: bool = True, repeats: int = 3, progress=None) -> dict:
-    """Every figure of the benchmark (medians of `repeats` interleaved rounds). progress: a rich Progress."""
-    import os
-    import tempfile
-
-    from triptych.bpe import Tokenizer, train
-
-    text = austen_corpus(max_bytes)
-    n_bytes = len(text.encode("utf-8"))
+def _stages(progress, repeats: int):
+    """stage(name) -> on_round(done): one progress bar per timed stage (nothing without `progress`)."""
     tasks = {}
 
     def stage(name):
         if progress is not None:
             tasks[name] = progress.add_task(name, total=repeats)
         return lambda done: progress.update(tasks[name], completed=done) if progress is not None else None
+
+    return stage
+
+
+def _time_training(text: str, vocab_size: int, tie_break: str, repeats: int, stage):
+    """Our trainer and the library's on the same text, interleaved: ((vocab, merges), library tokenizer,
+    our median seconds, the library's median seconds)."""
+    import os
+    import tempfile
+
+    from triptych.bpe import train
 
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "austen.txt")
@@ -119,52 +122,71 @@ def bench_tokenizer(vocab_size: int = 10_000, tie_break: str = "bytes", max_byte
 
         medians, last = _median_times({"ours": lambda: train(path, vocab_size, [SPECIAL], tie_break=tie_break),
                                        "library": library_train}, repeats, stage("training: ours vs library"))
-    (vocab, merges), lib = last["ours"], last["library"]
-    ours_s, lib_s = medians["ours"], medians["library"]
-    lib_merges = library_merges(lib)
+    return last["ours"], last["library"], medians["ours"], medians["library"]
+
+
+def _encode_rows(label: str, make_ours, lib_tok, compare: bool, text: str, repeats: int, stage) -> list[dict]:
+    """Encoding `text` with a fresh tokenizer of ours (empty cache), a warm one, and the library's."""
+    n_bytes = len(text.encode("utf-8"))
+    warm_tok = make_ours()
+    warm_tok.encode(text)  # fills its piece cache
+    fresh = [make_ours() for _ in range(repeats)]  # built outside the clock, one per round
+    medians, last = _median_times({"cold": lambda: fresh.pop().encode(text), "warm": lambda: warm_tok.encode(text),
+                                   "library": lambda: lib_tok.encode(text, add_special_tokens=False).ids},
+                                  repeats, stage(f"encoding: {label}"))
+    ids = last["cold"]
+    equal = ids == last["library"] if compare else None  # separately trained vocabularies number tokens differently
+    return [{"tokenizer": label, "encoder": who, "seconds": medians[key],
+             "mb_per_s": n_bytes / medians[key] / 1e6, "tokens": len(ids), "ids_equal_to_library": equal}
+            for who, key in (("ours (empty cache)", "cold"), ("ours (warm cache)", "warm"),
+                             ("tokenizers library", "library"))]
+
+
+def _smollm2_rows(text: str, repeats: int, stage) -> tuple[list[dict], str | None]:
+    """SmolLM2's tokenizer.json encoded by ours and the library's: (rows, None), or ([], why skipped)."""
+    from tokenizers import Tokenizer as LibTokenizer
+
+    from triptych.bpe import Tokenizer
+    from triptych.bpe.smollm2 import tokenizer_json
+    from triptych.common.checks import InputError
+
+    try:
+        path = tokenizer_json()
+    except InputError as e:  # the model package or the data folder is missing: say which, go on
+        return [], str(e)
+    return _encode_rows("SmolLM2-135M, 49,152 tokens", lambda: Tokenizer.from_tokenizer_json(path),
+                        LibTokenizer.from_file(str(path)), True, text, repeats, stage), None
+
+
+def _training_summary(vocab_size, tie_break, merges, lib_merges, ours_s: float, lib_s: float) -> dict:
     same = next((i for i, (a, b) in enumerate(zip(merges, lib_merges)) if a != b), min(len(merges), len(lib_merges)))
+    return {"vocab_size": vocab_size, "tie_break": tie_break, "ours_s": ours_s, "library_s": lib_s,
+            "ratio": ours_s / lib_s, "merges": len(merges), "library_merges": len(lib_merges),
+            "identical_leading_merges": same,
+            "same_set_of_merges": set(merges) == set(lib_merges),
+            "first_difference": None if same == len(merges) == len(lib_merges) else {
+                "index": same, "ours": _show_pair(merges, same), "library": _show_pair(lib_merges, same)}}
 
-    rows = []
 
-    def encode_rows(label, make_ours, lib_tok, compare):
-        warm_tok = make_ours()
-        warm_tok.encode(text)  # fills its piece cache
-        fresh = [make_ours() for _ in range(repeats)]  # built outside the clock, one per round
-        medians, last = _median_times({"cold": lambda: fresh.pop().encode(text), "warm": lambda: warm_tok.encode(text),
-                                       "library": lambda: lib_tok.encode(text, add_special_tokens=False).ids},
-                                      repeats, stage(f"encoding: {label}"))
-        ids = last["cold"]
-        equal = ids == last["library"] if compare else None  # separately trained vocabularies number tokens differently
-        for who, key in (("ours (empty cache)", "cold"), ("ours (warm cache)", "warm"), ("tokenizers library", "library")):
-            rows.append({"tokenizer": label, "encoder": who, "seconds": medians[key],
-                         "mb_per_s": n_bytes / medians[key] / 1e6, "tokens": len(ids), "ids_equal_to_library": equal})
+def bench_tokenizer(vocab_size: int = 10_000, tie_break: str = "bytes", max_bytes: int | None = None,
+                    smollm2: bool = True, repeats: int = 3, progress=None) -> dict:
+    """Every figure of the benchmark (medians of `repeats` interleaved rounds). progress: a rich Progress."""
+    import os
 
-    encode_rows(f"Austen BPE, {len(vocab):,} tokens (just trained)", lambda: Tokenizer(vocab, merges, [SPECIAL]),
-                lib, compare=False)
-    smollm2_note = None
-    if smollm2:
-        from tokenizers import Tokenizer as LibTokenizer
+    from triptych.bpe import Tokenizer
 
-        from triptych.bpe.smollm2 import tokenizer_json
-        from triptych.common.checks import InputError
-
-        try:
-            path = tokenizer_json()
-        except InputError as e:  # the model package or the data folder is missing: say which, go on
-            smollm2_note = str(e)
-        else:
-            encode_rows("SmolLM2-135M, 49,152 tokens", lambda: Tokenizer.from_tokenizer_json(path),
-                        LibTokenizer.from_file(str(path)), compare=True)
+    text = austen_corpus(max_bytes)
+    stage = _stages(progress, repeats)
+    (vocab, merges), lib, ours_s, lib_s = _time_training(text, vocab_size, tie_break, repeats, stage)
+    rows = _encode_rows(f"Austen BPE, {len(vocab):,} tokens (just trained)", lambda: Tokenizer(vocab, merges, [SPECIAL]),
+                        lib, False, text, repeats, stage)
+    smollm2_rows, smollm2_note = _smollm2_rows(text, repeats, stage) if smollm2 else ([], None)
     return {
-        "corpus": {"name": "Jane Austen, six novels joined by " + SPECIAL, "bytes": n_bytes, "characters": len(text)},
+        "corpus": {"name": "Jane Austen, six novels joined by " + SPECIAL, "bytes": len(text.encode("utf-8")),
+                   "characters": len(text)},
         "repeats": repeats,
-        "training": {"vocab_size": vocab_size, "tie_break": tie_break, "ours_s": ours_s, "library_s": lib_s,
-                     "ratio": ours_s / lib_s, "merges": len(merges), "library_merges": len(lib_merges),
-                     "identical_leading_merges": same,
-                     "same_set_of_merges": set(merges) == set(lib_merges),
-                     "first_difference": None if same == len(merges) == len(lib_merges) else {
-                         "index": same, "ours": _show_pair(merges, same), "library": _show_pair(lib_merges, same)}},
-        "encoding": rows,
+        "training": _training_summary(vocab_size, tie_break, merges, library_merges(lib), ours_s, lib_s),
+        "encoding": rows + smollm2_rows,
         "smollm2_skipped": smollm2_note,
         "threads": {"cpu_count": os.cpu_count(), "RAYON_RS_NUM_CPUS": os.environ.get("RAYON_RS_NUM_CPUS")},
     }
