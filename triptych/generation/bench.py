@@ -195,30 +195,34 @@ def _decode(engine, prompt, new_tokens: int):
     return time.perf_counter() - t0, tokens
 
 
-def bench_decode(backends, prompt_tokens: int = 512, new_tokens: int = 32, rounds: int = 3, threads=None,
-                 model: str = "smollm2", progress=None) -> dict:
-    thread_info = set_threads(threads)
+def _model_and_prompt(model: str, prompt_tokens: int):
+    """(params, config, prompt ids (1, T)): SmolLM2 on Austen text, or a tiny random Llama on random ids."""
     if model == "tiny":
         params, config = tiny_model()
-        ids = np.random.default_rng(0).integers(0, config.vocab_size, (1, prompt_tokens))
-    else:
-        from triptych.pretrained.smollm2 import load_llama
+        return params, config, np.random.default_rng(0).integers(0, config.vocab_size, (1, prompt_tokens))
+    from triptych.pretrained.smollm2 import load_llama
 
-        params, config = load_llama(dtype="float32")
-        ids = austen_ids(prompt_tokens)
-    prompt_tokens = ids.shape[1]
-    short = ids[:, :min(DECODE_PROMPT, prompt_tokens)]
-    max_len = max(prompt_tokens, short.shape[1] + new_tokens + 1)
-    task = progress.add_task("bench decode", total=len(backends) * (rounds + 1)) if progress else None
+    params, config = load_llama(dtype="float32")
+    return params, config, austen_ids(prompt_tokens)
+
+
+def _warm_engines(backends, params, config, max_len: int, ids, short, tick) -> dict:
+    """Build each backend's engine and warm it up: JAX compiles both prefill shapes and the step here."""
     engines = {}
-    for b in backends:  # build and warm up: JAX compiles both prefill shapes and the step here
+    for b in backends:
         engines[b] = _make(b, params, config, max_len)
         engines[b].prefill(ids)
         _decode(engines[b], short, 2)
-        if progress:
-            progress.advance(task)
-    prefill_s = {b: [] for b in backends}
-    decode_s = {b: [] for b in backends}
+        tick()
+    return engines
+
+
+def _timed_rounds(engines: dict, ids, short, new_tokens: int, rounds: int, tick):
+    """Interleaved rounds: the machine's copy bandwidth and matmul peak, then each engine's prefill of
+    `ids` and greedy decode after `short`. Returns (prefill seconds, decode seconds, tokens per backend,
+    median bandwidth, best peak)."""
+    prefill_s = {b: [] for b in engines}
+    decode_s = {b: [] for b in engines}
     tokens, bandwidths, peaks = {}, [], []
     for _ in range(rounds):
         bandwidths.append(copy_bandwidth())
@@ -227,12 +231,12 @@ def bench_decode(backends, prompt_tokens: int = 512, new_tokens: int = 32, round
             prefill_s[b].append(_seconds(lambda: engine.prefill(ids)))
             seconds, tokens[b] = _decode(engine, short, new_tokens)
             decode_s[b].append(seconds)
-            if progress:
-                progress.advance(task)
-    bandwidth, peak = statistics.median(bandwidths), max(peaks)
-    context = short.shape[1] + new_tokens // 2  # the cache a decode step reads, on average
-    nbytes = decode_bytes_per_token(config, context)
-    flops = prefill_flops(config, prompt_tokens)
+            tick()
+    return prefill_s, decode_s, tokens, statistics.median(bandwidths), max(peaks)
+
+
+def _speed_rows(backends, prompt_tokens: int, new_tokens: int, prefill_s, decode_s, tokens) -> list[dict]:
+    """Tokens/s per backend (medians), and each as a ratio to the reference (HF eager)."""
     rows = []
     for b in backends:
         row = {"backend": b, "prefill_tokens_per_s": prompt_tokens / statistics.median(prefill_s[b]),
@@ -244,11 +248,37 @@ def bench_decode(backends, prompt_tokens: int = 512, new_tokens: int = 32, round
     for row in rows:
         for kind in ("prefill", "decode"):
             row[f"{kind}_ratio_to_hf"] = row[f"{kind}_tokens_per_s"] / ref[f"{kind}_tokens_per_s"]
+    return rows
+
+
+def _goals(rows: list[dict], backends) -> list[dict]:
     goals = [{"backend": b, "kind": kind, "goal_ratio": g,
               "ratio": next(r[f"{kind}_ratio_to_hf"] for r in rows if r["backend"] == b),
               } for (b, kind), g in GOALS.items() if b in backends]
     for g in goals:
         g["reached"] = g["ratio"] >= g["goal_ratio"]
+    return goals
+
+
+def bench_decode(backends, prompt_tokens: int = 512, new_tokens: int = 32, rounds: int = 3, threads=None,
+                 model: str = "smollm2", progress=None) -> dict:
+    thread_info = set_threads(threads)
+    params, config, ids = _model_and_prompt(model, prompt_tokens)
+    prompt_tokens = ids.shape[1]
+    short = ids[:, :min(DECODE_PROMPT, prompt_tokens)]
+    max_len = max(prompt_tokens, short.shape[1] + new_tokens + 1)
+    task = progress.add_task("bench decode", total=len(backends) * (rounds + 1)) if progress else None
+
+    def tick():
+        if progress:
+            progress.advance(task)
+
+    engines = _warm_engines(backends, params, config, max_len, ids, short, tick)
+    prefill_s, decode_s, tokens, bandwidth, peak = _timed_rounds(engines, ids, short, new_tokens, rounds, tick)
+    context = short.shape[1] + new_tokens // 2  # the cache a decode step reads, on average
+    nbytes = decode_bytes_per_token(config, context)
+    flops = prefill_flops(config, prompt_tokens)
+    rows = _speed_rows(backends, prompt_tokens, new_tokens, prefill_s, decode_s, tokens)
     return {
         "model": "SmolLM2-135M-Instruct" if model == "smollm2" else "tiny random Llama",
         "config": config.to_dict(), "dtype": "float32", "batch": 1, "rounds": rounds,
@@ -258,7 +288,7 @@ def bench_decode(backends, prompt_tokens: int = 512, new_tokens: int = 32, round
         "decode_bound_tokens_per_s": bandwidth / nbytes["total"],
         "matmul_peak_gflops": peak, "prefill_flops": flops,
         "prefill_bound_tokens_per_s": peak * 1e9 / (flops / prompt_tokens),
-        "rows": rows, "goals": goals,
+        "rows": rows, "goals": _goals(rows, backends),
     }
 
 
