@@ -18,15 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-# Exercise C's keys and values (exercises.md): rows are k_0..k_3 and v_0..v_3.
-K = np.array([[0.47, 0.65, 0.60],
-              [0.64, 0.50, -0.59],
-              [-0.03, -0.48, -0.88],
-              [0.43, -0.83, 0.35]])
-V = np.array([[-0.07, -0.88, 0.47],
-              [0.37, -0.93, -0.07],
-              [-0.25, -0.75, 0.61],
-              [0.94, 0.20, 0.28]])
+from triptych.common.course import CRAFT_KEYS as K, CRAFT_VALUES as V  # exercise C's keys and values
 
 # The course accepts 0.05 and this lesson promises 1e-3; S is chosen for 1e-4 to leave a margin.
 PROMISED = 1e-3
@@ -266,48 +258,79 @@ def render(result: dict, console) -> None:
                "the course accepts 0.05)."),
     ))
     for t in result["tasks"]:
-        parts = [R.note(f"construction: {t['construction']}")]
-        if t["S"] is not None and t["task"] >= 4:
-            parts.append(f"scale S = {t['S']}: shared by tasks 4-6 (q of task 4), the smallest that serves all three "
-                         f"(this task alone would need S = {t['S_own']})")
-        elif t["S"] is not None:
-            parts.append(f"scale S = {t['S']}")
-        keys, scores, weights = np.array(t["keys"]), np.array(t["scores"]), np.array(t["weights"])
-        out, target, q = np.array(t["output"]), np.array(t["target"]), np.array(t["query"])
-        if len(q) > 1:  # task 2: one row per query, shown as matrices
-            labels = [f"q_{r}" for r in range(len(q))]
-            cols = [f"tok {j}" for j in range(4)]
-            parts += [R.matrix(q, labels, ["", "", ""], title="Q"),
-                      R.matrix(scores, labels, cols, title="scores Q K^T"),
-                      R.matrix(weights, labels, cols, digits=6, title="weights softmax(Q K^T)"),
-                      R.matrix(out, [f"out_{r}" for r in range(len(q))], ["", "", ""], digits=6, title="output"),
-                      R.matrix(target, [f"v_{r}" for r in range(len(q))], ["", "", ""], digits=6, title="target V")]
-        for r in range(len(q) if len(q) == 1 else 0):
-            parts.append(R.code(f"q = {R.vec(q[r])}"))
-            parts.append(R.table(
-                ["token", "key", "score k.q", "weight", "value"],
-                [(f"{j}" + (" (replaced)" if not np.allclose(keys[j], K[j]) else ""), R.vec(keys[j]),
-                  R.num(scores[r, j]), R.num(weights[r, j], 6), R.vec(V[j])) for j in range(4)],
-            ))
-            parts.append(f"output {R.vec(out[r], 6)}   target {R.vec(target[r], 6)}")
-        status = "[green]error <= 1e-3[/]" if t["max_error"] <= result["promised"] else "[bold red]error > 1e-3[/]"
-        b = t["backends"]
-        parts.append(R.note(f"max error {R.err(t['max_error'])} ({'ok' if t['max_error'] <= result['promised'] else 'FAIL'}); "
-                            f"same query in JAX {R.err(b['jax'])}, torch {R.err(b['torch'])}", style="bold"))
-        if t["scale_table"]:
-            rows = []
-            for row in t["scale_table"]:
-                w = np.array(row["weights"])
-                rows.append((R.num(row["S"], 0), R.vec(w[0], 6) + (" (row 0)" if len(w) > 1 else ""),
-                             R.err(row["max_error"]), "<- chosen" if row["S"] == t["S"] else ""))
-            parts.append(R.table(["S", "weights", "max error", ""], rows, title="error vs scale S"))
-        ex = t["exact"]
-        w_need = np.array(ex["weights_needed"])
-        parts.append(R.note(f"exact at finite S? {'yes' if ex['exact'] else 'no'}: weights needed "
-                            f"{R.vec(w_need[0])}{' (row 0; rows are one-hot)' if len(w_need) > 1 else ''}; {ex['why']}"))
-        console.print(R.panel(f"Task {t['task']}: {t['title']}   {status}", *parts))
+        _print_task(t, result["promised"], console)
+    _print_denominator(result["denominator"], console)
+    worst = max(t["max_error"] for t in result["tasks"])
+    console.print(f"All six tasks: worst max error {R.err(worst)} "
+                  f"({'all <= 1e-3' if worst <= result['promised'] else 'ABOVE 1e-3'}).")
 
-    d = result["denominator"]
+
+def _print_task(t: dict, promised: float, console) -> None:
+    """One task's panel: construction, scale, the query's numbers, its error, error vs S, exactness."""
+    from triptych.lessons import _render as R
+
+    parts = [R.note(f"construction: {t['construction']}")]
+    if t["S"] is not None and t["task"] >= 4:
+        parts.append(f"scale S = {t['S']}: shared by tasks 4-6 (q of task 4), the smallest that serves all three "
+                     f"(this task alone would need S = {t['S_own']})")
+    elif t["S"] is not None:
+        parts.append(f"scale S = {t['S']}")
+    parts += _query_matrices(t) if len(t["query"]) > 1 else _query_table(t)
+    status = "[green]error <= 1e-3[/]" if t["max_error"] <= promised else "[bold red]error > 1e-3[/]"
+    b = t["backends"]
+    parts.append(R.note(f"max error {R.err(t['max_error'])} ({'ok' if t['max_error'] <= promised else 'FAIL'}); "
+                        f"same query in JAX {R.err(b['jax'])}, torch {R.err(b['torch'])}", style="bold"))
+    if t["scale_table"]:
+        parts.append(_scale_table(t))
+    ex = t["exact"]
+    w_need = np.array(ex["weights_needed"])
+    parts.append(R.note(f"exact at finite S? {'yes' if ex['exact'] else 'no'}: weights needed "
+                        f"{R.vec(w_need[0])}{' (row 0; rows are one-hot)' if len(w_need) > 1 else ''}; {ex['why']}"))
+    console.print(R.panel(f"Task {t['task']}: {t['title']}   {status}", *parts))
+
+
+def _query_matrices(t: dict) -> list:
+    """Task 2: one row per query, shown as matrices."""
+    from triptych.lessons import _render as R
+
+    scores, weights = np.array(t["scores"]), np.array(t["weights"])
+    out, target, q = np.array(t["output"]), np.array(t["target"]), np.array(t["query"])
+    labels = [f"q_{r}" for r in range(len(q))]
+    cols = [f"tok {j}" for j in range(4)]
+    return [R.matrix(q, labels, ["", "", ""], title="Q"),
+            R.matrix(scores, labels, cols, title="scores Q K^T"),
+            R.matrix(weights, labels, cols, digits=6, title="weights softmax(Q K^T)"),
+            R.matrix(out, [f"out_{r}" for r in range(len(q))], ["", "", ""], digits=6, title="output"),
+            R.matrix(target, [f"v_{r}" for r in range(len(q))], ["", "", ""], digits=6, title="target V")]
+
+
+def _query_table(t: dict) -> list:
+    """A single query: its keys, scores, weights and values token by token, then output and target."""
+    from triptych.lessons import _render as R
+
+    keys, scores, weights = np.array(t["keys"]), np.array(t["scores"]), np.array(t["weights"])
+    out, target, q = np.array(t["output"]), np.array(t["target"]), np.array(t["query"])
+    return [R.code(f"q = {R.vec(q[0])}"),
+            R.table(["token", "key", "score k.q", "weight", "value"],
+                    [(f"{j}" + (" (replaced)" if not np.allclose(keys[j], K[j]) else ""), R.vec(keys[j]),
+                      R.num(scores[0, j]), R.num(weights[0, j], 6), R.vec(V[j])) for j in range(4)]),
+            f"output {R.vec(out[0], 6)}   target {R.vec(target[0], 6)}"]
+
+
+def _scale_table(t: dict):
+    from triptych.lessons import _render as R
+
+    rows = []
+    for row in t["scale_table"]:
+        w = np.array(row["weights"])
+        rows.append((R.num(row["S"], 0), R.vec(w[0], 6) + (" (row 0)" if len(w) > 1 else ""),
+                     R.err(row["max_error"]), "<- chosen" if row["S"] == t["S"] else ""))
+    return R.table(["S", "weights", "max error", ""], rows, title="error vs scale S")
+
+
+def _print_denominator(d: dict, console) -> None:
+    from triptych.lessons import _render as R
+
     console.print(R.panel(
         "Why replacing k_2 changes an output that 'only used' tokens 0 and 1",
         f"task 4 scores {R.vec(d['task4_scores'])}: token 2 sits S below, weight ~ 0",
@@ -319,6 +342,3 @@ def render(result: dict, console) -> None:
                "weight from every other token. Attention is a competition, not a lookup. "
                f"(Task 6's new key has length {R.num(d['task6_key_norm'], 15)}.)"),
     ))
-    worst = max(t["max_error"] for t in result["tasks"])
-    console.print(f"All six tasks: worst max error {R.err(worst)} "
-                  f"({'all <= 1e-3' if worst <= result['promised'] else 'ABOVE 1e-3'}).")
