@@ -197,8 +197,13 @@ def render(result: dict, console) -> None:
         f"the highest score belongs to token {result['winner']}, so out = v_{result['winner']} = "
         f"{R.vec(result['output'], 1)}",
     ))
+    _print_gradients(result, console)
+    _print_walk_and_temperature(result, console)
 
-    hg, sg = result["hard_grad"], result["soft_grad"]
+
+def _gradient_rows(hg: dict, sg: dict) -> list[tuple]:
+    """(attention, computed by, w.r.t., first 3 numbers, norm) for each gradient the lesson computed."""
+    from triptych.lessons import _render as R
 
     def show(g):
         return "None (no path)" if g is None else R.vec(np.asarray(g).reshape(-1)[:3], 4) + (" ..." if np.size(g) > 3 else "")
@@ -206,7 +211,7 @@ def render(result: dict, console) -> None:
     def norm(g):
         return "-" if g is None else R.num(float(np.linalg.norm(g)), 6)
 
-    rows = [
+    return [
         ("argmax", "torch autograd", "q", show(hg["torch"]["q"]), norm(hg["torch"]["q"])),
         ("argmax", "torch autograd", "K", show(hg["torch"]["k"]), norm(hg["torch"]["k"])),
         ("argmax", "torch autograd", "V", show(hg["torch"]["v"]), norm(hg["torch"]["v"])),
@@ -219,15 +224,25 @@ def render(result: dict, console) -> None:
         ("softmax", "NumPy hand-written backward", "q", show(sg["numpy_q"]), norm(sg["numpy_q"])),
         ("softmax", "torch autograd", "K", show(sg["torch"]["k"]), norm(sg["torch"]["k"])),
     ]
+
+
+def _print_gradients(result: dict, console) -> None:
+    from triptych.lessons import _render as R
+
     console.print(R.panel(
         f"Gradient of loss = |out - v_4|^2 (argmax loss {R.num(result['loss_hard'], 2)}, softmax loss "
         f"{R.num(result['loss_soft_torch'], 4)})",
-        R.table(["attention", "computed by", "w.r.t.", "gradient (first 3)", "norm"], rows),
+        R.table(["attention", "computed by", "w.r.t.", "gradient (first 3)", "norm"],
+                _gradient_rows(result["hard_grad"], result["soft_grad"])),
         R.note("Hard attention gives q and K, the parameters that decide WHERE to look, no gradient: torch has no "
                "graph path through the integer argmax (grad None), jax.grad returns exact zeros, and finite "
                "differences agree (a step of 1e-6 does not change the winner). Only V, the thing being looked "
                "at, learns. Softmax attention gives every parameter a non-zero gradient."),
     ))
+
+
+def _print_walk_and_temperature(result: dict, console) -> None:
+    from triptych.lessons import _render as R
 
     walk = [(R.num(r["t"], 1), R.vec(r["scores"], 2), f"{r['winner']}" + ("  (tie: the jump)" if r["tie"] else ""),
              R.vec(r["output"], 1), R.num(r["loss"], 1))
