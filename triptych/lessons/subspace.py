@@ -20,28 +20,11 @@ from __future__ import annotations
 
 import numpy as np
 
-D, M_DIM, P_DIM = 8, 3, 2  # ambient dimension, dim span(a), dim span(b)
-N_TOKENS = 4  # tokens 0 and 1 carry v_a and v_b; tokens 2 and 3 carry other values
-SEED = 0
+from triptych.common.course import (  # exercise E's sizes and data, shared with its grader
+    D, M_DIM, N_TOKENS, P_DIM, SEED, subspace_setup as setup,
+)
+
 S_GRID = (0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 40.0)
-
-
-def orthonormal_columns(rng: np.random.Generator, d: int, k: int) -> np.ndarray:
-    """k orthonormal vectors in R^d: the Q of a Gaussian matrix's QR. Shapes: -> (d, k)"""
-    q, r = np.linalg.qr(rng.standard_normal((d, k)))
-    return q * np.sign(np.diag(r))  # fix the signs so the basis does not depend on LAPACK's choice
-
-
-def setup(seed: int = SEED) -> dict:
-    rng = np.random.default_rng(seed)
-    basis = orthonormal_columns(rng, D, M_DIM + P_DIM)  # one QR: the two groups are orthogonal to each other
-    A, B = basis[:, :M_DIM], basis[:, M_DIM:]
-    v_a = A @ rng.standard_normal(M_DIM)
-    v_b = B @ rng.standard_normal(P_DIM)
-    keys = orthonormal_columns(rng, D, N_TOKENS).T  # (n, D): rows orthonormal
-    others = rng.standard_normal((N_TOKENS - 2, D))
-    values = np.vstack([v_a, v_b, others])
-    return {"A": A, "B": B, "v_a": v_a, "v_b": v_b, "keys": keys, "values": values}
 
 
 def averaging_query(keys: np.ndarray, S: float) -> np.ndarray:

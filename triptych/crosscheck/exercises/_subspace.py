@@ -5,22 +5,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from triptych.common.tolerances import tolerance
-from triptych.crosscheck.grade import compare
+from triptych.common.course import orthonormal_columns as orthonormal, subspace_setup
+from triptych.common.tolerances import compare, tolerance
 from triptych.crosscheck.spec import Variant, locate
-
-
-def orthonormal(rng, d, k):
-    """k orthonormal columns in R^d (QR's signs fixed, so a seed always gives the same basis)."""
-    q, r = np.linalg.qr(rng.standard_normal((d, k)))
-    return q * np.sign(np.diag(r))
 
 
 def subspaces(d, m, p, lesson=False):
     def make(rng, dt):
         if lesson:
-            from triptych.lessons.subspace import setup
-            s = setup()
+            s = subspace_setup()
             a, b = s["A"], s["B"]
         else:
             basis = orthonormal(rng, d, m + p)

@@ -24,8 +24,7 @@ from triptych.common.tolerances import tolerance
 from triptych.crosscheck.grade import l2
 from triptych.crosscheck.exercises._subspace import READER_VARIANTS, grade_reader, orthonormal, subspaces
 from triptych.crosscheck.spec import Case, Exercise, Variant
-from triptych.lessons.craft_queries import K as C_KEYS
-from triptych.lessons.craft_queries import V as C_VALUES
+from triptych.common.course import CRAFT_KEYS as C_KEYS, CRAFT_VALUES as C_VALUES
 
 GROUP = "course-ce"
 TITLE = "Courses C-E: crafted queries and keys, argmax attention, reading values out of an average"
