@@ -14,7 +14,7 @@ import jax.numpy as jnp
 from triptych.common.checks import check_finite, check_positive_int, check_shape
 from jax_impl._checks import all_finite
 from jax_impl.multihead import calculate_multihead_attention, get_multihead_qkv, linear, merge_heads, split_heads
-from numpy_impl.lora import (  # the checks only: one wording of every error in all three backends
+from triptych.common.lora_checks import (  # one wording of every error in all three backends
     check_alpha,
     check_dropout_p,
     check_init,

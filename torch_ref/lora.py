@@ -18,7 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from triptych.common.checks import check_finite, check_positive_int, check_shape
-from numpy_impl.lora import (  # the checks only: one wording of every error in all three backends
+from triptych.common.lora_checks import (  # one wording of every error in all three backends
     check_alpha,
     check_dropout_p,
     check_init,
