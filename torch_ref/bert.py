@@ -68,7 +68,7 @@ def _hf_bert(params: dict, n_heads: int, eps: float):
     """transformers.BertModel (no pooler, eval, eager attention) holding our params."""
     from transformers import BertConfig, BertModel
 
-    from triptych.pretrained.minilm import params_to_hf
+    from triptych.common.bert_params import params_to_hf
 
     word, pos, types = params["embed.word"], params["embed.position"], params["embed.token_type"]
     config = BertConfig(
