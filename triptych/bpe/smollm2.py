@@ -13,11 +13,10 @@ import json
 from pathlib import Path
 
 from triptych.common.cache import code_fingerprint, file_sha256, say_rebuilding, source_digest, stale_reason
-from triptych.corpora import data_dir
-from triptych.pretrained import digest_memo
-# One place finds the model package: pretrained.smollm2 (its ModelMissingError is an InputError, the
-# one line naming the install that the CLI prints).
-from triptych.pretrained.smollm2 import GGUF_NAME, PACKAGE, gguf_path
+# One place finds the model file, below both this module and pretrained.smollm2 (its ModelMissingError
+# is an InputError, the one line naming the install that the CLI prints).
+from triptych.common.locations import SMOLLM2_GGUF as GGUF_NAME, SMOLLM2_PACKAGE as PACKAGE, data_dir, digest_memo
+from triptych.common.locations import smollm2_gguf_path as gguf_path
 
 __all__ = ["GGUF_NAME", "PACKAGE", "conversion_fingerprint", "gguf_path", "hf_tokenizer", "save_tokenizer_json",
            "tokenizer_json"]

@@ -15,19 +15,14 @@ A loader whose dataset is absent raises DataMissingError, which tells the user w
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
 from triptych.common.checks import InputError
 from triptych.common.invocation import setup_command
+from triptych.common.locations import data_dir, user_data_dir  # noqa: F401  (part of this package's API)
 
 __all__ = ["DATASETS", "DataMissingError", "data_dir", "dataset_dir", "fetch_command", "require"]
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-# A clone (or `pip install -e .`, which runs the clone's files) has pyproject.toml beside the packages;
-# a wheel installed into site-packages never does.
-IN_CLONE = (REPO_ROOT / "pyproject.toml").is_file()
 
 # Name used on the command line (--only) and as the folder under the data dir, in fetch order.
 DATASETS = ("austen", "fine-foods", "brown")
@@ -38,22 +33,6 @@ COMPLETE_MARKER = "manifest.json"
 
 class DataMissingError(InputError):
     """A dataset has not been fetched into the data folder yet."""
-
-
-def user_data_dir() -> Path:
-    """$XDG_DATA_HOME/triptych, or ~/.local/share/triptych (the XDG spec ignores a relative XDG_DATA_HOME)."""
-    xdg = os.environ.get("XDG_DATA_HOME", "")
-    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".local" / "share"
-    return base / "triptych"
-
-
-def data_dir() -> Path:
-    """The data folder: $TRIPTYCH_DATA when set (relative to the current directory), else <repo>/.data
-    in a clone, else the per-user folder of an installed copy."""
-    override = os.environ.get("TRIPTYCH_DATA")
-    if override:
-        return Path(override).expanduser().resolve()
-    return REPO_ROOT / ".data" if IN_CLONE else user_data_dir()
 
 
 def fetch_command(name: str | None = None, force: bool = False) -> str:

