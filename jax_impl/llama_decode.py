@@ -9,7 +9,8 @@ ms to seconds each, far more than the step itself). Here the cache is allocated 
 
 and a call with T_new tokens at position t_past (a traced int32, so it changes nothing in the shapes)
     1. embeds, and per layer (lax.scan over the stacked layer weights: the layer is traced and compiled
-       once, not n_layers times) projects q, k, v and rotates q, k at t_past + 0 .. T_new - 1;
+       once, not n_layers times) runs llama_block.llama_layer, which projects q, k, v and rotates
+       q, k at t_past + 0 .. T_new - 1, with an attend that does 2. and 3.:
     2. writes k, v into slots t_past .. t_past + T_new - 1 with lax.dynamic_update_slice; the cache
        buffers are donated, so XLA updates them in place rather than copying the whole cache;
     3. attends from query i over ALL T_max slots, masked to the valid ones, slots s <= t_past + i
@@ -41,11 +42,9 @@ import numpy as np
 from jax import lax
 
 from triptych.common.checks import check_positive_int
-from triptych.common.llama_config import LlamaConfig, check_decode_inputs, check_llama_params
-from jax_impl.multihead import merge_heads, split_heads
+from triptych.common.llama_config import LAYER_KEYS, LlamaConfig, check_decode_inputs, check_llama_params
+from jax_impl.llama_block import llama_layer
 from jax_impl.norms import rms_norm
-from jax_impl.positional import apply_rope
-from jax_impl.swiglu import swiglu_mlp
 
 __all__ = ["stack_params", "init_cache", "decode_forward", "decode_prefill", "decode_step", "prefill_bucket",
            "trace_counts"]
@@ -53,8 +52,6 @@ __all__ = ["stack_params", "init_cache", "decode_forward", "decode_prefill", "de
 # have no meaning in NumPy or in HF's eager StaticCache.
 __backend_only__ = ["prefill_bucket", "trace_counts"]
 
-LAYER_KEYS = ("attn_norm.weight", "attn.w_q", "attn.w_k", "attn.w_v", "attn.w_o", "mlp_norm.weight",
-              "mlp.w_gate", "mlp.w_up", "mlp.w_down")
 MIN_BUCKET = 16
 
 # How often _forward has been traced, per new-token count: a Python side effect runs only while JAX
@@ -104,21 +101,19 @@ def _masked_gqa(q, k, v, valid):
     return jnp.einsum("bkgts,bksd->bkgtd", weights, v).reshape(B, H, T, D)
 
 
-def _layer(x, p, k_cache, v_cache, t_past, positions, config: LlamaConfig):
-    """One decoder layer over T new tokens, its cache slots written. Shapes: x (B, T, C),
-    k_cache, v_cache (B, H_kv, T_max, D) -> x (B, T, C), k_cache, v_cache"""
-    h = rms_norm(x, p["attn_norm.weight"], config.norm_eps)
-    rope = dict(positions=positions, base=config.rope_base, layout=config.rope_layout)
-    q = apply_rope(split_heads(h @ p["attn.w_q"].T, config.n_heads), **rope)  # (B, H, T, D)
-    k = apply_rope(split_heads(h @ p["attn.w_k"].T, config.n_kv_heads), **rope)  # (B, H_kv, T, D)
-    v = split_heads(h @ p["attn.w_v"].T, config.n_kv_heads)
-    at = (jnp.int32(0), jnp.int32(0), t_past, jnp.int32(0))  # slots t_past .. t_past + T - 1
-    k_cache = lax.dynamic_update_slice(k_cache, k.astype(k_cache.dtype), at)
-    v_cache = lax.dynamic_update_slice(v_cache, v.astype(v_cache.dtype), at)
-    valid = jnp.arange(k_cache.shape[2])[None, :] <= positions[:, None]  # (T, T_max): slot s <= t_past + i
-    x = x + merge_heads(_masked_gqa(q, k_cache, v_cache, valid)) @ p["attn.w_o"].T
-    mlp = {"w_gate": p["mlp.w_gate"], "w_up": p["mlp.w_up"], "w_down": p["mlp.w_down"]}
-    return x + swiglu_mlp(rms_norm(x, p["mlp_norm.weight"], config.norm_eps), mlp), k_cache, v_cache
+def _fixed_cache_attend(k_cache, v_cache, t_past, positions):
+    """llama_block's attend for the fixed-size cache: writes the new k, v into slots t_past ..
+    t_past + T - 1 and attends over all T_max slots, masked to s <= t_past + i.
+
+    Shapes: k_cache, v_cache (B, H_kv, T_max, D); attend's kv: the written (k_cache, v_cache)
+    """
+    def attend(q, k, v):
+        at = (jnp.int32(0), jnp.int32(0), t_past, jnp.int32(0))  # slots t_past .. t_past + T - 1
+        k_all = lax.dynamic_update_slice(k_cache, k.astype(k_cache.dtype), at)
+        v_all = lax.dynamic_update_slice(v_cache, v.astype(v_cache.dtype), at)
+        valid = jnp.arange(k_all.shape[2])[None, :] <= positions[:, None]  # (T, T_max): slot s <= t_past + i
+        return _masked_gqa(q, k_all, v_all, valid), None, (k_all, v_all)
+    return attend
 
 
 @partial(jax.jit, static_argnums=5, donate_argnums=2)
@@ -129,8 +124,8 @@ def _forward(stacked, idx, cache, t_past, last, config: LlamaConfig):
 
     def body(x, layer):  # traced once for all layers: the weights and this layer's cache are scanned
         p, k_cache, v_cache = layer
-        x, k_cache, v_cache = _layer(x, p, k_cache, v_cache, t_past, positions, config)
-        return x, (k_cache, v_cache)
+        x, acts = llama_layer(x, p, config, positions, _fixed_cache_attend(k_cache, v_cache, t_past, positions))
+        return x, acts.attn.kv
 
     x, (k, v) = lax.scan(body, x, (stacked["layers"], cache["k"], cache["v"]))
     x_last = lax.dynamic_index_in_dim(x, last, axis=1, keepdims=False)  # (B, C): the last real token

@@ -5,7 +5,8 @@ per-layer caches by concatenation and computes the logits at every new position.
 same model for generation, where only the next token's logits are read:
 
     cache["k"], cache["v"]: (n_layers, B, H_kv, T_max, D)      allocated once, filled left to right
-    per layer:  q, k, v = rope(h W_q^T), rope(h W_k^T), h W_v^T     at positions t_past .. t_past + T - 1
+    per layer, llama_block.llama_layer (the layer numpy_impl/llama.py runs) with _fixed_cache_attend:
+                q, k, v = rope(h W_q^T), rope(h W_k^T), h W_v^T     at positions t_past .. t_past + T - 1
                 cache[layer, :, :, t_past : t_past + T] = k, v     written in place, no copy of the past
                 attend over slots 0 .. t_past + T - 1 (a view)     causal within the new tokens
     logits = rms_norm(x[:, last]) W_head^T                         one position only
@@ -16,9 +17,7 @@ What made it faster than llama_forward_cached (measured on SmolLM2-135M, 2 cores
   - the per-layer weight dicts are built once (stack_params), not by scanning all 272 keys twice per
     layer per step (about 12 ms of a 100 ms step);
   - the cache is written in place: concatenation copies every cached key and value every step;
-  - RoPE's cos/sin are computed once per call, not once per head group per layer;
   - grouped-query attention views the H query heads as (H_kv, G) instead of repeating K and V;
-  - silu as x / (1 + exp(-x)) (see _silu);
   - the prompt's attention runs in flash.fast_attention's threaded causal blocks (see _attention).
 The maths is unchanged: tests/test_engines.py checks it against llama_forward at every position.
 Inference only: there is no backward.
@@ -28,16 +27,14 @@ from __future__ import annotations
 import numpy as np
 
 from triptych.common.checks import check_positive_int
-from triptych.common.llama_config import LlamaConfig, check_decode_inputs, check_llama_params
+from triptych.common.llama_config import LAYER_KEYS, LlamaConfig, check_decode_inputs, check_llama_params
+from numpy_impl import llama_block
 from numpy_impl.flash import fast_attention
 from numpy_impl.kvcache import cache_mask
 from numpy_impl.norms import rms_norm_forward
-from numpy_impl.positional import rope_cos_sin
 
 __all__ = ["stack_params", "init_cache", "decode_forward", "decode_prefill", "decode_step"]
 
-LAYER_KEYS = ("attn_norm.weight", "attn.w_q", "attn.w_k", "attn.w_v", "attn.w_o", "mlp_norm.weight",
-              "mlp.w_gate", "mlp.w_up", "mlp.w_down")
 
 
 def stack_params(params: dict, config: LlamaConfig) -> dict:
@@ -56,27 +53,6 @@ def init_cache(config: LlamaConfig, t_max: int, batch: int = 1, dtype="float32")
     check_positive_int("batch", batch)
     shape = (config.n_layers, batch, config.n_kv_heads, int(t_max), config.d_head)
     return {"k": np.zeros(shape, dtype), "v": np.zeros(shape, dtype)}
-
-
-def _rope(x, cos, sin, layout: str):
-    """x cos + R(x) sin, R turning each channel pair (a, b) into (-b, a): numpy_impl.positional.apply_rope
-    with its cos/sin computed by the caller once for all layers. Shapes: x (B, H, T, D), cos, sin (T, D)"""
-    if layout == "half":  # pairs (x_i, x_{i + D/2})
-        x1, x2 = np.split(x, 2, axis=-1)
-        turned = np.concatenate([-x2, x1], axis=-1)
-    else:  # pairs (x_2i, x_2i+1)
-        pairs = x.reshape(x.shape[:-1] + (-1, 2))
-        turned = np.stack([-pairs[..., 1], pairs[..., 0]], axis=-1).reshape(x.shape)
-    return x * cos + turned * sin
-
-
-def _silu(x):
-    """x * sigmoid(x) = x / (1 + exp(-x)). For x < -88 (float32) exp(-x) overflows to inf and
-    x / inf = -0, the right limit, so the warning is silenced: swiglu.silu's overflow-free two-sided
-    form takes six passes over the (T, d_ff) gate and was 6x slower (14 against 2 ms per layer at
-    T = 512), a sixth of a SmolLM2 prefill."""
-    with np.errstate(over="ignore"):
-        return x / (1.0 + np.exp(-x))
 
 
 def _attention(q, k, v, t_past: int):
@@ -105,25 +81,18 @@ def _attention(q, k, v, t_past: int):
     return out.reshape(B, H, T, D)
 
 
-def _layer(x, p: dict, k_cache, v_cache, t_past: int, cos, sin, config: LlamaConfig):
-    """One decoder layer over the T new tokens; writes their keys and values into the cache.
+def _fixed_cache_attend(k_cache, v_cache, t_past: int):
+    """llama_block's attend for the preallocated cache: the new k, v are written into slots
+    t_past .. t_past + T - 1 in place (the past stays put), then _attention reads slots 0 .. t_past + T - 1.
 
-    Shapes: x (B, T, C), k_cache, v_cache (B, H_kv, T_max, D) views into the cache -> x (B, T, C)
+    Shapes: k_cache, v_cache (B, H_kv, T_max, D) views into the cache; attend's kv: (k_cache, v_cache)
     """
-    B, T, _ = x.shape
-    H, H_kv, D = config.n_heads, config.n_kv_heads, config.d_head
-    h = rms_norm_forward(x, p["attn_norm.weight"], config.norm_eps)[0]
-    q = (h @ p["attn.w_q"].T).reshape(B, T, H, D).transpose(0, 2, 1, 3)  # (B, H, T, D)
-    k = (h @ p["attn.w_k"].T).reshape(B, T, H_kv, D).transpose(0, 2, 1, 3)  # (B, H_kv, T, D)
-    v = (h @ p["attn.w_v"].T).reshape(B, T, H_kv, D).transpose(0, 2, 1, 3)
-    end = t_past + T
-    k_cache[:, :, t_past:end] = _rope(k, cos, sin, config.rope_layout)  # in place: the past stays put
-    v_cache[:, :, t_past:end] = v
-    a = _attention(_rope(q, cos, sin, config.rope_layout), k_cache[:, :, :end], v_cache[:, :, :end], t_past)
-    x = x + a.transpose(0, 2, 1, 3).reshape(B, T, H * D) @ p["attn.w_o"].T
-    h = rms_norm_forward(x, p["mlp_norm.weight"], config.norm_eps)[0]
-    gated = _silu(h @ p["mlp.w_gate"].T) * (h @ p["mlp.w_up"].T)  # swiglu.swiglu_mlp_forward's maths
-    return x + gated @ p["mlp.w_down"].T
+    def attend(q, k, v):
+        end = t_past + q.shape[2]
+        k_cache[:, :, t_past:end] = k
+        v_cache[:, :, t_past:end] = v
+        return _attention(q, k_cache[:, :, :end], v_cache[:, :, :end], t_past), None, (k_cache, v_cache)
+    return attend
 
 
 def decode_forward(stacked: dict, idx, cache: dict, t_past: int, config: LlamaConfig, last: int | None = None):
@@ -137,11 +106,9 @@ def decode_forward(stacked: dict, idx, cache: dict, t_past: int, config: LlamaCo
     T = idx.shape[1]
     last = T - 1 if last is None else last
     x = stacked["embed"][idx]  # (B, T, C)
-    dtype = x.dtype
-    cos, sin = rope_cos_sin(t_past + np.arange(T), config.d_head, config.rope_base, dtype=dtype,
-                            layout=config.rope_layout)  # (T, D), once for every layer
+    positions = t_past + np.arange(T)
     for i, p in enumerate(stacked["layers"]):
-        x = _layer(x, p, cache["k"][i], cache["v"][i], t_past, cos, sin, config)
+        x, _ = llama_block.llama_layer(x, p, config, positions, _fixed_cache_attend(cache["k"][i], cache["v"][i], t_past))
     x_last = rms_norm_forward(x[:, last], stacked["norm"], config.norm_eps)[0]  # (B, C)
     return x_last @ stacked["head"].T, cache
 

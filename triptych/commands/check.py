@@ -66,6 +66,9 @@ def register(sub) -> None:
     p.add_argument("--points", metavar="FILE",
                    help="with --format gradescope: points per exercise and hidden cases (TOML or JSON; "
                         "triptych/crosscheck/classroom/points.py)")
+    p.add_argument("--pack", action="append", metavar="FILE",
+                   help="a teacher's exercise pack (a .py file or module defining GROUP, TITLE, EXERCISES; "
+                        "repeatable; docs/exercise_packs.md)")
     p.add_argument("--out", metavar="PATH", type=output_file, help="where --format writes its file")
     p.add_argument("--report", metavar="HTML", type=output_file,
                    help="also write a class page (pass rates, mistakes charted, conventions, every student's "
@@ -166,9 +169,10 @@ def _run(args) -> int:
         raise CLIError(f"check: no such file or folder: {args.path}")
     if os.path.isfile(args.path) and not args.path.endswith((".py", ".ipynb")):
         raise CLIError(f"check: expected a .py or .ipynb file, got {args.path}")
-    if args.exercise:  # validate the names before any work
-        from triptych.crosscheck import exercises
+    from triptych.crosscheck import exercises
 
+    exercises.use_packs(args.pack)  # a teacher's pack joins the catalogue before names are read
+    if args.exercise:  # validate the names before any work
         for name in args.exercise:
             exercises.get(name)
     if args.python:

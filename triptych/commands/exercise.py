@@ -25,9 +25,19 @@ def register(sub) -> None:
     nw.add_argument("--out", required=True, metavar="FILE", help="where to write it: NAME.py, or NAME.ipynb for a notebook (refuses to overwrite)")
     nw.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
     nw.set_defaults(func=run_new)
+    for action in (ls, sh, nw):
+        action.add_argument("--pack", action="append", metavar="FILE",
+                            help="also a teacher's exercise pack (.py file or module; repeatable)")
+
+
+def _use_packs(args) -> None:
+    from triptych.crosscheck.exercises import use_packs
+
+    use_packs(getattr(args, "pack", None))
 
 
 def run_list(args) -> int:
+    _use_packs(args)
     from rich.table import Table
 
     from triptych.commands._common import console, print_json
@@ -56,6 +66,7 @@ def run_list(args) -> int:
 
 
 def run_show(args) -> int:
+    _use_packs(args)
     from rich.markup import escape
 
     from triptych.commands._common import console, print_json
@@ -98,6 +109,7 @@ def run_show(args) -> int:
 
 
 def run_new(args) -> int:
+    _use_packs(args)
     import os
 
     from triptych.commands._common import CLIError, console

@@ -2,7 +2,7 @@
 JAX pieces and from Hugging Face's own modules, so a disagreement is named by layer and step
 ("first divergence: layer 7 attention") instead of only showing up in the logits.
 
-    steps = trace_llama(params, idx, config, "numpy")      # our pieces, wired as numpy_impl/llama.py
+    steps = trace_llama(params, idx, config, "numpy")      # numpy_impl.llama_block.llama_layer's activations
     ref = hf_trace_llama(hf_model, idx)                     # HF's modules, captured by forward hooks
     rows = compare({"numpy": steps}, ref, tolerance("float32", "real_model"))
     first_divergence(rows)                                  # the first row beyond tolerance, or None
@@ -21,13 +21,14 @@ One Llama layer, the names of its steps (pre-norm, two residual branches):
     mlp        = swiglu_mlp(mlp_norm)        mlp's output (down_proj's)
     resid_mlp  = resid_attn + mlp            the decoder layer's output
 
-plus embed before the first layer and final_norm, logits after the last. Our values come from the
-same functions numpy_impl/llama.py (or jax_impl/llama.py) calls, in the same order, so the traced
-logits are the backend's own: NumPy's bit for bit; JAX's run piece by piece, not as one jitted
+plus embed before the first layer and final_norm, logits after the last. Our values are the
+activations of the backend's own layer, llama_block.llama_layer (the one function numpy_impl/llama.py
+or jax_impl/llama.py runs per layer), read by name: nothing here rewrites the layer, so the traced
+logits are the backend's own: NumPy's bit for bit; JAX's run layer by layer, not as one jitted
 program, which moves float rounding only (tests/test_model_inspect.py checks both). gate and up are
-read beside swiglu_mlp (the same products it forms inside); the residual stream goes on with
-swiglu_mlp's own output. Every value is kept in our layout: HF's (B, T, H*D) projections are
-viewed as (B, H, T, D), as its attention does; `hf_shape` records the shape HF produced.
+the products swiglu_mlp forms inside (NumPy: from its cache; JAX: read beside it). Every value is
+kept in our layout: HF's (B, T, H*D) projections are viewed as (B, H, T, D), as its attention does;
+`hf_shape` records the shape HF produced.
 """
 from __future__ import annotations
 
@@ -36,8 +37,9 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from triptych.common.checks import InputError, check_ndim
-from triptych.common.llama_config import LlamaConfig, check_llama_params
+from triptych.common.checks import InputError
+from triptych.common.llama_config import LAYER_KEYS, LlamaConfig, check_llama_params
+from triptych.common.token_checks import check_count, check_token_ids
 from triptych.common.tolerances import Tol, max_abs_err, used
 
 __all__ = ["Step", "LLAMA_STEPS", "BACKENDS", "pieces", "cut_llama", "trace_llama", "hf_trace_llama",
@@ -46,6 +48,8 @@ __all__ = ["Step", "LLAMA_STEPS", "BACKENDS", "pieces", "cut_llama", "trace_llam
 BACKENDS = ("numpy", "jax")
 LLAMA_STEPS = ("attn_norm", "q", "k", "v", "q_rope", "k_rope", "attention", "o_proj", "resid_attn",
                "mlp_norm", "gate", "up", "mlp", "resid_mlp")
+ATTN_STEPS = ("q", "k", "v", "q_rope", "k_rope", "attention", "o_proj")  # fields of LlamaLayerCache.attn
+STEP_FIELDS = {"resid_mlp": "out"}  # a step named apart from its llama_layer field
 
 
 @dataclass
@@ -89,51 +93,46 @@ def as_backend(params: dict, backend: str) -> dict:
 
 def cut_llama(params: dict, config: LlamaConfig, n_layers: int) -> tuple[dict, LlamaConfig]:
     """The first n_layers of a model (the same weights, fewer blocks; embed, norm and head kept)."""
-    if isinstance(n_layers, bool) or not isinstance(n_layers, int) or not 1 <= n_layers <= config.n_layers:
-        raise InputError(f"n_layers: expected an integer in [1, {config.n_layers}], got {n_layers!r}")
+    check_count("n_layers", n_layers, 1, config.n_layers)
     keep = {k: v for k, v in params.items() if not k.startswith("layers.") or int(k.split(".")[1]) < n_layers}
     return keep, replace(config, n_layers=n_layers)
 
 
 def _check_idx(idx, vocab_size: int) -> np.ndarray:
-    idx = np.asarray(idx)
-    check_ndim("idx", idx, 2, "(B, T) token ids")
-    if not np.issubdtype(idx.dtype, np.integer) or idx.shape[1] == 0:
-        raise InputError(f"idx: expected at least one integer token id per row, got dtype {idx.dtype}, shape {idx.shape}")
-    if idx.min() < 0 or idx.max() >= vocab_size:
-        raise InputError(f"idx: expected token ids in [0, {vocab_size}), got values in [{idx.min()}, {idx.max()}]")
-    return idx
+    check_token_ids("idx", idx, vocab_size)
+    return np.asarray(idx)
+
+
+def layer_module(backend: str):
+    """The backend's llama_block module, read at call time (a test that replaces its llama_layer, or
+    a piece llama_layer calls, sees its replacement traced)."""
+    if backend == "numpy":
+        from numpy_impl import llama_block
+    elif backend == "jax":
+        from jax_impl import llama_block
+    else:
+        raise InputError(f"backend: expected one of {', '.join(map(repr, BACKENDS))}, got {backend!r}")
+    return llama_block
+
+
+def layer_steps(i: int, acts) -> list[Step]:
+    """LLAMA_STEPS of layer i, read by name from llama_block.llama_layer's activations."""
+    return [Step(i, name, getattr(acts.attn if name in ATTN_STEPS else acts, STEP_FIELDS.get(name, name)))
+            for name in LLAMA_STEPS]
 
 
 def _llama_steps(params: dict, idx, config: LlamaConfig, backend: str, weights_out: list | None = None) -> list[Step]:
-    """numpy_impl/llama.py's forward, written out so that every intermediate is kept."""
-    P = pieces(backend)
+    """The backend's own forward, layer by layer through llama_block.llama_layer, every activation kept."""
+    P, block = pieces(backend), layer_module(backend)
     p = as_backend(params, backend)
-    T = idx.shape[1]
-    positions, mask = np.arange(T), P.make_causal_mask(T)  # query t sees keys 0..t
-    rope = dict(positions=positions, base=config.rope_base, layout=config.rope_layout)
+    positions = np.arange(idx.shape[1])  # llama_layer's default attend: query t sees keys 0..t
     x = P.embedding(idx, p["embed.weight"])  # (B, T, C)
     steps = [Step(None, "embed", x)]
     for i in range(config.n_layers):
-        pre = f"layers.{i}."
-        s = {"attn_norm": P.rms_norm(x, p[pre + "attn_norm.weight"], config.norm_eps)}  # (B, T, C)
-        s["q"] = P.split_heads(P.linear(s["attn_norm"], p[pre + "attn.w_q"]), config.n_heads)  # (B, H, T, D)
-        s["k"] = P.split_heads(P.linear(s["attn_norm"], p[pre + "attn.w_k"]), config.n_kv_heads)  # (B, H_kv, T, D)
-        s["v"] = P.split_heads(P.linear(s["attn_norm"], p[pre + "attn.w_v"]), config.n_kv_heads)
-        s["q_rope"], s["k_rope"] = P.apply_rope(s["q"], **rope), P.apply_rope(s["k"], **rope)  # never v
-        a, weights = P.grouped_query_attention(s["q_rope"], s["k_rope"], s["v"], mask)  # (B, H, T, D), (B, H, T, T)
+        x, acts = block.llama_layer(x, {k: p[f"layers.{i}.{k}"] for k in LAYER_KEYS}, config, positions)
         if weights_out is not None:
-            weights_out.append(weights)
-        s["attention"] = P.merge_heads(a)  # (B, T, H*D)
-        s["o_proj"] = P.linear(s["attention"], p[pre + "attn.w_o"])
-        s["resid_attn"] = x + s["o_proj"]
-        s["mlp_norm"] = P.rms_norm(s["resid_attn"], p[pre + "mlp_norm.weight"], config.norm_eps)
-        s["gate"] = P.linear(s["mlp_norm"], p[pre + "mlp.w_gate"])  # read beside swiglu_mlp, not fed to it
-        s["up"] = P.linear(s["mlp_norm"], p[pre + "mlp.w_up"])
-        mlp = {k: p[pre + "mlp." + k] for k in ("w_gate", "w_up", "w_down")}
-        s["mlp"] = P.swiglu_mlp(s["mlp_norm"], mlp)
-        x = s["resid_mlp"] = s["resid_attn"] + s["mlp"]
-        steps += [Step(i, name, s[name]) for name in LLAMA_STEPS]
+            weights_out.append(acts.attn.weights)  # (B, H, T, T)
+        steps += layer_steps(i, acts)
     xf = P.rms_norm(x, p["norm.weight"], config.norm_eps)
     head = p["embed.weight"] if config.tie_embeddings else p["lm_head.weight"]
     steps += [Step(None, "final_norm", xf), Step(None, "logits", P.linear(xf, head))]
@@ -158,8 +157,7 @@ def llama_attention_weights(params: dict, idx, config: LlamaConfig, layer: int, 
     Shapes: idx (B, T) ints -> (B, H, T, T), rows sum to 1, zero above the diagonal
     """
     check_llama_params(params, config)
-    if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < config.n_layers:
-        raise InputError(f"layer: expected an integer in [0, {config.n_layers - 1}], got {layer!r}")
+    check_count("layer", layer, 0, config.n_layers - 1)
     cut, cfg = cut_llama(params, config, layer + 1)  # later layers cannot change this one
     weights: list = []
     _llama_steps(cut, _check_idx(idx, config.vocab_size), cfg, backend, weights)
