@@ -145,14 +145,19 @@ class JaxBackend:
             p, m, v = optim._update(p, g, m, v, b1b2eps, decays, t, lr, wd)
             return loss, p, m, v
 
+        self._step_fn = step_fn  # data_parallel.py jits the same function with its shardings
         self._step = jax.jit(step_fn, donate_argnums=(0, 1, 2))
+
+    def _batch(self, a):
+        """A batch as the step takes it (data_parallel.py splits its rows over devices)."""
+        return self.jnp.asarray(a)
 
     def train_step(self, x, y, lr, step):
         jnp = self.jnp
         key = self.jax.random.PRNGKey(_step_seed(self.seed, step)) if _dropout(self.config) > 0 else None
         self._t += 1
         loss, self._p, self._m, self._v = self._step(
-            self._p, self._m, self._v, jnp.asarray(x), jnp.asarray(y), self._t,
+            self._p, self._m, self._v, self._batch(x), self._batch(y), self._t,
             jnp.asarray(lr, jnp.float64), jnp.asarray(self.hp.weight_decay, jnp.float64), key)
         return float(loss)
 
@@ -219,8 +224,9 @@ class TorchBackend:
 
 
 def make_backend(name: str, config: GPTConfig | LlamaConfig, params: dict, opt_state: dict | None = None,
-                 dtype: str = "float32", hp: OptimConfig = OptimConfig(), seed: int = 0):
-    """A backend holding a copy of `params` (NumPy dict) and the optimizer state (fresh if None)."""
+                 dtype: str = "float32", hp: OptimConfig = OptimConfig(), seed: int = 0, devices: int = 1):
+    """A backend holding a copy of `params` (NumPy dict) and the optimizer state (fresh if None).
+    devices > 1 (jax only): data-parallel over that many JAX devices (training/data_parallel.py)."""
     if name not in BACKENDS:
         raise InputError(f"backend: expected one of {', '.join(BACKENDS)}, got {name!r}")
     if dtype not in DTYPES:
@@ -229,5 +235,12 @@ def make_backend(name: str, config: GPTConfig | LlamaConfig, params: dict, opt_s
         opt_state = {"step": 0, "m": {k: np.zeros_like(v) for k, v in params.items()},
                      "v": {k: np.zeros_like(v) for k, v in params.items()}}
     arch_of(config)  # a clear error for anything but the two configs
+    if devices != 1:
+        if name != "jax":
+            raise InputError(f"devices: expected 1 for the {name} backend (only jax splits a batch over "
+                             f"devices), got {devices!r}")
+        from triptych.training.data_parallel import DataParallelJaxBackend
+
+        return DataParallelJaxBackend(config, params, opt_state, np.dtype(dtype), hp, seed, devices)
     cls = {"numpy": NumpyBackend, "jax": JaxBackend, "torch": TorchBackend}[name]
     return cls(config, params, opt_state, np.dtype(dtype), hp, seed)
