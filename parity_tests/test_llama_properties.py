@@ -138,7 +138,7 @@ def test_input_errors_read_the_same_in_three_backends(mod):
         mod.llama_forward({k: v for k, v in p.items() if k != "norm.weight"}, np.array([[1]]), config)
     with pytest.raises(InputError, match=r"params\['layers.0.attn.w_k'\]: expected shape \(4, 8\)"):
         mod.llama_forward({**p, "layers.0.attn.w_k": np.zeros((8, 8))}, np.array([[1]]), config)
-    with pytest.raises(InputError, match=r"prefill: expected an integer \[1, 2\], got 3"):
+    with pytest.raises(InputError, match=r"prefill: expected an integer in \[1, 2\], got 3"):
         mod.llama_decode_incrementally(p, np.array([[1, 2]]), config, prefill=3)
     with pytest.raises(InputError, match="max_new_tokens: expected an integer >= 0"):
         mod.llama_generate(p, np.array([[1, 2]]), config, -1)

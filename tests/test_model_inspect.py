@@ -204,14 +204,14 @@ def test_injected_error_names_layer_and_step(ids, monkeypatch, capsys):
     _smollm2(2, "float32")
     import numpy_impl.swiglu as sw
 
-    real, calls = sw.swiglu_mlp, []
+    real, calls = sw.swiglu_mlp_forward, []  # what numpy_impl.llama_block.llama_layer calls
 
     def broken(x, params):  # right in layer 0, off by 1e-2 in layer 1's MLP
         calls.append(1)
-        out = real(x, params)
-        return out + np.float32(1e-2) if len(calls) == 2 else out
+        out, cache = real(x, params)
+        return (out + np.float32(1e-2) if len(calls) == 2 else out), cache
 
-    monkeypatch.setattr(sw, "swiglu_mlp", broken)
+    monkeypatch.setattr(sw, "swiglu_mlp_forward", broken)
     assert cli.main(["model", "inspect", "--layers", "2", "--backend", "numpy", "--json", TEXT]) == 1
     out = json.loads(capsys.readouterr().out)
     assert out["first_divergence"]["layer"] == 1 and out["first_divergence"]["step"] == "mlp"

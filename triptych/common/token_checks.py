@@ -42,7 +42,7 @@ def check_count(name: str, value, low: int, high: int | None = None) -> None:
     """An integer in [low, high] (or >= low): a prefill length, a number of new tokens, a layer."""
     ok = not isinstance(value, bool) and isinstance(value, (int, np.integer)) and value >= low
     if not ok or (high is not None and value > high):
-        span = f"[{low}, {high}]" if high is not None else f">= {low}"
+        span = f"in [{low}, {high}]" if high is not None else f">= {low}"
         raise InputError(f"{name}: expected an integer {span}, got {value!r}")
 
 
