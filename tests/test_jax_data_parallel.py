@@ -101,3 +101,27 @@ def test_devices_beyond_jax_or_for_another_backend_are_refused():
         make_backend("torch", config, params, devices=2)
     with pytest.raises(InputError, match="devices: expected an integer from 1 to"):
         make_backend("jax", config, params, devices=10_000)
+
+
+def _gpt_train(tmp_path, *flags, devices_flag: str | None = None):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "COLUMNS": "150"}
+    if devices_flag:
+        env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={devices_flag}").strip()
+    cmd = [sys.executable, str(REPO / "cli.py"), "gpt", "train", "--steps", "4", "--batch-size", "4",
+           "--block-size", "16", "--n-layer", "1", "--n-embd", "16", "--n-head", "2", "--eval-interval", "2",
+           "--eval-batches", "1", "--limit-chars", "20000", "--no-progress", "--out", str(tmp_path / "run"), *flags]
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_gpt_train_devices_flag(tmp_path):
+    """`gpt train --backend jax --devices 2` trains from the command line (2 forced host devices) and
+    writes the usual checkpoint; --devices with torch, or more devices than JAX sees, is one line, exit 2."""
+    proc = _gpt_train(tmp_path, "--backend", "jax", "--devices", "2", devices_flag="2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "run" / "ckpt.npz").is_file()
+    for flags, words in ((("--backend", "torch", "--devices", "2"), "devices: expected 1 for the torch backend"),
+                         (("--backend", "jax", "--devices", "3"), "xla_force_host_platform_device_count")):
+        proc = _gpt_train(tmp_path, *flags)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and words in errors[0], proc.stderr

@@ -70,6 +70,9 @@ def _add_train(gsub, t) -> None:
                         "flags need not be repeated; --steps N beyond the finished count extends it")
     s.add_argument("--threads", type=whole(MAX_THREADS), default=0,
                    help="torch threads (0: torch's default; 1 is often fastest on a busy CPU or one with few cores)")
+    s.add_argument("--devices", type=count(), default=1,
+                   help="jax: split each batch over this many JAX devices, weights replicated (GPUs, TPU cores; "
+                        "on a CPU set XLA_FLAGS=--xla_force_host_platform_device_count=N first)")
     s.add_argument("--no-progress", action="store_true")
     _model_flags(s)
     from triptych.commands._resume import record_given
@@ -174,7 +177,7 @@ def _config_from(args, vocab_size: int):
 
 # flags of one invocation, not settings of the run: free to differ on --resume (a checkpoint of one
 # backend continues in another)
-_PER_INVOCATION = {"out", "resume", "threads", "no_progress", "max_minutes", "backend", "steps"}
+_PER_INVOCATION = {"out", "resume", "threads", "no_progress", "max_minutes", "backend", "steps", "devices"}
 _GPT_FLAGS = ("block_size", "n_layer", "n_head", "n_embd", *_GPT_ONLY)
 
 
@@ -235,7 +238,8 @@ def run_train(args) -> int:
     config = config or _config_from(args, data.tokenizer.vocab_size)
     console.print(f"[bold]gpt train[/] {targs.backend} {targs.dtype}: {config}  "
                   f"{len(data.train):,} train / {len(data.val):,} val chars, batch {targs.batch_size}x{config.block_size}")
-    res, _ = train(targs, config, data, out=out, resume=args.resume, progress=not args.no_progress)
+    res, _ = train(targs, config, data, out=out, resume=args.resume, progress=not args.no_progress,
+                   devices=args.devices)
     state = "interrupted, checkpoint saved" if res.interrupted else "done"
     val = f"val loss {res.val_loss:.4f} nats/char (perplexity {math.exp(res.val_loss):.3f})" \
         if res.val_loss is not None else "no validation yet"

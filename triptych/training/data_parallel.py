@@ -46,8 +46,10 @@ class DataParallelJaxBackend(JaxBackend):
 
         have = jax.devices()
         if isinstance(devices, bool) or not isinstance(devices, int) or not 1 <= devices <= len(have):
+            hint = ("; on a CPU, XLA_FLAGS=--xla_force_host_platform_device_count=N set before the program "
+                    "starts splits it into N devices") if have[0].platform == "cpu" else ""
             raise InputError(f"devices: expected an integer from 1 to {len(have)} (the devices JAX sees), "
-                             f"got {devices!r}")
+                             f"got {devices!r}{hint}")
         self.devices = devices
         self.mesh = Mesh(np.array(have[:devices]), ("data",))
         self._replicated = NamedSharding(self.mesh, PartitionSpec())

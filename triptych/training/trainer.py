@@ -229,17 +229,18 @@ def _plot_history(args: TrainArgs, config, history: dict, ckpt_path: Path | None
 
 def train(args: TrainArgs, config, data: CharData, out: str | Path | None = None,
           resume: bool = False, progress: bool = True, interrupt_at: int | None = None,
-          on_eval=None) -> tuple[TrainResult, object]:
+          on_eval=None, devices: int = 1) -> tuple[TrainResult, object]:
     """Train (or resume training) and return (TrainResult, backend). config: a GPTConfig or a
     LlamaConfig (the Llama-style model). With `out`, checkpoints go to out/ckpt.npz and the loss
-    curve to out/loss.png, and out/run.json records the run's settings (what `--resume` reads)."""
+    curve to out/loss.png, and out/run.json records the run's settings (what `--resume` reads).
+    devices > 1 (jax): data-parallel over that many JAX devices (training/data_parallel.py)."""
     args.check()
     ckpt_path = Path(out) / "ckpt.npz" if out is not None else None
     config, params, opt_state, start, history, elapsed = _start_or_resume(args, config, data, ckpt_path, resume)
     if out is not None:
         write_run_file(out, arch_of(config), asdict(args), config.to_dict())
     hp = OptimConfig(weight_decay=args.weight_decay, grad_clip=args.grad_clip)
-    backend = make_backend(args.backend, config, params, opt_state, args.dtype, hp, args.seed)
+    backend = make_backend(args.backend, config, params, opt_state, args.dtype, hp, args.seed, devices)
     run = _Run(args, config, data, backend, history, ckpt_path, elapsed)
     step, val, interrupted, seconds = _run_steps(run, start, progress, interrupt_at, on_eval)
     _plot_history(args, config, history, ckpt_path)
