@@ -16,20 +16,22 @@ Face's BertModel state_dict):
     layers.{i}.mlp_ln.{weight,bias}                    (C,)
 attention_mask is Hugging Face's (B, T) of 1 = real token, 0 = padding; padding keys are masked
 for every query (the padded queries still get outputs, which pooling then ignores).
-Forward only: the backward belongs to the fine-tuning issue.
+Forward only: fine-tuning runs in torch_ref.
 """
 from __future__ import annotations
 
 import math
+from typing import Any, NamedTuple
 
 import numpy as np
 # NumPy has no erf; SciPy's is vectorised C, accurate to double precision (pinned in requirements.txt).
 from scipy.special import erf as _erf
 
 from triptych.common.checks import InputError, check_ndim, check_shape
+from triptych.common.token_checks import check_id_grid
 from numpy_impl.layers import embedding, layer_norm
 from numpy_impl.masks import padding_to_attention_mask
-from numpy_impl.multihead import linear, multihead_attention
+from numpy_impl.multihead import calculate_multihead_attention, get_multihead_qkv, linear, merge_heads
 from numpy_impl.positional import learned_positional_encoding
 
 __all__ = [
@@ -37,6 +39,7 @@ __all__ = [
     "bert_embeddings",
     "bert_mlp",
     "bert_layer",
+    "bert_layer_activations",
     "bert_encoder",
     "mean_pool",
     "l2_normalize",
@@ -57,22 +60,16 @@ def gelu_erf(x: np.ndarray) -> np.ndarray:
     return (0.5 * x * (1.0 + _erf(x / math.sqrt(2.0)))).astype(x.dtype, copy=False)
 
 
-def _check_ids(name: str, ids, like=None) -> None:
-    check_ndim(name, ids, 2, "(B, T)")
-    if like is not None:
-        check_shape(name, ids, like.shape)
-
-
 def bert_embeddings(input_ids: np.ndarray, params: dict, token_type_ids: np.ndarray | None = None,
                     eps: float = BERT_EPS) -> np.ndarray:
     """Word + learned position + token-type embeddings, then LayerNorm (dropout is off in eval).
 
     Shapes: input_ids (B, T) ints, token_type_ids (B, T) ints or None (all type 0) -> (B, T, C)
     """
-    _check_ids("input_ids", input_ids)
+    check_id_grid("input_ids", input_ids)
     if token_type_ids is None:
         token_type_ids = np.zeros_like(input_ids)
-    _check_ids("token_type_ids", token_type_ids, input_ids)
+    check_id_grid("token_type_ids", token_type_ids, input_ids)
     x = embedding(input_ids, params["embed.word"])  # (B, T, C)
     x = learned_positional_encoding(x, params["embed.position"])  # + position[:T]
     x = x + embedding(token_type_ids, params["embed.token_type"])
@@ -91,15 +88,56 @@ def _sub(params: dict, prefix: str) -> dict:
     return {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}
 
 
+class BertLayerCache(NamedTuple):
+    """One encoder layer's activations in forward order (the names trace_bert.BERT_STEPS reports)."""
+    x: Any  # (B, T, C) the layer's input
+    q: Any  # (B, H, T, D) x W_q^T + b_q in heads
+    k: Any  # (B, H, T, D)
+    v: Any  # (B, H, T, D)
+    weights: Any  # (B, H, T, T) softmax probabilities (padding keys 0)
+    context: Any  # (B, T, C) merged heads, the output projection's input
+    attn_out: Any  # (B, T, C) context W_o^T + b_o
+    attn_resid: Any  # (B, T, C) x + attn_out
+    attn_ln: Any  # (B, T, C) LN(attn_resid)
+    fc: Any  # (B, T, d_ff) attn_ln W_fc^T + b_fc
+    gelu: Any  # (B, T, d_ff) gelu_erf(fc)
+    mlp_out: Any  # (B, T, C) gelu W_proj^T + b_proj (bert_mlp's output)
+    mlp_resid: Any  # (B, T, C) attn_ln + mlp_out
+    mlp_ln: Any  # (B, T, C) LN(mlp_resid): the layer's output
+
+
+def bert_layer_activations(x, params: dict, n_heads: int, mask=None, eps: float = BERT_EPS):
+    """One post-LN encoder layer, every activation kept: the ONE wiring of the layer, run by
+    bert_encoder (through bert_layer) and by triptych/pretrained/trace_bert.py. multihead_attention
+    is written out as its steps (get_multihead_qkv, calculate_multihead_attention, merge_heads,
+    linear), bert_mlp as linear, gelu_erf, linear, so their intermediates have names.
+
+    Shapes: x (B, T, C), mask bool broadcastable to (B, H, T, T) (True = may attend)
+            -> out (B, T, C), BertLayerCache
+    """
+    attn, mlp = _sub(params, "attn."), _sub(params, "mlp.")
+    q, k, v = get_multihead_qkv(x, attn, n_heads)  # (B, H, T, D) each
+    heads, weights = calculate_multihead_attention(q, k, v, mask)
+    context = merge_heads(heads)  # (B, T, C)
+    attn_out = linear(context, attn["w_o"], attn["b_o"])
+    attn_resid = x + attn_out
+    attn_ln = layer_norm(attn_resid, params["attn_ln.weight"], params["attn_ln.bias"], eps)  # HF BertSelfOutput
+    fc = linear(attn_ln, mlp["w_fc"], mlp["b_fc"])
+    gelu = gelu_erf(fc)
+    mlp_out = linear(gelu, mlp["w_proj"], mlp["b_proj"])
+    mlp_resid = attn_ln + mlp_out
+    mlp_ln = layer_norm(mlp_resid, params["mlp_ln.weight"], params["mlp_ln.bias"], eps)
+    return mlp_ln, BertLayerCache(x, q, k, v, weights, context, attn_out, attn_resid, attn_ln, fc, gelu, mlp_out,
+                                  mlp_resid, mlp_ln)
+
+
 def bert_layer(x: np.ndarray, params: dict, n_heads: int, mask: np.ndarray | None = None,
                eps: float = BERT_EPS) -> np.ndarray:
     """One post-LN encoder layer; params are one layer's keys (attn.*, attn_ln.*, mlp.*, mlp_ln.*).
 
     Shapes: x (B, T, C), mask bool broadcastable to (B, H, T, T) (True = may attend) -> (B, T, C)
     """
-    attn, _ = multihead_attention(x, _sub(params, "attn."), n_heads, mask=mask)
-    x = layer_norm(x + attn, params["attn_ln.weight"], params["attn_ln.bias"], eps)  # HF BertSelfOutput
-    return layer_norm(x + bert_mlp(x, _sub(params, "mlp.")), params["mlp_ln.weight"], params["mlp_ln.bias"], eps)
+    return bert_layer_activations(x, params, n_heads, mask, eps)[0]
 
 
 def _n_layers(params: dict) -> int:
@@ -110,7 +148,7 @@ def _valid_keys(attention_mask, input_ids) -> np.ndarray | None:
     """HF's (B, T) 1/0 attention_mask -> bool (B, T), True = a real token."""
     if attention_mask is None:
         return None
-    _check_ids("attention_mask", attention_mask, input_ids)
+    check_id_grid("attention_mask", attention_mask, input_ids)
     valid = np.asarray(attention_mask)
     if valid.dtype != bool:
         if not np.isin(valid, (0, 1)).all():

@@ -122,3 +122,100 @@ def test_count_and_id_refusals_read_the_same(params, mod):
         mod.llama_generate(params, np.zeros((1, 0), dtype=np.int64), CONFIG, 1)
     with pytest.raises(InputError, match=r"^idx: expected token ids in \[0, 23\), got values in \[-1, 2\]$"):
         mod.llama_forward(params, np.array([[-1, 2]]), CONFIG)
+
+
+# ----------------------------------------------------------------------------------------------
+# BERT: one layer (bert.bert_layer_activations) for the encoder and the tracer
+
+from types import SimpleNamespace  # noqa: E402
+
+import torch  # noqa: E402
+
+from jax_impl import bert as jbert  # noqa: E402
+from numpy_impl import bert as nbert  # noqa: E402
+from torch_ref import bert as tbert  # noqa: E402
+from triptych.pretrained import trace_bert  # noqa: E402
+
+BERT = SimpleNamespace(num_attention_heads=4, layer_norm_eps=1e-12)
+
+
+def _bert_params(rng, C=16, F=24, V=30, P=12, n_layers=2):
+    def w(*shape):
+        return 0.3 * rng.standard_normal(shape)
+    p = {"embed.word": w(V, C), "embed.position": w(P, C), "embed.token_type": w(2, C),
+         "embed.ln.weight": 1 + w(C), "embed.ln.bias": w(C)}
+    for i in range(n_layers):
+        pre = f"layers.{i}."
+        for n in "qkvo":
+            p[pre + f"attn.w_{n}"], p[pre + f"attn.b_{n}"] = w(C, C), w(C)
+        p.update({pre + "attn_ln.weight": 1 + w(C), pre + "attn_ln.bias": w(C), pre + "mlp.w_fc": w(F, C),
+                  pre + "mlp.b_fc": w(F), pre + "mlp.w_proj": w(C, F), pre + "mlp.b_proj": w(C),
+                  pre + "mlp_ln.weight": 1 + w(C), pre + "mlp_ln.bias": w(C)})
+    return p
+
+
+@pytest.fixture(scope="module")
+def bert_batch():
+    rng = np.random.default_rng(5)
+    batch = {"input_ids": np.array([[2, 7, 9, 4, 1], [3, 8, 5, 0, 0]]),
+             "attention_mask": np.array([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]]),
+             "token_type_ids": np.zeros((2, 5), dtype=np.int64)}
+    return _bert_params(rng), batch
+
+
+def test_bert_layer_cache_is_named(bert_batch):
+    params, _ = bert_batch
+    x = np.random.default_rng(1).standard_normal((2, 5, 16))
+    layer = {k[len("layers.0."):]: v for k, v in params.items() if k.startswith("layers.0.")}
+    out, acts = nbert.bert_layer_activations(x, layer, 4)
+    assert isinstance(acts, nbert.BertLayerCache) and acts.mlp_ln is out and acts.x is x
+    assert acts.q.shape == (2, 4, 5, 4) and acts.weights.shape == (2, 4, 5, 5) and acts.fc.shape == (2, 5, 24)
+    np.testing.assert_array_equal(acts.attn_resid, x + acts.attn_out)
+    np.testing.assert_array_equal(acts.mlp_resid, acts.attn_ln + acts.mlp_out)
+    ref, tacts = tbert.bert_layer_activations(torch.from_numpy(x), {k: torch.from_numpy(v) for k, v in layer.items()}, 4)
+    assert_close(out, ref.numpy(), "float64", what="numpy layer vs torch's (F.multi_head_attention_forward)")
+    assert_close(acts.weights, tacts.weights.numpy(), "float64")
+
+
+@pytest.mark.parametrize("mod", [nbert, jbert], ids=lambda m: m.__name__)
+def test_bert_trace_reads_the_encoders_layer(bert_batch, mod):
+    params, batch = bert_batch
+    backend = "numpy" if mod is nbert else "jax"
+    steps = trace_bert.trace_bert(params, batch, BERT, backend)
+    hidden = mod.bert_encoder(batch["input_ids"], params, 4, batch["attention_mask"], batch["token_type_ids"])
+    outs = [s.value for s in steps if s.name == "mlp_ln"]
+    assert len(outs) == len(hidden) - 1 == 2
+    for got, want in zip(outs, hidden[1:]):
+        assert_close(got, np.asarray(want), "float64")
+    if mod is nbert:
+        for got, want in zip(outs, hidden[1:]):
+            np.testing.assert_array_equal(got, want)
+
+
+def test_one_bert_layer_serves_encoder_and_trace(bert_batch, monkeypatch):
+    params, batch = bert_batch
+    assert trace_bert.bert_module("numpy") is nbert
+    real, calls = nbert.bert_layer_activations, []
+    before = nbert.bert_encoder(batch["input_ids"], params, 4, batch["attention_mask"])[-1]
+
+    def shifted(x, params, n_heads, mask=None, eps=nbert.BERT_EPS):
+        calls.append(1)
+        out, acts = real(x, params, n_heads, mask, eps)
+        return out + 1.0, acts._replace(mlp_ln=out + 1.0)
+
+    monkeypatch.setattr(nbert, "bert_layer_activations", shifted)
+    hidden = nbert.bert_encoder(batch["input_ids"], params, 4, batch["attention_mask"])
+    traced = [s.value for s in trace_bert.trace_bert(params, batch, BERT, "numpy") if s.name == "mlp_ln"]
+    np.testing.assert_array_equal(traced[-1], hidden[-1])
+    assert not np.allclose(hidden[-1], before) and len(calls) == 4  # encoder and trace: both layers each
+
+
+@pytest.mark.parametrize("mod", [nbert, jbert, tbert], ids=lambda m: m.__name__)
+def test_bert_id_refusals_read_the_same(bert_batch, mod):
+    params, batch = bert_batch
+    ids = batch["input_ids"]
+    conv = torch.from_numpy if mod is tbert else np.asarray
+    with pytest.raises(InputError, match=r"^input_ids: expected a 2-D array \(B, T\)"):
+        mod.bert_encoder(conv(ids[0]), params, 4)
+    with pytest.raises(InputError, match=r"^attention_mask: expected shape \(2, 5\)"):
+        mod.bert_encoder(conv(ids), params, 4, conv(batch["attention_mask"][:, :3]))

@@ -4,10 +4,13 @@ for the whole encoder, by Hugging Face's BertModel built from our params.
 """
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
 import torch
 import torch.nn.functional as F
 
 from triptych.common.checks import InputError, check_ndim, check_shape
+from triptych.common.token_checks import check_id_grid
 from torch_ref.layers import embedding, layer_norm
 from torch_ref.multihead import linear, multihead_attention
 from torch_ref.positional import learned_positional_encoding
@@ -17,6 +20,7 @@ __all__ = [
     "bert_embeddings",
     "bert_mlp",
     "bert_layer",
+    "bert_layer_activations",
     "bert_encoder",
     "mean_pool",
     "l2_normalize",
@@ -31,18 +35,12 @@ def gelu_erf(x: torch.Tensor) -> torch.Tensor:
     return F.gelu(x)
 
 
-def _check_ids(name: str, ids, like=None) -> None:
-    check_ndim(name, ids, 2, "(B, T)")
-    if like is not None:
-        check_shape(name, ids, like.shape)
-
-
 def bert_embeddings(input_ids, params: dict, token_type_ids=None, eps: float = BERT_EPS):
     """Shapes: input_ids (B, T) ints, token_type_ids (B, T) ints or None -> (B, T, C)"""
-    _check_ids("input_ids", input_ids)
+    check_id_grid("input_ids", input_ids)
     if token_type_ids is None:
         token_type_ids = torch.zeros_like(input_ids)
-    _check_ids("token_type_ids", token_type_ids, input_ids)
+    check_id_grid("token_type_ids", token_type_ids, input_ids)
     x = learned_positional_encoding(embedding(input_ids, params["embed.word"]), params["embed.position"])
     x = x + embedding(token_type_ids, params["embed.token_type"])
     return layer_norm(x, params["embed.ln.weight"], params["embed.ln.bias"], eps)
@@ -57,11 +55,46 @@ def _sub(params: dict, prefix: str) -> dict:
     return {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}
 
 
+class BertLayerCache(NamedTuple):
+    """numpy_impl.bert.BertLayerCache's names. q, k, v and context are None: the attention is
+    F.multi_head_attention_forward whole (the referee's point), which keeps them to itself."""
+    x: Any  # (B, T, C)
+    q: Any  # None
+    k: Any  # None
+    v: Any  # None
+    weights: Any  # (B, H, T, T)
+    context: Any  # None
+    attn_out: Any  # (B, T, C)
+    attn_resid: Any  # (B, T, C)
+    attn_ln: Any  # (B, T, C)
+    fc: Any  # (B, T, d_ff)
+    gelu: Any  # (B, T, d_ff)
+    mlp_out: Any  # (B, T, C)
+    mlp_resid: Any  # (B, T, C)
+    mlp_ln: Any  # (B, T, C) the layer's output
+
+
+def bert_layer_activations(x, params: dict, n_heads: int, mask=None, eps: float = BERT_EPS):
+    """One post-LN layer through F.multi_head_attention_forward, its activations kept.
+
+    Shapes: x (B, T, C) -> out (B, T, C), BertLayerCache
+    """
+    attn_out, weights = multihead_attention(x, _sub(params, "attn."), n_heads, mask=mask)
+    attn_resid = x + attn_out
+    attn_ln = layer_norm(attn_resid, params["attn_ln.weight"], params["attn_ln.bias"], eps)
+    mlp = _sub(params, "mlp.")
+    fc = linear(attn_ln, mlp["w_fc"], mlp["b_fc"])
+    gelu = gelu_erf(fc)
+    mlp_out = linear(gelu, mlp["w_proj"], mlp["b_proj"])  # bert_mlp's steps
+    mlp_resid = attn_ln + mlp_out
+    mlp_ln = layer_norm(mlp_resid, params["mlp_ln.weight"], params["mlp_ln.bias"], eps)
+    return mlp_ln, BertLayerCache(x, None, None, None, weights, None, attn_out, attn_resid, attn_ln, fc, gelu,
+                                  mlp_out, mlp_resid, mlp_ln)
+
+
 def bert_layer(x, params: dict, n_heads: int, mask=None, eps: float = BERT_EPS):
     """One post-LN layer through F.multi_head_attention_forward. Shapes: x (B, T, C) -> (B, T, C)"""
-    attn, _ = multihead_attention(x, _sub(params, "attn."), n_heads, mask=mask)
-    x = layer_norm(x + attn, params["attn_ln.weight"], params["attn_ln.bias"], eps)
-    return layer_norm(x + bert_mlp(x, _sub(params, "mlp.")), params["mlp_ln.weight"], params["mlp_ln.bias"], eps)
+    return bert_layer_activations(x, params, n_heads, mask, eps)[0]
 
 
 def _hf_bert(params: dict, n_heads: int, eps: float):
@@ -86,14 +119,14 @@ def _hf_bert(params: dict, n_heads: int, eps: float):
 def bert_encoder(input_ids, params: dict, n_heads: int, attention_mask=None, token_type_ids=None,
                  eps: float = BERT_EPS) -> list:
     """HF BertModel(output_hidden_states=True). Shapes: input_ids (B, T) -> n_layers + 1 tensors (B, T, C)"""
-    _check_ids("input_ids", input_ids)
+    check_id_grid("input_ids", input_ids)
     if attention_mask is not None:
-        _check_ids("attention_mask", attention_mask, input_ids)
+        check_id_grid("attention_mask", attention_mask, input_ids)
         if not bool(((attention_mask == 0) | (attention_mask == 1)).all()):
             raise InputError("attention_mask: expected 1 (token) or 0 (padding) everywhere")
         attention_mask = attention_mask.long()
     if token_type_ids is not None:
-        _check_ids("token_type_ids", token_type_ids, input_ids)
+        check_id_grid("token_type_ids", token_type_ids, input_ids)
     with torch.no_grad():
         out = _hf_bert(params, n_heads, eps)(input_ids=input_ids, attention_mask=attention_mask,
                                              token_type_ids=token_type_ids, output_hidden_states=True)

@@ -17,17 +17,18 @@ Step type and the comparison.
     mlp_ln     = LN(mlp_resid)                                its output: the layer's output
     pooled     = l2_normalize(mean over real tokens of the last mlp_ln)   the model card's recipe, in torch
 
-Our steps are numpy_impl/bert.py's bert_encoder and sentence_embedding written out (multihead_attention
-is get_multihead_qkv, calculate_multihead_attention, merge_heads, linear; bert_mlp is linear, gelu_erf,
-linear): NumPy's values are its own bit for bit; JAX's run piece by piece instead of as the one
-jitted encoder, which moves float rounding only.
+Our layer steps are the activations of the backend's own bert.bert_layer_activations (the one layer
+bert_encoder runs), read by name; the embeddings are written out here (bert_embeddings keeps no
+intermediate). NumPy's values are its own bit for bit; JAX's run layer by layer instead of as the
+one jitted encoder, which moves float rounding only.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from triptych.common.checks import InputError, check_ndim
-from triptych.pretrained.trace import Hooks, Step, _np, as_backend, pieces
+from triptych.common.checks import InputError
+from triptych.common.token_checks import check_count, check_id_grid
+from triptych.pretrained.trace import BACKENDS, Hooks, Step, _np, as_backend, pieces
 
 __all__ = ["BERT_STEPS", "trace_bert", "hf_trace_bert", "bert_attention_weights", "hf_bert_attention_weights"]
 
@@ -44,10 +45,21 @@ def _check_batch(batch: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if not isinstance(batch, dict) or "input_ids" not in batch:
         raise InputError(f"batch: expected the tokenizer's dict with 'input_ids', got {type(batch).__name__}")
     ids = np.asarray(batch["input_ids"])
-    check_ndim("batch['input_ids']", ids, 2, "(B, T)")
+    check_id_grid("batch['input_ids']", ids)
     mask = np.asarray(batch.get("attention_mask", np.ones_like(ids)))
     types = np.asarray(batch.get("token_type_ids", np.zeros_like(ids)))
     return ids, mask, types
+
+
+def bert_module(backend: str):
+    """The backend's bert module, read at call time (a test that replaces a piece sees it traced)."""
+    if backend == "numpy":
+        from numpy_impl import bert
+    elif backend == "jax":
+        from jax_impl import bert
+    else:
+        raise InputError(f"backend: expected one of {', '.join(map(repr, BACKENDS))}, got {backend!r}")
+    return bert
 
 
 def _bert_steps(params: dict, batch: dict, n_heads: int, eps: float, backend: str,
@@ -66,24 +78,14 @@ def _bert_steps(params: dict, batch: dict, n_heads: int, eps: float, backend: st
     steps = [Step(None, "embed", x)]
     x = P.layer_norm(x, p["embed.ln.weight"], p["embed.ln.bias"], eps)
     steps.append(Step(None, "embed_ln", x))
+    bert = bert_module(backend)
     for i in range(_n_layers(params)):
         pre = f"layers.{i}."
-        attn = {k[len(pre) + 5:]: v for k, v in p.items() if k.startswith(pre + "attn.")}
-        s = {}
-        s["q"], s["k"], s["v"] = P.get_multihead_qkv(x, attn, n_heads)  # (B, H, T, D) each
-        heads, weights = P.calculate_multihead_attention(s["q"], s["k"], s["v"], mask)
+        x, acts = bert.bert_layer_activations(x, {k[len(pre):]: v for k, v in p.items() if k.startswith(pre)},
+                                              n_heads, mask, eps)
         if weights_out is not None:
-            weights_out.append(weights)
-        s["context"] = P.merge_heads(heads)  # (B, T, C)
-        s["attn_out"] = P.linear(s["context"], attn["w_o"], attn["b_o"])
-        s["attn_resid"] = x + s["attn_out"]
-        s["attn_ln"] = P.layer_norm(s["attn_resid"], p[pre + "attn_ln.weight"], p[pre + "attn_ln.bias"], eps)
-        s["fc"] = P.linear(s["attn_ln"], p[pre + "mlp.w_fc"], p[pre + "mlp.b_fc"])  # (B, T, d_ff)
-        s["gelu"] = P.gelu_erf(s["fc"])
-        s["mlp_out"] = P.linear(s["gelu"], p[pre + "mlp.w_proj"], p[pre + "mlp.b_proj"])
-        s["mlp_resid"] = s["attn_ln"] + s["mlp_out"]
-        x = s["mlp_ln"] = P.layer_norm(s["mlp_resid"], p[pre + "mlp_ln.weight"], p[pre + "mlp_ln.bias"], eps)
-        steps += [Step(i, name, s[name]) for name in BERT_STEPS]
+            weights_out.append(acts.weights)  # (B, H, T, T)
+        steps += [Step(i, name, getattr(acts, name)) for name in BERT_STEPS]
     steps.append(Step(None, "pooled", P.l2_normalize(P.mean_pool(x, mask01))))
     for st in steps:
         st.value = np.asarray(st.value)
@@ -101,9 +103,7 @@ def trace_bert(params: dict, batch: dict, config, backend: str = "numpy") -> lis
 
 def bert_attention_weights(params: dict, batch: dict, config, layer: int, backend: str = "numpy") -> np.ndarray:
     """One layer's softmax probabilities (bidirectional; padding keys get 0). Shapes: -> (B, H, T, T)"""
-    n = _n_layers(params)
-    if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < n:
-        raise InputError(f"layer: expected an integer in [0, {n - 1}], got {layer!r}")
+    check_count("layer", layer, 0, _n_layers(params) - 1)
     keep = {k: v for k, v in params.items() if not k.startswith("layers.") or int(k.split(".")[1]) <= layer}
     weights: list = []
     _bert_steps(keep, batch, config.num_attention_heads, config.layer_norm_eps, backend, weights)
