@@ -2,7 +2,8 @@
 
 Hostile submissions, written for the purpose, sit in a temporary class folder beside an honest one,
 with a fake home folder: one writes next to itself and in the home, one reads its neighbour and
-raises with the text it read, one deletes its neighbour and the home, one connects to a TCP port
+raises with the text it read, one deletes its neighbour and the home, one plants symlinks where
+the checker reads and writes the files it exchanges with the child, one connects to a TCP port
 this test listens on, one double-forks and setsid()s a daemon that keeps writing, one forks a few
 hundred processes. `triptych check` grades the folder in a subprocess. Each hostile file gets a
 verdict; the honest ones (one of them with a multiprocessing Pool) still pass; the class folder and
@@ -128,6 +129,21 @@ def pairwise_similarities(Q, K):
         os._exit(0)
     time.sleep(0.2)
     return np.zeros(1)
+''',
+    "planter.py": '''
+import os
+import numpy as np
+
+def pairwise_similarities(Q, K):
+    # Symlinks where the checker reads and writes its files: its writes must never follow them.
+    target = os.path.join({home!r}, ".bashrc")
+    for n in range(1, 100):
+        for name in (f"in-{{n}}.npz", f"out-{{n}}.npz", f"../in/in-{{n}}.npz", f"../output-{{n}}.txt"):
+            try:
+                os.symlink(target, name)
+            except OSError:
+                pass
+    return Q @ np.swapaxes(K, -1, -2)
 ''',
     "forkbomb.py": '''
 import os, time

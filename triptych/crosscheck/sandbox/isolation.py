@@ -14,10 +14,8 @@ The child (worker.py) raises them itself before the user's first line runs, in t
   reaching an abstract socket of any process outside its domain (the checker, the other workers).
   A child of root then drops every capability, so uid 0 is no way around the walls.
 
-The checker's side: it is a child subreaper, so a daemon that double-forks and calls setsid is
-re-parented to it rather than to init, and sweep() kills the worker's whole tree and every such
-orphan (known by no_new_privs, which Landlock needs and no process can unset) after each case and
-when the worker stops. References and verdicts never enter the child: it computes outputs only.
+The checker's side (a pids cgroup, the subreaper, the sweep after each case) is containment.py.
+References and verdicts never enter the child: it computes outputs only.
 Standard library only: the child runs under `python -I`, maybe under the user's own interpreter.
 """
 from __future__ import annotations
@@ -25,7 +23,6 @@ from __future__ import annotations
 import ctypes
 import json
 import os
-import signal
 import sys
 import threading
 
@@ -36,7 +33,7 @@ OPEN_FILES = 4096
 FILE_BYTES = 2 * 1024**3  # what one write may grow a file to, in the scratch folder
 
 # Linux constants (uapi headers): prctl, clone flags, Landlock's syscalls and access bits.
-_PR_SET_NO_NEW_PRIVS, _PR_CAPBSET_DROP, _PR_CAP_AMBIENT, _PR_SET_CHILD_SUBREAPER = 38, 24, 47, 36
+_PR_SET_NO_NEW_PRIVS, _PR_CAPBSET_DROP, _PR_CAP_AMBIENT = 38, 24, 47
 _CLONE_NEWUSER, _CLONE_NEWNET = 0x10000000, 0x40000000
 _SYS_CREATE_RULESET, _SYS_ADD_RULE, _SYS_RESTRICT_SELF = 444, 445, 446
 _EXECUTE, _WRITE_FILE, _READ_FILE, _READ_DIR = 1, 2, 4, 8
@@ -53,7 +50,7 @@ STATE: dict = {}  # what early() did, for restrict() and the hello
 
 # ---------------------------------------------------------------- system calls
 
-def _libc():
+def load_libc():
     lib = ctypes.CDLL(None, use_errno=True)
     lib.syscall.restype = ctypes.c_long
     return lib
@@ -71,7 +68,7 @@ def landlock_abi() -> int:
     if not sys.platform.startswith("linux"):
         return 0
     try:
-        return max(0, _libc().syscall(ctypes.c_long(_SYS_CREATE_RULESET), None, ctypes.c_size_t(0),
+        return max(0, load_libc().syscall(ctypes.c_long(_SYS_CREATE_RULESET), None, ctypes.c_size_t(0),
                                       ctypes.c_uint32(1)))
     except (OSError, AttributeError):
         return 0
@@ -100,7 +97,7 @@ def early() -> dict:
     STATE.update(plan=plan, processes="off", network="off", rlimits=[])
     if not plan or not sys.platform.startswith("linux"):
         return STATE
-    libc = _libc()
+    libc = load_libc()
     if plan.get("cgroup"):
         try:
             with open(os.path.join(plan["cgroup"], "cgroup.procs"), "w") as f:
@@ -214,7 +211,7 @@ def _add_rule(libc, ruleset: int, path: str, rights: int) -> None:
 
 
 def _landlock(plan: dict, abi: int) -> None:
-    libc = _libc()
+    libc = load_libc()
     fs = _fs_rights(abi)
     attr = _RulesetAttr(fs, 3 if abi >= 4 else 0, 3 if abi >= 6 else 0)  # TCP bind+connect; signals+sockets
     size = 24 if abi >= 6 else 16 if abi >= 4 else 8
@@ -228,7 +225,7 @@ def _landlock(plan: dict, abi: int) -> None:
             _add_rule(libc, ruleset, f"/dev/{name}", _READ_FILE | _WRITE_FILE)
         for name in _DEVICES_R:
             _add_rule(libc, ruleset, f"/dev/{name}", _READ_FILE)
-        for name in (n for n in _listdir("/dev") if n.startswith("nvidia")):  # a GPU, under --python
+        for name in (n for n in listdir("/dev") if n.startswith("nvidia")):  # a GPU, under --python
             _add_rule(libc, ruleset, f"/dev/{name}", _READ_FILE | _WRITE_FILE | _IOCTL_DEV)
         # multiprocessing's semaphores are files in /dev/shm; the scratch folder is the child's own.
         for path in ("/dev/shm", plan["scratch"]):
@@ -239,7 +236,7 @@ def _landlock(plan: dict, abi: int) -> None:
         os.close(ruleset)
 
 
-def _listdir(path: str) -> list[str]:
+def listdir(path: str) -> list[str]:
     try:
         return os.listdir(path)
     except OSError:
@@ -249,7 +246,7 @@ def _listdir(path: str) -> list[str]:
 def _drop_capabilities() -> bool:
     """A child of root keeps uid 0 (its files stay its own) but loses every capability, now and
     across exec: no raw disk, no kernel memory, no raised rlimits, no other uid's files."""
-    libc = _libc()
+    libc = load_libc()
     try:
         with open("/proc/sys/kernel/cap_last_cap") as f:
             last = int(f.read())
@@ -285,147 +282,6 @@ def restrict() -> dict:
     if os.geteuid() == 0:
         report["capabilities"] = "all dropped" if _drop_capabilities() else "off (still root)"
     return report
-
-
-# ---------------------------------------------------------------- the checker's side
-
-LIVE: set = set()  # pids of running workers: never swept as someone's leftovers
-_LOCK = threading.Lock()
-_SUBREAPER: list = []
-_PROBES: dict = {}
-
-
-def plan(path: str, root: str, whole_folder: bool, scratch: str, cgroup: str | None) -> dict:
-    """What the child may touch: its scratch folder; the submission's package or project folder
-    (whole_folder) or else its file alone, never the class folder it sits in, nor the home folder."""
-    readable = [root] if whole_folder else [path]
-    protect = [os.path.dirname(os.path.abspath(root if whole_folder else path)), os.path.expanduser("~")]
-    return {"scratch": scratch, "readable": readable, "protect": protect, "cgroup": cgroup}
-
-
-def become_subreaper() -> bool:
-    """Orphans of the checker's descendants (a setsid'd daemon) come back to it, not to init."""
-    if not _SUBREAPER:
-        ok = sys.platform.startswith("linux") and _libc().prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
-        _SUBREAPER.append(ok)
-    return _SUBREAPER[0]
-
-
-def _pids_hierarchy() -> str | None:
-    """The folder of this process's cgroup in the pids hierarchy (cgroup v1) or the unified one (v2)."""
-    try:
-        with open("/proc/self/cgroup") as f:
-            mine = dict((line.split(":", 2)[1], line.split(":", 2)[2].strip()) for line in f if line.count(":") >= 2)
-        with open("/proc/self/mountinfo") as f:
-            mounts = [line.split() for line in f]
-    except OSError:
-        return None
-    for fields in mounts:
-        tail = fields[fields.index("-") + 1:] if "-" in fields else []
-        if len(tail) < 3:
-            continue
-        v1 = tail[0] == "cgroup" and "pids" in tail[2].split(",")
-        if v1 or (tail[0] == "cgroup2" and "" in mine):
-            inner = mine.get("pids" if v1 else "", "/")
-            return os.path.join(fields[4], os.path.relpath(inner, fields[3]))
-    return None
-
-
-def make_cgroup() -> str | None:
-    """A fresh pids cgroup with a ceiling, where this user may make one (root, a delegated cgroup)."""
-    base = _pids_hierarchy()
-    if base is None or not os.access(base, os.W_OK):
-        return None
-    with _LOCK:
-        _PROBES["cgroups"] = _PROBES.get("cgroups", 0) + 1
-        path = os.path.join(base, f"triptych-check-{os.getpid()}-{_PROBES['cgroups']}")
-    try:
-        os.mkdir(path)
-        with open(os.path.join(path, "pids.max"), "w") as f:
-            f.write(str(PROCESS_BUDGET))
-        return path
-    except OSError:
-        remove_cgroup(path)
-        return None
-
-
-def remove_cgroup(path: str | None) -> None:
-    if path:
-        try:
-            os.rmdir(path)
-        except OSError:
-            pass
-
-
-def _kids(pid: int) -> set:
-    found = set()
-    for tid in _listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{tid}/children") as f:
-                found.update(int(x) for x in f.read().split())
-        except (OSError, ValueError):
-            pass
-    return found
-
-
-def _sandboxed(pid: int) -> bool:
-    """no_new_privs (set before Landlock, never unset, inherited by every descendant), unless the
-    checker has it too; then the environment mark the child started with."""
-    def nnp(p):
-        try:
-            with open(f"/proc/{p}/status") as f:
-                return any(line.split() == ["NoNewPrivs:", "1"] for line in f)
-        except OSError:
-            return False
-    if not nnp("self"):
-        return nnp(pid)
-    try:
-        with open(f"/proc/{pid}/environ", "rb") as f:
-            return (MARK + "=1").encode() in f.read().split(b"\0")
-    except OSError:
-        return False
-
-
-def _cgroup_pids(cgroup: str | None) -> set:
-    try:
-        with open(os.path.join(cgroup, "cgroup.procs")) as f:
-            return {int(x) for x in f.read().split()}
-    except (OSError, TypeError, ValueError):
-        return set()
-
-
-def sweep(cgroup: str | None = None) -> int:
-    """Kill what a submission left behind: the processes of its cgroup, and every sandboxed process
-    re-parented to the checker (a daemon, the children of a killed worker) with all its descendants.
-    Running workers are spared. Returns how many were killed."""
-    if not sys.platform.startswith("linux"):
-        return 0
-    me, killed = os.getpid(), set()
-    for _ in range(1000):  # a fork bomb refills between rounds; the process ceiling makes it end
-        with _LOCK:  # a worker being started (runner.py holds the lock around Popen) is never taken
-            keep = set(LIVE) | {me}
-            mine = _kids(me)
-            victims = {p for p in mine if p not in keep and (p in killed or _sandboxed(p))}
-        victims |= _cgroup_pids(cgroup) - keep
-        todo = list(victims)
-        while todo:
-            for child in _kids(todo.pop()) - keep - victims:
-                victims.add(child)
-                todo.append(child)
-        if not victims:
-            break
-        for pid in victims:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
-        for pid in victims & mine:
-            try:
-                os.waitpid(pid, 0)
-            except OSError:
-                pass
-        killed |= victims
-    return len(killed)
 
 
 if __name__ == "__main__" and sys.argv[1:] == ["--probe"]:  # protections.py: what holds on this kernel

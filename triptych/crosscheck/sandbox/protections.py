@@ -14,7 +14,7 @@ import subprocess
 import sys
 import tempfile
 
-from triptych.crosscheck.sandbox import isolation
+from triptych.crosscheck.sandbox import containment, isolation
 
 _CACHE: dict = {}
 # (key in the probe's report, the protection in words)
@@ -39,9 +39,9 @@ def probe() -> dict:
         found = {key: "off (Linux only)" for key, _ in PROTECTIONS}
         found["rlimits"] = "address space (--memory-limit), where the system has setrlimit"
         return _CACHE.setdefault(python, found)
-    cgroup = isolation.make_cgroup()
+    cgroup = containment.make_cgroup()
     with tempfile.TemporaryDirectory(prefix="triptych-probe-") as scratch:
-        plan = isolation.plan(os.path.join(scratch, "probe.py"), scratch, False, scratch, cgroup)
+        plan = containment.plan(os.path.join(scratch, "probe.py"), scratch, False, scratch, cgroup)
         env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
         env.update({isolation.ENV: json.dumps(plan), isolation.MARK: "1", "HOME": scratch, "TMPDIR": scratch})
         try:
@@ -51,12 +51,12 @@ def probe() -> dict:
         except (OSError, subprocess.TimeoutExpired, ValueError, IndexError):
             found = {}
         finally:
-            isolation.remove_cgroup(cgroup)
+            containment.remove_cgroup(cgroup)
     if os.geteuid() != 0:
         found["capabilities"] = "none to give up (not root)"
     found = {key: found.get(key, "off (the probe child did not report)") for key, _ in PROTECTIONS}
     found["leftovers"] = ("child subreaper + kill the submission's tree after each case"
-                          if isolation.become_subreaper() else "off (no child subreaper: only the process group is killed)")
+                          if containment.become_subreaper() else "off (no child subreaper: only the process group is killed)")
     if found["rlimits"] != "off" and not found["rlimits"].startswith("off"):
         found["rlimits"] = f"{found['rlimits']}, as"
     return _CACHE.setdefault(python, found)

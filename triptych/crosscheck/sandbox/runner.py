@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from triptych.crosscheck.sandbox import isolation, loader
+from triptych.crosscheck.sandbox import containment, isolation, loader
 
 WORKER = Path(__file__).with_name("worker.py")
 DEFAULT_TIMEOUT_S = 20.0
@@ -57,7 +57,13 @@ class Worker:
         self.python = python or sys.executable
         self.cwd = cwd or os.path.dirname(self.path)
         self.tmp = tempfile.TemporaryDirectory(prefix="triptych-check-")
-        # Isolated (isolation.py, Linux): the child's cwd is its scratch folder, the only one it may write.
+        # in/: the cases' inputs, which the child may read; work/: its scratch folder and, isolated
+        # (isolation.py, Linux), its cwd and the only folder it may write. The log of its prints stays
+        # out of its reach, and so does every file this process writes: a symlink planted in work/
+        # could otherwise turn our next write into a write anywhere.
+        self.inbox, self.scratch = Path(self.tmp.name) / "in", Path(self.tmp.name) / "work"
+        self.inbox.mkdir()
+        self.scratch.mkdir()
         self.isolate = isolate and sys.platform.startswith("linux")
         self.cgroup: str | None = None
         self.proc: subprocess.Popen | None = None
@@ -77,14 +83,14 @@ class Worker:
                    TF_CPP_MIN_LOG_LEVEL="3", JAX_PLATFORMS="cpu", HF_HUB_OFFLINE="1")
         cwd = self._isolation(env) if self.isolate else self.cwd
         try:
-            with isolation._LOCK:  # a sweep in another thread must not see this child before LIVE does
+            with containment.LOCK:  # a sweep in another thread must not see this child before LIVE does
                 proc = subprocess.Popen(
                     [self.python, "-I", str(WORKER), self.path, self.framework,
                      str(self.memory_bytes), str(req_r), str(rep_w)],
                     stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
                     pass_fds=(req_r, rep_w), start_new_session=True, env=env, cwd=cwd,
                 )
-                isolation.LIVE.add(proc.pid)
+                containment.LIVE.add(proc.pid)
         except OSError as exc:  # the interpreter (--python) or the folder vanished since validation
             for fd in (req_r, req_w, rep_r, rep_w):
                 os.close(fd)
@@ -123,19 +129,20 @@ class Worker:
                 pass
         os.close(self._replies)
         self._log.close()
-        with isolation._LOCK:
-            isolation.LIVE.discard(self.proc.pid)
+        with containment.LOCK:
+            containment.LIVE.discard(self.proc.pid)
         self.proc = None
         self._sweep()
 
     def _isolation(self, env: dict) -> str:
         """The plan for the child's walls (isolation.py), in its environment; returns its cwd."""
-        scratch = self.tmp.name
+        scratch = str(self.scratch)
         root, dotted, _ = loader.locate(self.path)
         whole = dotted is not None or loader.is_project(root)
-        self.cgroup = isolation.make_cgroup()
-        isolation.become_subreaper()
-        env[isolation.ENV] = json.dumps(isolation.plan(self.path, root, whole, scratch, self.cgroup))
+        self.cgroup = containment.make_cgroup()
+        containment.become_subreaper()
+        plan = containment.plan(self.path, root, whole, scratch, self.cgroup, inputs=str(self.inbox))
+        env[isolation.ENV] = json.dumps(plan)
         env[isolation.MARK] = "1"
         env.update(HOME=scratch, TMPDIR=scratch)
         return scratch
@@ -143,8 +150,8 @@ class Worker:
     def _sweep(self) -> None:
         """Everything the submission started dies with its worker, a setsid'd daemon included."""
         if self.isolate:
-            isolation.sweep(self.cgroup)
-            isolation.remove_cgroup(self.cgroup)
+            containment.sweep(self.cgroup)
+            containment.remove_cgroup(self.cgroup)
             self.cgroup = None
 
     def _kill(self) -> None:
@@ -203,8 +210,7 @@ class Worker:
             if not hello.get("ready"):
                 return {"load_error": hello}
         self._n += 1
-        case_dir = Path(self.tmp.name)
-        in_path, out_path = case_dir / f"in-{self._n}.npz", case_dir / f"out-{self._n}.npz"
+        in_path, out_path = self.inbox / f"in-{self._n}.npz", self.scratch / f"out-{self._n}.npz"
         arrays, scalars = split_inputs(inputs)
         np.savez(in_path, **arrays)
         request = {"id": self._n, "target": target, "inputs": str(in_path), "scalars": scalars,
@@ -216,7 +222,7 @@ class Worker:
             pass  # the child is gone; _read reports how
         reply = self._read(self.timeout_s)
         if self.isolate:
-            isolation.sweep()  # a daemon the case left behind (re-parented to us), not the worker's own children
+            containment.sweep()  # a daemon the case left behind (re-parented to us), not the worker's own children
         if reply.get("case_fixes"):
             self.case_fixes = reply["case_fixes"]
         if "timeout" in reply or "died" in reply or "memory" in reply or "garbled" in reply:
@@ -248,7 +254,9 @@ def read_outputs(out_path: Path, reply: dict) -> dict:
     described = reply.get("outputs") or {}
     items = described.get("items", []) if isinstance(described, dict) else []
     try:
-        with np.load(out_path, allow_pickle=False) as data:
+        # Not through a symlink the child put in its place: the file it wrote, or nothing.
+        with os.fdopen(os.open(out_path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)), "rb") as f, \
+                np.load(f, allow_pickle=False) as data:
             stored = {k: data[k] for k in data.files}
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the submission's problem
         return {"error": {"type": "unreadable output", "message": str(exc)[:200], "frames": []}}
