@@ -82,9 +82,27 @@ def _file_names(reports: list) -> list[str]:
     return names
 
 
-def _page(title: str, body: str) -> str:
+def _page(title: str, body: str, wide: bool = False) -> str:
+    # A student's page holds the terminal's 130-column tables: as wide as they are, not the class page's column.
+    style = _STYLE + ("body { max-width: none; }" if wide else "")
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
-            f"<style>{_STYLE}</style></head><body>\n{body}\n</body></html>\n")
+            f"<style>{style}</style></head><body>\n{body}\n</body></html>\n")
+
+
+def _exercise_sections(exercises: list[str], per_student: list[dict[str, list[dict]]]) -> list[str]:
+    """A section per exercise that has something to say; one line names those every student who
+    answers them passes with no convention to note."""
+    sections, clean = [], []
+    for name in exercises:
+        tried = [s[name] for s in per_student if name in s]
+        if all(exercise_state(rows)[0] == "pass" for rows in tried):
+            clean.append(name)
+        else:
+            sections.append(_exercise_section(name, per_student))
+    if clean:
+        names = ", ".join(f"<code>{escape(n)}</code>" for n in clean)
+        sections.insert(0, f"<p>Every student who answers them passes, the reference's way: {names}.</p>")
+    return sections
 
 
 def _exercise_section(name: str, per_student: list[dict[str, list[dict]]]) -> str:
@@ -139,7 +157,7 @@ def class_page(reports: list, title: str, links: list[str]) -> str:
             f"torch (<code>triptych check</code>); a name links to that student's report.</p>",
             "<h2>Students passing each exercise</h2>",
             bar_chart(rates, len(reports), _RATE_COLOUR),
-            *(_exercise_section(e, per_student) for e in exercises),
+            *_exercise_sections(exercises, per_student),
             "<h2>Students</h2>", _students_table(reports, per_student, exercises, links)]
     stuck = [(student_name(rep.path), problems([rep])) for rep in reports if not rep.rows or not any(
         r.get("exercise") for r in rep.rows)]
@@ -156,7 +174,7 @@ def student_page(report, back: str) -> str:
     fragment = renderables_html(file_report_renderables(report, NOTEBOOK_WIDTH, verbose=True))
     name = student_name(report.path)
     return _page(f"{name}: triptych check", f'<p><a href="{escape(back)}">&larr; the class</a></p>'
-                                            f"<h1>{escape(name)}</h1>\n{fragment}")
+                                            f"<h1>{escape(name)}</h1>\n{fragment}", wide=True)
 
 
 def write_class_report(reports: list, path: str, title: str | None = None) -> list[str]:

@@ -48,13 +48,19 @@ def map_in_order(grade: Callable[[T, Callable[[int, int], None]], R], items: Seq
                  progress: Callable[[int, int], None] | None = None) -> list[R]:
     """[grade(item, tick) for item in items], up to `jobs` at a time (default: default_jobs()),
     in the items' order. tick(done, total) is the item's own progress; `progress` gets the sums.
-    An exception in one item is raised here after the others have finished."""
+    An exception in one item is raised here, once those running have finished; the items not
+    started by then are not graded."""
     shared = SharedProgress(progress)
     jobs = default_jobs() if jobs is None else jobs
     if jobs < 1:
         raise ValueError(f"jobs: expected a positive number of submissions at a time, got {jobs}")
     if jobs == 1 or len(items) <= 1:
         return [grade(item, shared.for_item(i)) for i, item in enumerate(items)]
-    with ThreadPoolExecutor(max_workers=min(jobs, len(items)), thread_name_prefix="check") as pool:
-        futures = [pool.submit(grade, item, shared.for_item(i)) for i, item in enumerate(items)]
+    pool = ThreadPoolExecutor(max_workers=min(jobs, len(items)), thread_name_prefix="check")
+    futures = [pool.submit(grade, item, shared.for_item(i)) for i, item in enumerate(items)]
+    try:
         return [f.result() for f in futures]
+    finally:
+        # After an exception or Ctrl-C, the submissions not started yet are dropped; those running
+        # finish (their children have their own time limits).
+        pool.shutdown(wait=True, cancel_futures=True)
