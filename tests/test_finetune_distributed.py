@@ -151,6 +151,9 @@ def test_two_processes_take_the_steps_of_one(setup, tmp_path):
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["best", "curves.png", "last", "results.json",
                                                                    "run.json"]
     assert json.loads((tmp_path / "two" / "results.json").read_text())["test_loss"] == two["test_loss"]
+    # last/ keeps both processes' random states (each draws its own dropout masks), in process order.
+    state = torch.load(tmp_path / "two" / "last" / "trainer.pt", weights_only=False)
+    assert isinstance(state["rng"], list) and len(state["rng"]) == 2 and state["epoch"] == SETTINGS["epochs"]
 
 
 def test_resumed_in_two_processes_ends_where_the_whole_run_ends(setup, tmp_path):

@@ -4,7 +4,9 @@ course (exercises.md section H), with torch's and Hugging Face's own implementat
     config.py   TrainConfig, ModelSpec, METHODS, OPTIMIZERS, DEFAULT_LR (plain data, no torch import)
     data.py     tasks (fine-foods, brown-topics, austen-pairs, ag_news/sst2/boolq) and dynamic padding
     models.py   full / head / prefix / LoRA classifiers and their trainable-parameter formulas
-    train.py    the training loop (accelerate), checkpoints, resume, predict
+    train.py    the training loop (accelerate): build, step, evaluate, keep the best, resume
+    checkpoints.py  best/ and last/ folders written atomically, run.json, load_checkpoint, predict
+    distributed.py  several processes: each takes its slice of the same global batch
     memory.py   forward/backward peak memory (torch.profiler on CPU, CUDA counters on GPU)
     studies.py  overfit, batch-size, grid, optimizers, methods, pretrained-vs-scratch, topic-news
     plots.py    PNG curves and bar charts

