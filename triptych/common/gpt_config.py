@@ -47,12 +47,17 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
-from triptych.common.checks import InputError, check_heads, check_positive_int
+from triptych.common.checks import InputError, check_heads, check_ndim, check_positive_int, dtype_str
 
 POSITIONS = ("learned", "sinusoidal", "rope", "alibi", "none")
 SIMILARITIES = ("dot", "neg_sq_dist", "cosine")
 SHARES = ("none", "qk", "kv", "qkv")
 ATTENTIONS = ("softmax", "aft_simple")
+# The straight GPT's attention: the value of each experiment field that asks for none (the fields'
+# defaults). positions="rope" / "alibi" change the attention too; learned, sinusoidal and none act on
+# the embeddings only.
+STRAIGHT_ATTENTION = {"similarity": "dot", "share_qkv": "none", "post_softmax_mask": False, "qkv_mlp": False,
+                      "attention": "softmax"}
 
 
 @dataclass(frozen=True)
@@ -151,3 +156,35 @@ def qkv_projections(config: GPTConfig) -> tuple[str, ...]:
     """The projections a config owns weights for, in q, k, v order ("q", "v" for share_qkv="qk")."""
     used = set(qkv_sources(config).values())
     return tuple(n for n in "qkv" if n in used)
+
+
+def straight_attention(config: GPTConfig) -> bool:
+    """Whether config's attention is the straight GPT's (multi-head softmax(q k^T / sqrt(D)) v, no
+    experiment), so the three gpt.py modules run their plain block; otherwise gpt_variants' attention."""
+    return config.positions not in ("rope", "alibi") and all(
+        getattr(config, name) == value for name, value in STRAIGHT_ATTENTION.items())
+
+
+def straight_embeddings(config: GPTConfig) -> bool:
+    """Whether the embeddings are the straight GPT's: wte[idx] + wpe[:T], unscaled."""
+    return config.positions == "learned" and not config.scale_embeddings
+
+
+def check_idx(name: str, idx, config: GPTConfig) -> None:
+    """The GPT's token ids, refused in the same words by numpy_impl.gpt, jax_impl.gpt and torch_ref.gpt:
+    a (B, T) integer array with T >= 1, and T <= block_size with learned positions. `idx` is the
+    backend's own array (read through .shape and .dtype only, so a GPU tensor stays where it is)."""
+    check_ndim(name, idx, 2, "(B, T) token ids")
+    try:
+        integer = np.issubdtype(np.dtype(dtype_str(idx)), np.integer)
+    except TypeError:  # a dtype NumPy does not know (bfloat16) is no integer dtype
+        integer = False
+    if not integer:
+        raise InputError(f"{name}: expected integer token ids, got dtype {dtype_str(idx)}")
+    if idx.shape[1] == 0:
+        raise InputError(f"{name}: expected at least one position, got shape {tuple(int(n) for n in idx.shape)}")
+    if config.positions == "learned" and idx.shape[1] > config.block_size:
+        raise InputError(
+            f"{name}: expected at most block_size={config.block_size} positions with learned positions "
+            f"(the table has no rows beyond), got {idx.shape[1]}"
+        )
