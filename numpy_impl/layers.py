@@ -15,13 +15,12 @@ line says which forward step it inverts. `linear` is numpy_impl.multihead's, re-
 from __future__ import annotations
 
 import math
+from typing import Callable, NamedTuple
 
 import numpy as np
 
 from triptych.common.checks import InputError, check_float, check_ndim, check_same
 from numpy_impl.attention import (
-    attn_scaled,
-    attn_scaled_backward,
     attn_softmax,
     attn_softmax_backward,
     compute_outputs,
@@ -253,57 +252,121 @@ def _sub(params: dict, prefix: str) -> dict:
     return {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}
 
 
-def transformer_block_forward(x: np.ndarray, params: dict, n_head: int, mask: np.ndarray | None = None):
-    """x = x + attn(ln_1(x)); x = x + mlp(ln_2(x)). Normalising the branch inputs, not the stream,
-    leaves an identity path from the loss to every layer, which is why deep pre-LN stacks train
-    without warm-up tricks. params: BLOCK_KEYS (a GPT layer's keys without the `h.{i}.` prefix).
+class BlockAttention(NamedTuple):
+    """An attention plugged into transformer_block_forward in place of the standard one (the course's
+    experiments, numpy_impl.gpt_variants): forward(h, params, mask, rng) -> (out, cache) with params
+    the layer's `attn.` keys without the prefix, and backward(dout, cache) -> (dh, grads of those keys)."""
+    forward: Callable
+    backward: Callable
 
-    This is the plain block (multi-head attention as in numpy_impl.multihead, no dropout);
-    numpy_impl.gpt builds its blocks from the same pieces plus RoPE, dropout and the experiments.
 
-    Shapes: x (B, T, C), mask broadcastable to (B, H, T, T) -> out (B, T, C), cache
+class AttentionCache(NamedTuple):
+    """What the standard causal multi-head attention keeps for its backward (D = C / H)."""
+    h: np.ndarray  # (B, T, C) the attention's input, ln_1(x)
+    w_qkv: np.ndarray  # (3C, C) w_q, w_k, w_v stacked: the three projections are one matmul
+    q: np.ndarray  # (B, H, T, D) queries, already multiplied by scale
+    k: np.ndarray  # (B, H, T, D)
+    v: np.ndarray  # (B, H, T, D)
+    scale: float  # 1 / sqrt(D)
+    weights: np.ndarray  # (B, H, T, T) softmax weights, 0 on masked keys
+    dropped: np.ndarray  # (B, H, T, T) the weights after dropout (the same array without dropout)
+    drop: np.ndarray | None  # (B, H, T, T) scaled keep-mask, None without dropout
+    merged: np.ndarray  # (B, T, C) the heads' outputs side by side
+    w_o: np.ndarray  # (C, C)
+
+
+class BlockCache(NamedTuple):
+    """What transformer_block_forward keeps for transformer_block_backward."""
+    ln_1: tuple  # layer_norm_forward's cache of h1 = ln_1(x): xhat (B, T, C), rstd (B, T, 1), weight (C,)
+    attn: tuple  # the attention's cache: AttentionCache, or the plugged attention's own
+    attention: BlockAttention | None  # the plugged attention, None for the standard one
+    drop_1: np.ndarray | None  # (B, T, C) scaled keep-mask on the attention branch, None without dropout
+    ln_2: tuple  # layer_norm_forward's cache of h2 = ln_2(x1), as ln_1
+    mlp: tuple  # mlp_forward's cache (its input, hidden activations and weights)
+    drop_2: np.ndarray | None  # (B, T, C) scaled keep-mask on the MLP branch, None without dropout
+
+
+def _attention_forward(h, p: dict, n_head: int, mask, dropout: float, rng):
+    """Multi-head self-attention softmax(q k^T / sqrt(D), masked) v, dropout on the weights.
+    The three projections run as ONE matmul with the stacked weights (torch's in_proj layout): the same
+    numbers as three linears, one larger product is faster. Shapes: h (B, T, C) -> (B, T, C), cache"""
+    C = h.shape[-1]
+    w_qkv = np.concatenate([p["w_q"], p["w_k"], p["w_v"]])  # (3C, C)
+    y = linear(h, w_qkv, np.concatenate([p["b_q"], p["b_k"], p["b_v"]]))  # (B, T, 3C)
+    q, k, v = (split_heads(y[..., i * C:(i + 1) * C], n_head) for i in range(3))  # (B, H, T, D)
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    q = q * scale  # (q * scale) k^T = (q k^T) * scale, touching T*D numbers instead of T*T
+    weights = attn_softmax(pairwise_similarities(q, k), mask)  # (B, H, T, T)
+    dropped, drop = dropout_forward(weights, dropout, rng)
+    merged = merge_heads(compute_outputs(dropped, v))  # (B, T, C)
+    out = linear(merged, p["w_o"], p["b_o"])
+    return out, AttentionCache(h, w_qkv, q, k, v, scale, weights, dropped, drop, merged, p["w_o"])
+
+
+def _attention_backward(dout, c: AttentionCache):
+    """Shapes: dout (B, T, C) -> dh (B, T, C), grads of w_q, b_q, ..., w_o, b_o"""
+    g = {}
+    dmerged, g["w_o"], g["b_o"] = linear_backward(dout, c.merged, c.w_o)  # out = merged W_o^T + b_o
+    dheads = merge_heads_backward(dmerged, c.q.shape[1])  # merged = merge_heads(heads)
+    ddropped, dv = compute_outputs_backward(dheads, c.dropped, c.v)  # heads = dropped v
+    dscores = attn_softmax_backward(dropout_backward(ddropped, c.drop), c.weights)  # dropped = dropout(softmax(scores))
+    dq, dk = pairwise_similarities_backward(dscores, c.q, c.k)  # scores = (q * scale) k^T
+    dq *= c.scale
+    dy = np.concatenate([split_heads_backward(d) for d in (dq, dk, dv)], axis=-1)  # (B, T, 3C)
+    dh, dw, db = linear_backward(dy, c.h, c.w_qkv)  # y = h W_qkv^T + b_qkv
+    C = dh.shape[-1]
+    for i, n in enumerate("qkv"):
+        g[f"w_{n}"], g[f"b_{n}"] = dw[i * C:(i + 1) * C], db[i * C:(i + 1) * C]
+    return dh, g
+
+
+def transformer_block_forward(x: np.ndarray, params: dict, n_head: int, mask: np.ndarray | None = None,
+                              dropout: float = 0.0, rng: np.random.Generator | None = None,
+                              attention: BlockAttention | None = None):
+    """x1 = x + dropout(attn(ln_1(x))); out = x1 + dropout(mlp(ln_2(x1))). Normalising the branch
+    inputs, not the stream, leaves an identity path from the loss to every layer, which is why deep
+    pre-LN stacks train without warm-up tricks. params: BLOCK_KEYS (a GPT layer's keys without the
+    `h.{i}.` prefix). numpy_impl.gpt runs one of these per layer.
+
+    Dropout (probability `dropout`, on the attention weights and on both branches) is on only with an
+    rng. `attention` replaces the standard multi-head attention (numpy_impl.gpt_variants plugs the
+    course's experiments in here); its weights are then whichever `attn.` keys it reads.
+
+    Shapes: x (B, T, C), mask broadcastable to (B, H, T, T) -> out (B, T, C), BlockCache
     """
     check_ndim("x", x, 3, "(B, T, C)")
-    missing = [k for k in BLOCK_KEYS if k not in params]
+    missing = [k for k in BLOCK_KEYS if k not in params and (attention is None or not k.startswith("attn."))]
     if missing:
         raise InputError(f"params: expected keys {list(BLOCK_KEYS)}, missing {missing}")
-    attn = _sub(params, "attn.")
-    h1, ln1_cache = layer_norm_forward(x, params["ln_1.weight"], params["ln_1.bias"])
-    q = split_heads(linear(h1, attn["w_q"], attn["b_q"]), n_head)  # (B, H, T, D)
-    k = split_heads(linear(h1, attn["w_k"], attn["b_k"]), n_head)
-    v = split_heads(linear(h1, attn["w_v"], attn["b_v"]), n_head)
-    scale = 1.0 / math.sqrt(q.shape[-1])
-    weights = attn_softmax(attn_scaled(pairwise_similarities(q, k), scale), mask)  # (B, H, T, T)
-    merged = merge_heads(compute_outputs(weights, v))  # (B, T, C)
-    x1 = x + linear(merged, attn["w_o"], attn["b_o"])
-    h2, ln2_cache = layer_norm_forward(x1, params["ln_2.weight"], params["ln_2.bias"])
+    h1, ln_1 = layer_norm_forward(x, params["ln_1.weight"], params["ln_1.bias"])
+    if attention is None:
+        a, attn = _attention_forward(h1, _sub(params, "attn."), n_head, mask, dropout, rng)
+    else:
+        a, attn = attention.forward(h1, _sub(params, "attn."), mask, rng)
+    a, drop_1 = dropout_forward(a, dropout, rng)
+    x1 = x + a
+    h2, ln_2 = layer_norm_forward(x1, params["ln_2.weight"], params["ln_2.bias"])
     m, mlp_cache = mlp_forward(h2, _sub(params, "mlp."))
-    out = x1 + m
-    return out, (h1, ln1_cache, q, k, v, weights, scale, merged, attn, ln2_cache, mlp_cache)
+    m, drop_2 = dropout_forward(m, dropout, rng)
+    return x1 + m, BlockCache(ln_1, attn, attention, drop_1, ln_2, mlp_cache, drop_2)
 
 
-def transformer_block_backward(dout: np.ndarray, cache):
-    """Shapes: dout (B, T, C) -> dx (B, T, C), grads (BLOCK_KEYS)"""
-    h1, ln1_cache, q, k, v, weights, scale, merged, attn, ln2_cache, mlp_cache = cache
-    n_head = q.shape[1]
+def transformer_block_backward(dout: np.ndarray, cache: BlockCache):
+    """Shapes: dout (B, T, C) -> dx (B, T, C), grads (BLOCK_KEYS, or the plugged attention's keys)"""
     grads = {}
-    # out = x1 + mlp(ln_2(x1)): the residual passes dout straight through, the branch adds to it.
-    dh2, g = mlp_backward(dout, mlp_cache)
+    # out = x1 + dropout(mlp(ln_2(x1))): the residual passes dout straight through, the branch adds to it.
+    dh2, g = mlp_backward(dropout_backward(dout, cache.drop_2), cache.mlp)
     grads.update({"mlp." + n: t for n, t in g.items()})
-    dx1_branch, grads["ln_2.weight"], grads["ln_2.bias"] = layer_norm_backward(dh2, ln2_cache)
-    dx1 = dout + dx1_branch
-    # x1 = x + merged W_o^T + b_o
-    dmerged, grads["attn.w_o"], grads["attn.b_o"] = linear_backward(dx1, merged, attn["w_o"])
-    dheads = merge_heads_backward(dmerged, n_head)  # merged = merge_heads(heads)
-    dweights, dv = compute_outputs_backward(dheads, weights, v)  # heads = weights v
-    dscores = attn_scaled_backward(attn_softmax_backward(dweights, weights), scale)  # weights = softmax(scores * scale)
-    dq, dk = pairwise_similarities_backward(dscores, q, k)  # scores = q k^T
-    dh1 = np.zeros_like(h1)
-    for name, d in (("q", dq), ("k", dk), ("v", dv)):  # q, k, v = split_heads(h1 W^T + b)
-        dh, grads[f"attn.w_{name}"], grads[f"attn.b_{name}"] = linear_backward(split_heads_backward(d), h1, attn[f"w_{name}"])
-        dh1 += dh
-    dx_branch, grads["ln_1.weight"], grads["ln_1.bias"] = layer_norm_backward(dh1, ln1_cache)  # h1 = ln_1(x)
-    return dx1 + dx_branch, {k: grads[k] for k in BLOCK_KEYS}
+    dx1, grads["ln_2.weight"], grads["ln_2.bias"] = layer_norm_backward(dh2, cache.ln_2)
+    dx1 += dout
+    # x1 = x + dropout(attn(ln_1(x)))
+    da = dropout_backward(dx1, cache.drop_1)
+    backward = _attention_backward if cache.attention is None else cache.attention.backward
+    dh1, g = backward(da, cache.attn)
+    grads.update({"attn." + n: t for n, t in g.items()})
+    dx, grads["ln_1.weight"], grads["ln_1.bias"] = layer_norm_backward(dh1, cache.ln_1)  # h1 = ln_1(x)
+    dx += dx1
+    return dx, grads
 
 
 def transformer_block(x: np.ndarray, params: dict, n_head: int, mask: np.ndarray | None = None) -> np.ndarray:
