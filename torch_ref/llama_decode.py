@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from triptych.common.checks import InputError, check_ndim
-from triptych.common.llama_config import LlamaConfig, check_llama_params
+from triptych.common.checks import check_positive_int
+from triptych.common.llama_config import LlamaConfig, check_decode_inputs, check_llama_params
 
 __all__ = ["stack_params", "init_cache", "decode_forward", "decode_prefill", "decode_step"]
 
@@ -36,25 +36,19 @@ def init_cache(config: LlamaConfig, t_max: int, batch: int = 1, dtype="float32")
 
     from torch_ref.llama import hf_config
 
-    for name, v in (("t_max", t_max), ("batch", batch)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-            raise InputError(f"{name}: expected a positive integer, got {v!r}")
+    check_positive_int("t_max", t_max)
+    check_positive_int("batch", batch)
     return StaticCache(config=hf_config(config), max_cache_len=int(t_max))
 
 
 def decode_forward(stacked, idx, cache, t_past: int, config: LlamaConfig, last: int | None = None):
     """Shapes: idx (B, T_new) ints -> logits (B, V) at new position `last` (default T_new - 1), the cache"""
-    idx = np.asarray(idx)
-    check_ndim("idx", idx, 2, "(B, T_new) token ids")
-    if not np.issubdtype(idx.dtype, np.integer) or idx.shape[1] == 0:
-        raise InputError(f"idx: expected integer token ids with T_new >= 1, got shape {idx.shape} dtype {idx.dtype}")
+    # HF's StaticCache hides its tensors' shape: the one it was built for stands in, so the twins'
+    # check (common.llama_config.check_decode_inputs) refuses in the same words here.
+    shape = (config.n_layers, np.shape(idx)[0] if np.ndim(idx) else 0, config.n_kv_heads, cache.get_max_length(),
+             config.d_head)
+    idx = check_decode_inputs(idx, shape, t_past, config)
     T = idx.shape[1]
-    if isinstance(t_past, bool) or not isinstance(t_past, (int, np.integer)) or t_past < 0:
-        raise InputError(f"t_past: expected a non-negative integer, got {t_past!r}")
-    t_max = cache.get_max_length()
-    if t_past + T > t_max:
-        raise InputError(f"idx: expected at most T_max={t_max} positions in the cache, got t_past={t_past} "
-                         f"+ {T} new = {t_past + T}")
     last = T - 1 if last is None else last
     positions = torch.arange(t_past, t_past + T)
     with torch.inference_mode():
