@@ -1,4 +1,4 @@
-"""The attention experiments' NumPy backward passes (numpy_impl.gpt) against torch autograd, jax.grad
+"""The attention experiments' NumPy backward passes (numpy_impl.gpt_variants) against torch autograd, jax.grad
 and finite differences. The references are written here with each framework's own ops."""
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 import jax_impl  # noqa: F401  (float64 on)
 from triptych.common.tolerances import assert_close
-from numpy_impl import gpt as ng
+from numpy_impl import gpt_variants as ng
 
 F64 = np.float64
 

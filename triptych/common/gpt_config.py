@@ -24,7 +24,7 @@ are added, as Vaswani et al. 2017 (section 3.4) do: with GPT-2's N(0, 0.02) init
 ~0.02 sqrt(C) while a sinusoidal row has norm sqrt(C / 2), so without it the fixed table drowns the
 tokens. The tied output head reads the unscaled wte.
 
-The course's attention experiments (exercises.md section I) are further fields; their defaults are
+The course's attention experiments (docs/course.md, section I) are further fields; their defaults are
 the standard model above, so a config that does not mention them builds exactly those weights:
 
     similarity         "dot" (q.k / sqrt(D)) | "neg_sq_dist" (-|q - k|^2 / sqrt(D))
