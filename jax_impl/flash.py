@@ -1,9 +1,11 @@
 """Fast and memory-efficient exact attention in JAX; numpy_impl/flash.py explains the maths.
 
-fast_attention  -- one jitted softmax(Q K^T * scale) V that folds the scale into Q and normalises
-    the (T_q, D_v) output rather than the (T_q, T_k) weights, and skips writing the weights out
-    unless asked for them. Query rows go in blocks unrolled at trace time (shapes are static), so
-    under causal masking each block multiplies only the keys it can see: ~half the work at T_q = T_k.
+fast_attention  -- one jitted softmax(Q K^T * scale) V that folds the scale into Q, gets the
+    softmax denominator from the second matmul (V with a column of ones) instead of a sum over
+    the scores, normalises the (T_q, D_v) output rather than the (T_q, T_k) weights, and skips
+    writing the weights out unless asked for them. Query rows go in cache-sized blocks unrolled
+    at trace time (shapes are static), so under causal masking each block multiplies only the
+    keys it can see: ~half the work at T_q = T_k.
 
 flash_attention -- the tiled online softmax. Query blocks go through lax.map; inside each, a
     lax.fori_loop walks the key blocks carrying (running max, running sum, accumulator). Under
@@ -58,11 +60,19 @@ def _allowed(t_q, t_k, causal, mask, rows, cols):
     return ok
 
 
-# fast_attention's query rows per block: a (256, T_k) float32 score block is 512 KiB at T_k = 512,
-# half an L2. At most _MAX_UNROLLED blocks per head are unrolled; longer queries get taller blocks,
-# which keeps compile time bounded (flash_attention is the route for very long sequences).
-_FAST_BLOCK_Q = 256
-_MAX_UNROLLED = 16
+# fast_attention's query rows per block: as many as keep one (rows, T_k) score block near
+# _FAST_TILE_BYTES, half of a 1 MiB L2, so the exp and the second matmul read it from cache
+# (256 float32 rows at T_k = 512, 64 at T_k = 2048; 2 MiB blocks were slower at T = 2048:
+# docs/benchmarks.md). At most _MAX_UNROLLED blocks per head are unrolled; longer queries get
+# taller blocks, which keeps compile time bounded (flash_attention is the route for very long
+# sequences).
+_FAST_TILE_BYTES = 512 * 1024
+_MAX_UNROLLED = 32
+
+
+def _fast_block_rows(t_q: int, t_k: int, itemsize: int) -> int:
+    """Query rows per block of fast_attention (see _FAST_TILE_BYTES)."""
+    return max(16, _FAST_TILE_BYTES // (t_k * itemsize), -(-t_q // _MAX_UNROLLED))
 # Heads per step of the loop over heads. The heads of one step are separate ops with no data
 # between them, so XLA's CPU runtime runs them concurrently, one per core (2 beat 1 and 4 per
 # step: docs/measurements.md).
@@ -106,10 +116,11 @@ def _fast(q, k, v, mask, scale, causal, need_weights):
 def _fast_one(q, k, v, mask, scale, causal, need_weights):
     """One head: q (T_q, D), k (T_k, D), v (T_k, D_v), mask (T_q or 1, T_k or 1) or None."""
     t_q, t_k = q.shape[0], k.shape[0]
-    bq = max(_FAST_BLOCK_Q, -(-t_q // _MAX_UNROLLED))
+    bq = _fast_block_rows(t_q, t_k, q.dtype.itemsize)
     # Where a query may not attend: the most negative finite value rather than -inf (see below);
     # exp(fill - any real score) is still 0.
     fill = jnp.finfo(q.dtype).min
+    v_ones = None if need_weights else jnp.concatenate([v, jnp.ones((t_k, 1), v.dtype)], axis=-1)
     outs, weights = [], []
     for r0 in range(0, t_q, bq):  # a Python loop: every block has static bounds
         r1 = min(t_q, r0 + bq)
@@ -139,18 +150,21 @@ def _fast_one(q, k, v, mask, scale, causal, need_weights):
         # measured 43 -> 57 ms at B=8, H=8, T=512, causal) and the denominator is at least 1.
         row_max = lax.stop_gradient(reduce(jnp.maximum, [jnp.max(s, axis=-1, keepdims=True) for s in scores]))
         ps = [jnp.exp(s - row_max) for s in scores]
-        denom = sum(jnp.sum(p, axis=-1, keepdims=True) for p in ps)
         # A fully masked row has max `fill` and exp(0) = 1 everywhere: zero it at the end. (Only a
         # user mask can do that; a causal row always sees key 0.)
         dead = None if mask is None else row_max == fill
         if need_weights:
+            denom = sum(jnp.sum(p, axis=-1, keepdims=True) for p in ps)
             ws = [p / denom if dead is None else jnp.where(dead, 0.0, p / denom) for p in ps]
             outs.append(sum(w @ v[c0:c1] for w, (c0, c1, _) in zip(ws, parts)))
             seen = parts[-1][1]
             weights.append(jnp.pad(jnp.concatenate(ws, axis=-1), ((0, 0), (0, t_k - seen))))  # unseen keys: 0
         else:
-            # Normalise the (rows, D_v) output, not the (rows, T_k) weights: fewer divisions.
-            o = sum(p @ v[c0:c1] for p, (c0, c1, _) in zip(ps, parts)) / denom
+            # exp(scores) @ [V, 1]: the numerator and, in the last column, the denominator in one
+            # matmul instead of a separate sum over the (rows, T_k) tile. Then normalise the
+            # (rows, D_v) output, not the (rows, T_k) weights: fewer divisions.
+            o = sum(p @ v_ones[c0:c1] for p, (c0, c1, _) in zip(ps, parts))
+            o = o[:, :-1] / o[:, -1:]
             outs.append(o if dead is None else jnp.where(dead, 0.0, o))
     out = jnp.concatenate(outs, axis=0)
     return out, (jnp.concatenate(weights, axis=0) if need_weights else None)

@@ -6,8 +6,11 @@ Two routes to the SAME softmax(Q K^T * scale, masked) V:
 fast_attention  -- the whole key axis at once, one block of query rows at a time. Each block's
     (rows, T_k) score tile stays in cache while it is scaled, masked, exponentiated and normalised
     in place (float32 stays float32), and blocks run on a small thread pool: NumPy's ufuncs and
-    BLAS release the GIL, so two workers keep two cores busy. attention.scaled_dot_product_attention
-    calls this; the step-by-step functions there remain the readable definition, tested equal.
+    BLAS release the GIL, so two workers keep two cores busy. Two passes over the tile are saved:
+    the softmax shift is skipped when no row max is large enough for exp to overflow (softmax is
+    unchanged by any shift), and the denominator comes out of the second matmul, exp(S) [V, 1].
+    attention.scaled_dot_product_attention(kernel="fast") calls this; the step-by-step functions
+    there remain the readable definition, tested equal.
 
 flash_attention -- tiles over keys too, with the ONLINE softmax (FlashAttention, Dao et al. 2022;
     FlashAttention-2, Dao 2023). A query block walks the key blocks keeping, per row,
@@ -121,6 +124,26 @@ def _masked_fill(s, i, r0, r1, c1, mask_at, causal) -> None:
         np.copyto(s[:, r0:c1], -np.inf, where=cols > rows)
 
 
+def _safe_row_max(dtype, t_k: int) -> float:
+    """How far from 0 a row's largest score may lie for exp(scores) to need no shift: its largest
+    term e^m and a sum of T_k terms stay finite, and e^-m stays far above the smallest normal
+    number, so what underflows is below the dtype's precision relative to the largest term.
+    Half of log(largest float / T_k): 40 for float32 at T_k = 2048, 350 for float64."""
+    return 0.5 * (math.log(float(np.finfo(dtype).max)) - math.log(t_k))
+
+
+def _exp_shifted(s: np.ndarray, safe: float) -> None:
+    """s <- exp(s - shift) in place, row by row. softmax(s) = exp(s - c) / sum(exp(s - c)) for any
+    shift c; the usual c is the row max, which keeps exp from overflowing. When every row max
+    lies within `safe` of 0, c = 0 is as accurate and saves a pass over the tile; otherwise the
+    shift is the row max (0 for a fully masked row: -inf - -inf would be NaN)."""
+    row_max = s.max(axis=-1, keepdims=True)
+    if not (-safe < row_max.min() and row_max.max() < safe):
+        row_max[np.isneginf(row_max)] = 0.0
+        np.subtract(s, row_max, out=s)
+    np.exp(s, out=s)  # exp(-inf) = 0 where masked
+
+
 def fast_attention(q, k, v, mask=None, scale: float | None = None, causal: bool = False, need_weights: bool = False):
     """softmax(Q K^T * scale, masked) V with cache-sized query blocks on a thread pool.
 
@@ -133,8 +156,15 @@ def fast_attention(q, k, v, mask=None, scale: float | None = None, causal: bool 
             (..., T_q, T_k) -> out (..., T_q, D_v), weights (..., T_q, T_k) or None
     """
     q3, k3, v3, mask_at, scale, n, t_q, t_k = _prepare(q, k, v, mask, scale, causal)
-    out = np.empty((n, t_q, v3.shape[-1]), dtype=q3.dtype)
+    d_v = v3.shape[-1]
+    out = np.empty((n, t_q, d_v), dtype=q3.dtype)
     weights = np.zeros((n, t_q, t_k), dtype=q3.dtype) if need_weights else None
+    if weights is None:
+        # V with a column of ones: exp(scores) @ [V, 1] gives the numerator and, in its last
+        # column, the softmax denominator, so no separate pass sums the (rows, T_k) tile.
+        v_ones = np.empty((n, t_k, d_v + 1), dtype=q3.dtype)
+        v_ones[..., :d_v] = v3
+        v_ones[..., d_v] = 1.0
     rows = _block_rows(t_k, q3.dtype.itemsize)
     if causal:
         # A block of R rows still computes ~R^2/2 scores above the diagonal, which get masked:
@@ -149,21 +179,21 @@ def fast_attention(q, k, v, mask=None, scale: float | None = None, causal: bool 
         s = q3[i, r0:r1] * scale
         s = np.matmul(s, k3[i, :c1].T, out=None if weights is None else weights[i, r0:r1, :c1])
         _masked_fill(s, i, r0, r1, c1, mask_at, causal)
-        row_max = s.max(axis=-1, keepdims=True)
-        row_max[np.isneginf(row_max)] = 0.0  # fully masked row: shift by 0, not -inf - -inf = NaN
-        np.subtract(s, row_max, out=s)
-        np.exp(s, out=s)
-        denom = s.sum(axis=-1, keepdims=True)
-        denom[denom == 0.0] = 1.0  # fully masked row: weights stay 0 instead of 0/0
+        _exp_shifted(s, safe)
         if weights is None:
             # Normalise the (rows, D_v) output instead of the (rows, T_k) tile: fewer divisions.
-            np.matmul(s, v3[i, :c1], out=out[i, r0:r1])
-            out[i, r0:r1] /= denom
+            numer_denom = s @ v_ones[i, :c1]
+            denom = numer_denom[:, d_v:]
+            denom[denom == 0.0] = 1.0  # fully masked row: output stays 0 instead of 0/0
+            np.divide(numer_denom[:, :d_v], denom, out=out[i, r0:r1])
         else:
+            denom = s.sum(axis=-1, keepdims=True)
+            denom[denom == 0.0] = 1.0  # fully masked row: weights stay 0 instead of 0/0
             s /= denom
             np.matmul(s, v3[i, :c1], out=out[i, r0:r1])
 
-    work = n * t_q * t_k * (q3.shape[-1] + v3.shape[-1])
+    safe = _safe_row_max(q3.dtype, t_k)
+    work = n * t_q * t_k * (q3.shape[-1] + d_v)
     _run_parallel(block, [(i, r0) for i in range(n) for r0 in range(0, t_q, rows)], work)
     lead = q.shape[:-2]
     out = out.reshape(lead + (t_q, v3.shape[-1]))

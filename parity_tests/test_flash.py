@@ -118,6 +118,28 @@ def test_jax_fast_kernel_equals_plain_jit_values_and_grads(dtype, masking):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("huge", [False, True], ids=["moderate", "huge"])
+def test_fast_attention_unshifted_and_shifted_exp_vs_torch(dtype, huge):
+    """fast_attention skips the softmax shift when every row max is moderate and shifts by the row
+    max when some row's scores could overflow exp (here 1.5 times the bound, _safe_row_max), with
+    and without the weights: both equal torch's F.scaled_dot_product_attention."""
+    rng = np.random.default_rng(8)
+    q, k, v = _qkv(rng, (2, 3), 70, 90, 16, 8, dtype)
+    scores = q @ np.swapaxes(k, -1, -2) / math.sqrt(16)
+    if huge:
+        q = q * dtype(1.5 * nflash._safe_row_max(dtype, 90) / np.abs(scores).max())
+    else:
+        assert np.abs(scores).max() < nflash._safe_row_max(dtype, 90)
+    ref = torch.nn.functional.scaled_dot_product_attention(*map(torch.from_numpy, (q, k, v)))
+    for need_weights in (False, True):
+        out, _ = nflash.fast_attention(q, k, v, need_weights=need_weights)
+        assert np.all(np.isfinite(out))
+        assert_close(out, ref, dtype, what=f"numpy, need_weights={need_weights}")
+        jout, _ = jflash.fast_attention(*map(jnp.asarray, (q, k, v)), need_weights=need_weights)
+        assert_close(jout, ref, dtype, what=f"jax, need_weights={need_weights}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_fast_causal_flag_equals_causal_mask_vs_torch(dtype):
     rng = np.random.default_rng(1)
     q, k, v = _qkv(rng, (3,), 50, 50, 8, 8, dtype)
@@ -137,10 +159,12 @@ def test_fast_causal_flag_equals_causal_mask_vs_torch(dtype):
 ], ids=["odd-heads-causal", "mask", "mask-causal"])
 def test_jax_fast_row_blocks_values_weights_grads_vs_torch(dtype, lead, masking, causal):
     """jax_impl's fast_attention at a length that splits each head into several query-row blocks
-    (256, 256, 88 rows), causal blocks cut to the keys they can see: output, weights and jax.grad
-    against torch (autograd through F.scaled_dot_product_attention), a fully masked row included."""
+    (jflash._fast_block_rows: 218 or 187 float32 rows, 109 or 93 float64 rows), causal blocks cut to
+    the keys they can see: output, weights and jax.grad against torch (autograd through
+    F.scaled_dot_product_attention), a fully masked row included."""
     rng = np.random.default_rng(5)
     t_q, t_k = 600, 600 if causal else 700
+    assert jflash._fast_block_rows(t_q, t_k, np.dtype(dtype).itemsize) < t_q
     q, k, v = _qkv(rng, lead, t_q, t_k, 16, 8, dtype)
     mask = None if masking == "none" else _random_mask(rng, lead[:1] + (1,) * (len(lead) - 1) + (t_q, t_k), p=0.6)
     dout = rng.standard_normal(lead + (t_q, 8)).astype(dtype)

@@ -150,7 +150,7 @@ def _jax_matmuls_only(causal: bool):
 
     def one(q, k, v, _mask):
         t_q, t_k = q.shape[0], k.shape[0]
-        bq = max(jflash._FAST_BLOCK_Q, -(-t_q // jflash._MAX_UNROLLED))
+        bq = jflash._fast_block_rows(t_q, t_k, q.dtype.itemsize)
         outs = []
         for r0 in range(0, t_q, bq):
             r1 = min(t_q, r0 + bq)
