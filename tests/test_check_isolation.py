@@ -287,3 +287,22 @@ def test_require_isolation_refuses_where_a_protection_is_off(monkeypatch, capsys
     assert code == 2
     text = (out.out + out.err).strip()
     assert len(text.splitlines()) == 1 and "network" in text
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the watch stands in for a pids cgroup under root only")
+def test_without_a_pids_cgroup_root_still_stops_a_fork_bomb(tmp_path, monkeypatch):
+    """Root is exempt from RLIMIT_NPROC: where no pids cgroup can be made, the checker counts the
+    submission's processes and kills them over the budget."""
+    from triptych.crosscheck.sandbox import containment
+    from triptych.crosscheck.session import check_file
+
+    monkeypatch.setattr(containment, "make_cgroup", lambda: None)
+    mark = f"isolation-test-{uuid.uuid4().hex}"
+    monkeypatch.setenv("TRIPTYCH_TEST_MARK", mark)
+    home = tmp_path / "home"
+    home.mkdir()
+    bomb = tmp_path / "bomb.py"
+    bomb.write_text(textwrap.dedent(HOSTILE["forkbomb.py"]).replace("range(400)", "range(1000)"))
+    report = check_file(str(bomb), ["pairwise_similarities"], timeout_s=20)
+    assert report.rows and all(r["verdict"] != "pass" for r in report.rows)
+    assert _marked(mark) == []

@@ -124,6 +124,25 @@ def _cgroup_pids(cgroup: str | None) -> set:
         return set()
 
 
+def needs_watch(cgroup: str | None) -> bool:
+    """No ceiling from the kernel: no pids cgroup, and root, whom RLIMIT_NPROC does not bind."""
+    return cgroup is None and sys.platform.startswith("linux") and os.geteuid() == 0
+
+
+def count(pid: int) -> int:
+    """The worker's processes: its tree, and the trees of sandboxed orphans re-parented to us
+    (counted for every worker at once: a daemon's owner is not known)."""
+    with LOCK:
+        keep = set(LIVE)
+        todo = [pid] + [p for p in _kids(os.getpid()) if p not in keep and _sandboxed(p)]
+    seen = set(todo)
+    while todo:
+        for child in _kids(todo.pop()) - seen:
+            seen.add(child)
+            todo.append(child)
+    return len(seen)
+
+
 def sweep(cgroup: str | None = None) -> int:
     """Kill what a submission left behind: the processes of its cgroup, and every sandboxed process
     re-parented to the checker (a daemon, the children of a killed worker) with all its descendants.

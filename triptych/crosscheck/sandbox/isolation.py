@@ -125,8 +125,10 @@ def _rlimits(uid: int) -> None:
     import resource
     wanted = [("RLIMIT_NOFILE", OPEN_FILES), ("RLIMIT_FSIZE", FILE_BYTES), ("RLIMIT_CORE", 0)]
     if uid != 0 and STATE["processes"] == "off":
-        # Counted per real uid across the whole machine: the user's processes now, plus the budget.
-        wanted.append(("RLIMIT_NPROC", _processes_of(uid) + PROCESS_BUDGET))
+        # Counted per real uid: inside the user namespace just made, from zero; else across the whole
+        # machine, so the user's processes now plus the budget.
+        fresh = STATE["network"].endswith("(in a user namespace)")
+        wanted.append(("RLIMIT_NPROC", (0 if fresh else _processes_of(uid)) + PROCESS_BUDGET))
     for name, value in wanted:
         which = getattr(resource, name)
         try:
@@ -137,7 +139,7 @@ def _rlimits(uid: int) -> None:
         except (ValueError, OSError):
             pass
     if "nproc" in STATE["rlimits"]:
-        STATE["processes"] = f"RLIMIT_NPROC (the user's processes + {PROCESS_BUDGET})"
+        STATE["processes"] = f"RLIMIT_NPROC (at most {PROCESS_BUDGET} more processes)"
     elif STATE["processes"] == "off" and uid == 0:
         STATE["processes"] = "off (uid 0 is exempt from RLIMIT_NPROC and no pids cgroup is writable)"
 

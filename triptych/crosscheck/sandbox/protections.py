@@ -52,6 +52,9 @@ def probe() -> dict:
             found = {}
         finally:
             containment.remove_cgroup(cgroup)
+    if found.get("processes", "").startswith("off") and containment.needs_watch(None):
+        found["processes"] = (f"count-and-kill watch in the checker, 10 times a second, over {isolation.PROCESS_BUDGET} "
+                              f"(no pids cgroup is writable, and uid 0 is exempt from RLIMIT_NPROC)")
     if os.geteuid() != 0:
         found["capabilities"] = "none to give up (not root)"
     found = {key: found.get(key, "off (the probe child did not report)") for key, _ in PROTECTIONS}

@@ -66,6 +66,7 @@ class Worker:
         self.scratch.mkdir()
         self.isolate = isolate and sys.platform.startswith("linux")
         self.cgroup: str | None = None
+        self._next_count = 0.0
         self.proc: subprocess.Popen | None = None
         self.hello: dict | None = None
         self.case_fixes: list[str] = []  # modules found under a file name that differs in case
@@ -147,6 +148,14 @@ class Worker:
         env.update(HOME=scratch, TMPDIR=scratch)
         return scratch
 
+    def _over_budget(self) -> bool:
+        """Where the kernel sets no ceiling on processes (root without a pids cgroup): count them,
+        ten times a second."""
+        if not (self.isolate and containment.needs_watch(self.cgroup)) or time.monotonic() < self._next_count:
+            return False
+        self._next_count = time.monotonic() + 0.1
+        return containment.count(self.proc.pid) > isolation.PROCESS_BUDGET
+
     def _sweep(self) -> None:
         """Everything the submission started dies with its worker, a setsid'd daemon included."""
         if self.isolate:
@@ -185,6 +194,9 @@ class Worker:
                 if self.memory_bytes and _rss_bytes(self.proc.pid) > self.memory_bytes + (1 << 30):
                     self._kill()
                     return {"memory": self.memory_bytes}
+                if self._over_budget():
+                    self._kill()
+                    return {"died": -9, "how": f"SIGKILL: more than {isolation.PROCESS_BUDGET} processes at once"}
                 continue
             chunk = os.read(self._replies, 1 << 16)
             if not chunk:
