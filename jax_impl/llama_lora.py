@@ -75,6 +75,7 @@ _jit_logits = jax.jit(_logits, static_argnums=(3, 4))
 _jit_merged = jax.jit(_merged, static_argnums=2)
 _jit_loss = jax.jit(_loss, static_argnums=(4, 5))
 _jit_loss_and_grads = jax.jit(jax.value_and_grad(_loss), static_argnums=(4, 5))
+_jit_loss_and_all_grads = jax.jit(jax.value_and_grad(_loss, argnums=(0, 1)), static_argnums=(4, 5))
 
 
 def _checked(params, adapters, idx, config: LlamaConfig, alpha: float):
@@ -106,10 +107,16 @@ def llama_lora_loss(params: dict, adapters: dict, idx, targets, config: LlamaCon
     return _jit_loss(adapters, params, idx, jnp.asarray(targets), config, float(alpha))
 
 
-def llama_lora_loss_and_grads(params: dict, adapters: dict, idx, targets, config: LlamaConfig, alpha: float):
-    """The loss and jax.grad of it for every adapter matrix (the base weights are constants).
+def llama_lora_loss_and_grads(params: dict, adapters: dict, idx, targets, config: LlamaConfig, alpha: float,
+                              full: bool = False):
+    """The loss and jax.grad of it for every adapter matrix (the base weights are constants); full=True
+    also differentiates with respect to the base weights.
 
-    Shapes: idx, targets (B, T) -> (scalar, grads with the keys and shapes of adapters)
+    Shapes: idx, targets (B, T) -> (scalar, grads with the keys and shapes of adapters [and params])
     """
     idx = _checked(params, adapters, idx, config, alpha)
-    return _jit_loss_and_grads(adapters, params, idx, jnp.asarray(targets), config, float(alpha))
+    if not full:
+        return _jit_loss_and_grads(adapters, params, idx, jnp.asarray(targets), config, float(alpha))
+    loss, (g_adapters, g_params) = _jit_loss_and_all_grads(adapters, params, idx, jnp.asarray(targets), config,
+                                                           float(alpha))
+    return loss, {**g_adapters, **g_params}

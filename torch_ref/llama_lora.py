@@ -134,31 +134,46 @@ def merge_llama_lora(params: dict, adapters: dict, config: LlamaConfig, alpha: f
     return from_hf_state_dict(merged.state_dict(), config)
 
 
-def llama_lora_forward(params: dict, adapters: dict, idx, config: LlamaConfig, alpha: float,
-                       exact_float64: bool = True) -> torch.Tensor:
+def _exact(params: dict) -> bool:
+    """float64 weights: HF's float32 RMSNorm and RoPE swapped for float64 ones (torch_ref.llama.hf_model)."""
+    return np.asarray(params["embed.weight"]).dtype == np.float64
+
+
+def llama_lora_forward(params: dict, adapters: dict, idx, config: LlamaConfig, alpha: float) -> torch.Tensor:
     """peft's logits (unmerged adapters). Shapes: idx (B, T) ints -> logits (B, T, vocab_size)"""
     check_token_ids("idx", idx, config.vocab_size)
-    model = peft_llama(params, adapters, config, alpha, exact_float64=exact_float64)
+    model = peft_llama(params, adapters, config, alpha, exact_float64=_exact(params))
     with torch.no_grad():
         return model(input_ids=torch.as_tensor(np.asarray(idx)).long()).logits
 
 
-def llama_lora_loss(params: dict, adapters: dict, idx, targets, config: LlamaConfig, alpha: float,
-                    exact_float64: bool = True) -> torch.Tensor:
+def llama_lora_loss(params: dict, adapters: dict, idx, targets, config: LlamaConfig, alpha: float) -> torch.Tensor:
     """Mean cross-entropy, targets == -100 ignored. Shapes: idx, targets (B, T) -> scalar"""
-    logits = llama_lora_forward(params, adapters, idx, config, alpha, exact_float64)
+    logits = llama_lora_forward(params, adapters, idx, config, alpha)
     return cross_entropy(logits, torch.as_tensor(np.asarray(targets)).long())
 
 
-def llama_lora_loss_and_grads(params: dict, adapters: dict, idx, targets, config: LlamaConfig, alpha: float,
-                              exact_float64: bool = True) -> tuple[float, dict]:
-    """The loss and autograd's gradient of every adapter matrix (the base is frozen by peft).
+def _base_grads(model, config: LlamaConfig) -> dict:
+    """The frozen weights' .grad under our keys (peft's names less its prefix and .base_layer)."""
+    sd = {name.removeprefix("base_model.model.").replace(".base_layer", ""): p.grad
+          for name, p in model.named_parameters() if "lora_" not in name}
+    return from_hf_state_dict(sd, config)
 
-    Shapes: idx (B, T), targets (B, T) -> (float, grads with the keys and shapes of adapters, NumPy)
+
+def llama_lora_loss_and_grads(params: dict, adapters: dict, idx, targets, config: LlamaConfig, alpha: float,
+                              full: bool = False) -> tuple[float, dict]:
+    """The loss and autograd's gradient of every adapter matrix (the base is frozen by peft); full=True
+    also asks autograd for every frozen weight's gradient (under params' keys).
+
+    Shapes: idx (B, T), targets (B, T) -> (float, grads with the keys and shapes of adapters [and params], NumPy)
     """
     check_token_ids("idx", idx, config.vocab_size)
-    model = peft_llama(params, adapters, config, alpha, exact_float64=exact_float64)
+    model = peft_llama(params, adapters, config, alpha, exact_float64=_exact(params))
+    if full:
+        for name, p in model.named_parameters():
+            p.requires_grad_(True)
     logits = model(input_ids=torch.as_tensor(np.asarray(idx)).long()).logits
     loss = cross_entropy(logits, torch.as_tensor(np.asarray(targets)).long())
     loss.backward()
-    return float(loss.detach()), adapter_grads_of(model, config)
+    grads = adapter_grads_of(model, config)
+    return float(loss.detach()), {**grads, **_base_grads(model, config)} if full else grads
