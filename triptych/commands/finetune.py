@@ -151,6 +151,8 @@ def register(sub) -> None:
     s.add_argument("--max-batch", type=_positive_int, default=1024, help="batch-size: stop doubling here")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=run_study)
+    from triptych.commands._finetune_lm import register_lm
+    register_lm(ft)  # `finetune lm`: LoRA on SmolLM2 as a language model (numpy / jax / torch)
 
 
 def _train_config(args, **overrides):
