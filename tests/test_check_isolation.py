@@ -306,3 +306,19 @@ def test_without_a_pids_cgroup_root_still_stops_a_fork_bomb(tmp_path, monkeypatc
     report = check_file(str(bomb), ["pairwise_similarities"], timeout_s=20)
     assert report.rows and all(r["verdict"] != "pass" for r in report.rows)
     assert _marked(mark) == []
+
+
+def test_a_lone_file_reads_its_own_helpers_but_not_a_neighbour_it_imports(tmp_path):
+    """`from helpers import ...` beside a lone file is its author's code: readable. A neighbour that
+    answers an exercise is another student's submission: unreadable even when imported."""
+    from triptych.crosscheck.session import check_file
+
+    (tmp_path / "helpers.py").write_text("import numpy as np\n\ndef transpose_last(K):\n    return np.swapaxes(K, -1, -2)\n")
+    (tmp_path / "honest.py").write_text(HONEST)
+    (tmp_path / "mine.py").write_text("from helpers import transpose_last\n\n"
+                                      "def pairwise_similarities(Q, K):\n    return Q @ transpose_last(K)\n")
+    (tmp_path / "copier.py").write_text("from honest import pairwise_similarities\n")
+    assert check_file(str(tmp_path / "mine.py")).ok
+    report = check_file(str(tmp_path / "copier.py"), ["pairwise_similarities"])
+    if not protections.is_off(FOUND["filesystem read"]):
+        assert all(r["verdict"] != "pass" for r in report.rows)

@@ -26,11 +26,53 @@ _PROBES: dict = {}
 
 def plan(path: str, root: str, whole_folder: bool, scratch: str, cgroup: str | None, inputs: str | None = None) -> dict:
     """What the child may touch: its scratch folder; the folder of its inputs, read only; the
-    submission's package or project folder (whole_folder) or else its file alone, never the class
-    folder it sits in, nor the home folder."""
-    readable = ([root] if whole_folder else [path]) + ([inputs] if inputs else [])
+    submission's package or project folder (whole_folder) or else its file and the helpers beside it
+    that it imports, never the class folder it sits in, nor the home folder."""
+    helpers = {} if whole_folder else helper_modules(path)
+    readable = ([root] if whole_folder else [path, *(os.path.dirname(p) if p.endswith("__init__.py") else p
+                                                     for p in helpers.values())]) + ([inputs] if inputs else [])
     protect = [os.path.dirname(os.path.abspath(root if whole_folder else path)), os.path.expanduser("~")]
-    return {"scratch": scratch, "readable": readable, "protect": protect, "cgroup": cgroup}
+    return {"scratch": scratch, "readable": readable, "protect": protect, "cgroup": cgroup, "helpers": helpers}
+
+
+def helper_modules(path: str) -> dict[str, str]:
+    """The modules and packages beside a lone file that it imports (`from utils import scale`) and
+    that answer no exercise themselves: its author's helpers, readable by the child. A neighbour
+    that defines an exercise name is another submission, and stays out of reach even when imported."""
+    import ast
+
+    from triptych.crosscheck import exercises
+    from triptych.crosscheck.sandbox import loader
+
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        tree = ast.parse(loader.read_source(path)[0])
+    except (OSError, SyntaxError, ValueError, UnicodeDecodeError):
+        return {}
+    names = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    names |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module and not n.level}
+    answers = {ex.defines for ex in exercises.all_exercises()}
+    found = {}
+    for name in sorted(names):
+        for candidate in (os.path.join(folder, name + ".py"), os.path.join(folder, name, "__init__.py")):
+            files = [candidate] if not candidate.endswith("__init__.py") else [
+                os.path.join(here, f) for here, _, fs in os.walk(os.path.dirname(candidate)) for f in fs
+                if f.endswith(".py")]
+            if os.path.isfile(candidate) and all(_defines(f) is not None and not _defines(f) & answers for f in files):
+                found[name] = candidate
+    return found
+
+
+def _defines(path: str) -> set | None:
+    """Top-level names a file defines; None where it cannot be parsed (never taken for a helper)."""
+    import ast
+    try:
+        with open(path, encoding="utf-8") as f:
+            tree = ast.parse(f.read())
+    except (OSError, SyntaxError, ValueError):
+        return None
+    return {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))} | {
+        t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)}
 
 
 def become_subreaper() -> bool:

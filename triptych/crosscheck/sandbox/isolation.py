@@ -262,6 +262,22 @@ def _drop_capabilities() -> bool:
     return libc.capset(header, data) == 0
 
 
+class _Helpers:
+    """Finds a lone file's helper modules by name: Python's own finder lists their folder first,
+    which the child may not (it is the class folder)."""
+
+    def __init__(self, files: dict):
+        self.files = files
+
+    def find_spec(self, fullname, path=None, target=None):
+        import importlib.util
+        where = self.files.get(fullname) if path is None else None
+        if where is None:
+            return None
+        folder = [os.path.dirname(where)] if where.endswith("__init__.py") else None
+        return importlib.util.spec_from_file_location(fullname, where, submodule_search_locations=folder)
+
+
 def restrict() -> dict:
     """Landlock and capabilities, after early(). Returns what holds, one entry per protection."""
     plan = STATE.get("plan") or {}
@@ -281,6 +297,8 @@ def restrict() -> dict:
                 report["network"] = tcp if report["network"] == "off" else f"{report['network']} + {tcp}"
         except OSError:
             pass
+    if plan.get("helpers"):
+        sys.meta_path.append(_Helpers(plan["helpers"]))
     if os.geteuid() == 0:
         report["capabilities"] = "all dropped" if _drop_capabilities() else "off (still root)"
     return report
