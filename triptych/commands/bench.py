@@ -9,6 +9,8 @@ bench tokenizer     our byte-level BPE vs the `tokenizers` library: training tim
                     (all of it in triptych/bpe/bench.py).
 bench decode        SmolLM2-135M prefill and KV-cache decode tokens/s, numpy and jax vs HF eager,
                     beside the bandwidth and matmul bounds (all of it in triptych/generation/bench.py).
+bench finetune      one all-MiniLM-L6-v2 fine-tuning step (forward+backward+AdamW) per method (full, head,
+                    prefix, lora), NumPy and JAX vs torch (all of it in triptych/benchmarks/finetune.py).
 
 The measuring code lives in benchmarks/ (attention.py, long_context.py), triptych/bpe/bench.py and
 triptych/generation/bench.py; this file declares the subcommands and prints their results.
@@ -64,6 +66,8 @@ def register(sub) -> None:
     register_tokenizer(bsub)
     from triptych.generation.bench import register as register_decode  # `bench decode`: all of it in triptych/generation/bench.py
     register_decode(bsub)
+    from triptych.benchmarks.finetune import register as register_finetune  # `bench finetune`: all of it in benchmarks/finetune.py
+    register_finetune(bsub)
 
 
 # ------------------------------------------------------------------------------------------------
