@@ -73,8 +73,9 @@ def linear_backward(dy: np.ndarray, x: np.ndarray, w: np.ndarray):
     # Fold batch and time into one axis: each product becomes a single large 2-D matmul, which
     # BLAS runs faster than numpy's loop of small per-batch matmuls.
     dy2 = dy.reshape(-1, dy.shape[-1])
-    dx = (dy2 @ w).reshape(*dy.shape[:-1], w.shape[1])
-    return dx, dy2.T @ x.reshape(-1, x.shape[-1]), dy2.sum(axis=0)
+    dx = (dy2 @ w).reshape(*dy.shape[:-1], w.shape[1])  # y = x W^T  ->  dx = dy W
+    dw = dy2.T @ x.reshape(-1, x.shape[-1])  # y = x W^T  ->  dW = dy^T x
+    return dx, dw, dy2.sum(axis=0)  # y = ... + b  ->  db = dy summed
 
 
 def split_heads(x: np.ndarray, n_heads: int) -> np.ndarray:

@@ -106,9 +106,9 @@ def learned_positional_encoding_backward(dout: np.ndarray, table: np.ndarray):
 
     Shapes: dout (B, T, C), table (max_len, C) -> dx (B, T, C), dtable (max_len, C)
     """
-    dtable = np.zeros_like(table, dtype=dout.dtype)
-    dtable[: dout.shape[1]] = dout.sum(axis=0)
-    return dout, dtable
+    dtable = np.zeros_like(table, dtype=dout.dtype)  # rows beyond T: unused, zero gradient
+    dtable[: dout.shape[1]] = dout.sum(axis=0)  # out = x + table[:T], table broadcast over the batch
+    return dout, dtable  # out = x + ...: x's gradient is dout unchanged
 
 
 def rope_cos_sin(positions, d_head: int, base: float = 10000.0, dtype=np.float64, layout: str = "half"):
