@@ -11,6 +11,10 @@ Every layer comes three ways: `name(...)` returns the output (the same call exis
 torch_ref), `name_forward(...) -> (out, cache)` also returns what the backward needs, and
 `name_backward(dout, cache)` returns fresh gradients for every input and parameter. Each backward
 line says which forward step it inverts. `linear` is numpy_impl.multihead's, re-exported here.
+
+Each formula is computed the way it is written above, one step per line. numpy_impl/fast.py has
+in-place forms of gelu and layer_norm (same names, arguments and caches) for a caller that wants
+speed and asks for them by name; this file does not import it.
 """
 from __future__ import annotations
 
