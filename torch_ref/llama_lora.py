@@ -10,6 +10,8 @@ the projection's outputs) is permuted the same way, and its gradient permuted ba
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
@@ -60,7 +62,9 @@ def peft_llama(params: dict, adapters: dict | None, config: LlamaConfig, alpha: 
     base = hf_model(params, config, dtype, exact_float64=exact_float64)
     lcfg = LoraConfig(r=r, lora_alpha=alpha, target_modules=[HF_MODULES[t] for t in targets], lora_dropout=0.0,
                       init_lora_weights=_INIT_TO_PEFT[init], bias="none")
-    model = get_peft_model(base, lcfg)
+    with warnings.catch_warnings():  # peft asks transformers 5 a deprecated question; nothing for our user
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        model = get_peft_model(base, lcfg)
     if adapters is not None:
         _load(model, adapters, config, targets)
     return model.eval()
