@@ -14,6 +14,10 @@ import numpy_impl
 import torch_ref
 
 PACKAGES = {"numpy_impl": numpy_impl, "jax_impl": jax_impl, "torch_ref": torch_ref}
+# Modules one backend alone has, each with its reason. numpy_impl/fast.py holds in-place forms of
+# NumPy's softmax, GELU and LayerNorm that save passes over memory; XLA and torch fuse those
+# elementwise steps themselves, so the other two have nothing to write there.
+BACKEND_ONLY_MODULES = {"numpy_impl": {"fast"}, "jax_impl": set(), "torch_ref": set()}
 
 
 def _modules(pkg):
@@ -31,11 +35,11 @@ def _public(mod):
 
 
 def test_same_modules_in_all_three_backends():
-    mods = {name: _modules(pkg) for name, pkg in PACKAGES.items()}
+    mods = {name: [m for m in _modules(pkg) if m not in BACKEND_ONLY_MODULES[name]] for name, pkg in PACKAGES.items()}
     assert mods["numpy_impl"] == mods["jax_impl"] == mods["torch_ref"], mods
 
 
-@pytest.mark.parametrize("module", _modules(numpy_impl))
+@pytest.mark.parametrize("module", [m for m in _modules(numpy_impl) if m not in BACKEND_ONLY_MODULES["numpy_impl"]])
 def test_same_public_names_and_parameters(module):
     loaded = {name: importlib.import_module(f"{name}.{module}") for name in PACKAGES}
     names = {name: _public(mod) for name, mod in loaded.items()}
