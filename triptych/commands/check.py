@@ -3,6 +3,9 @@
 Every function or class in FILE that has the name of an exercise is run in a sandboxed child
 process (time and memory limits; its crashes are verdicts), on the exercise's cases, and compared
 with NumPy, JAX and torch in this process; a failing output that matches a known mistake is named.
+On Linux that child is isolated (triptych/crosscheck/sandbox/isolation.py): it writes only in its
+scratch folder, reads only its Python and its own submission, has no network, and leaves no process
+behind; --isolation prints what holds on this kernel, --require-isolation refuses where any is off.
 DIR is a package or project (one submission: a CS336 repository is graded through its
 tests/adapters.py) or a class folder (one row per student file, package or project; -j N grades N
 at once). --format gradescope|junit and --report write what a course's tools read (docs/gradescope.md).
