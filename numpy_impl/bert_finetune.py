@@ -50,8 +50,8 @@ def gelu_erf_backward(dout: np.ndarray, x: np.ndarray) -> np.ndarray:
 
 def _linear_back(dy, x, p: dict, w: str, b: str, grads: dict, need: bool):
     """y = x W^T + b: dx always; dW, db into grads only when the weight is wanted (trained or adapted)."""
-    if not need:
-        return dy @ p[w]
+    if not need:  # one 2-D matmul over the folded batch and time axes (as multihead.linear_backward)
+        return (dy.reshape(-1, dy.shape[-1]) @ p[w]).reshape(*dy.shape[:-1], p[w].shape[1])
     dx, grads[w], grads[b] = linear_backward(dy, x, p[w])
     return dx
 

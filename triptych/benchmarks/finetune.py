@@ -31,6 +31,7 @@ def register(bsub) -> None:
     f.add_argument("--batch", type=_positive, default=16, help="examples per step (default 16)")
     f.add_argument("--tokens", type=_positive, default=128, help="max_length of the reviews (default 128)")
     f.add_argument("--rounds", type=_positive, default=3, help="interleaved timed rounds; medians shown (default 3)")
+    f.add_argument("--threads", type=_positive, default=None, help="torch and OpenBLAS threads (default: all cores)")
     f.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
     f.add_argument("--out", type=output_dir, default=Default("runs/bench"), help="folder for finetune.json")
     f.add_argument("--layers", type=_positive, default=None, help=argparse.SUPPRESS)  # tests: fewer layers
@@ -154,8 +155,11 @@ def _time(fn) -> float:
 
 
 def bench_finetune(methods, backends, batch: int = 16, tokens: int = 128, rounds: int = 3, n_layers=None,
-                   tick=None) -> dict:
+                   tick=None, threads: int | None = None) -> dict:
     """Median seconds per step for each (method, backend) and the ratio to torch's (> 1: slower)."""
+    from triptych.generation.bench import set_threads
+
+    threads = set_threads(threads)  # the same count for torch and NumPy's BLAS
     backends = list(backends) if REFERENCE in backends else list(backends) + [REFERENCE]
     data = review_batch(batch, tokens)
     rows = []
@@ -174,7 +178,7 @@ def bench_finetune(methods, backends, batch: int = 16, tokens: int = 128, rounds
             rows.append({"method": method, "backend": b, "median_s": med, "ratio_to_torch": med / ref,
                          "first_loss": first[b], "loss_gap_to_torch": abs(first[b] - first[REFERENCE])})
     return {"batch": batch, "tokens": int(data[0].shape[1]), "rounds": rounds, "dtype": "float32",
-            "layers": n_layers or 6, "rows": rows}
+            "layers": n_layers or 6, "threads": threads, "rows": rows}
 
 
 def run(args) -> int:
@@ -187,13 +191,14 @@ def run(args) -> int:
 
     methods = _names(args.methods, METHODS, "--methods")
     backends = _names(args.backends, BACKENDS, "--backends")
-    res = bench_finetune(methods, backends, args.batch, args.tokens, args.rounds, args.layers)
+    res = bench_finetune(methods, backends, args.batch, args.tokens, args.rounds, args.layers, threads=args.threads)
     atomic_write_json(Path(args.out) / "finetune.json", res)
     if args.json:
         print_json(res)
         return 0
     table = Table(title=f"MiniLM fine-tuning step (forward+backward+AdamW), float32, batch {res['batch']} x "
-                        f"{res['tokens']} tokens, median of {res['rounds']} interleaved rounds")
+                        f"{res['tokens']} tokens, median of {res['rounds']} interleaved rounds (threads: torch "
+                        f"{res['threads']['torch']}, BLAS {res['threads']['blas']}, XLA all cores)")
     for col in ("method", "backend", "s / step", "vs torch", "first loss gap"):
         table.add_column(col, justify="left" if col in ("method", "backend") else "right")
     for r in res["rows"]:
