@@ -16,7 +16,7 @@ Face's BertModel state_dict):
     layers.{i}.mlp_ln.{weight,bias}                    (C,)
 attention_mask is Hugging Face's (B, T) of 1 = real token, 0 = padding; padding keys are masked
 for every query (the padded queries still get outputs, which pooling then ignores).
-Forward only: fine-tuning runs in torch_ref.
+Forward only; numpy_impl/bert_finetune.py walks these layers backward (classification fine-tuning).
 """
 from __future__ import annotations
 
