@@ -4,7 +4,9 @@
     1  numpy_impl, jax_impl, torch_ref      the three backends: each imports only common and itself
     2  the rest of triptych                 models, training, lessons, checker, calculators, ...
        (and torch_ref.finetune, the fine-tuning program built on torch_ref: it reads the datasets
-       of triptych.corpora, so it stands on this floor, and no backend module imports it)
+       of triptych.corpora, so it stands on this floor; its classifier, finetune/config.py and
+       finetune/models.py, needs only torch, HF, peft and common and counts as torch_ref, whose
+       bert_finetune.py referees numpy_impl's backward with it)
     3  triptych.commands                    one module per CLI command
     4  triptych.cli, triptych.__main__,     the programs: the CLI and the notebook magics
        triptych.notebook, triptych/__init__ (`%load_ext triptych`)
@@ -25,6 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 TOPS = ("triptych", "numpy_impl", "jax_impl", "torch_ref")
 BACKENDS = ("numpy_impl", "jax_impl", "torch_ref")
 PROGRAMS = ("triptych", "triptych.cli", "triptych.__main__", "triptych.notebook")
+# The fine-tuning backend's classifier: torch, HF, peft and triptych.common only (the docstring).
+FINETUNE_CLASSIFIER = ("torch_ref.finetune.config", "torch_ref.finetune.models")
 
 
 def package(module: str) -> str | None:
@@ -33,7 +37,7 @@ def package(module: str) -> str | None:
     if parts[0] not in TOPS:
         return None  # a third-party or standard-library module
     if parts[0] == "torch_ref" and parts[1:2] == ["finetune"]:
-        return "torch_ref.finetune"
+        return "torch_ref" if ".".join(parts[:3]) in FINETUNE_CLASSIFIER else "torch_ref.finetune"
     if parts[0] in BACKENDS:
         return parts[0]
     return ".".join(parts[:2])
