@@ -12,6 +12,7 @@ import math
 import os
 import statistics
 import time
+from types import SimpleNamespace
 
 SHAPES = [(8, 8, 512, 64), (1, 12, 2048, 64)]
 # Tile sizes used by the benchmarks (chosen by measurement: docs/measurements.md).
@@ -55,30 +56,44 @@ def _jax_sync(x):
     return jax.block_until_ready(x)
 
 
-def _candidates(b, h, t, d, causal, seed=0):
-    """(backend, pass) -> a zero-argument callable running it once on float32 inputs."""
-    import jax
+def _inputs(b, h, t, d, causal, seed):
+    """The same float32 q, k, v, dout (and mask) as NumPy arrays, torch tensors and JAX arrays."""
     import jax.numpy as jnp
     import numpy as np
     import torch
-    import torch.nn.functional as F
 
     import jax_impl  # noqa: F401  (x64 available; our inputs stay float32)
-    from jax_impl import attention as jatt
-    from jax_impl import flash as jflash
-    from numpy_impl import attention as natt
-    from numpy_impl import flash as nflash
     from numpy_impl.masks import make_causal_mask
 
     rng = np.random.default_rng(seed)
     q, k, v, dout = (rng.standard_normal((b, h, t, d), dtype=np.float32) for _ in range(4))
-    scale = 1.0 / math.sqrt(d)
     mask = make_causal_mask(t) if causal else None
-    tq, tk, tv, tdo = (torch.from_numpy(x) for x in (q, k, v, dout))
-    jq, jk, jv, jdo = (jnp.asarray(x) for x in (q, k, v, dout))
-    jmask = None if mask is None else jnp.asarray(mask)
+    return SimpleNamespace(q=q, k=k, v=v, dout=dout, mask=mask, causal=causal, scale=1.0 / math.sqrt(d),
+                           t=[torch.from_numpy(x) for x in (q, k, v, dout)],
+                           j=[jnp.asarray(x) for x in (q, k, v, dout)],
+                           jmask=None if mask is None else jnp.asarray(mask))
+
+
+def _torch_candidates(x):
+    import torch.nn.functional as F
+
+    tq, tk, tv, tdo = x.t
+
+    def backward():
+        xs = [a.detach().requires_grad_() for a in (tq, tk, tv)]
+        F.scaled_dot_product_attention(*xs, is_causal=x.causal).backward(tdo)
+        return [a.grad for a in xs]
+
+    return {("torch SDPA", "forward"): lambda: F.scaled_dot_product_attention(tq, tk, tv, is_causal=x.causal),
+            ("torch SDPA", "backward"): backward}
+
+
+def _numpy_candidates(x):
+    from numpy_impl import attention as natt
+    from numpy_impl import flash as nflash
+
+    q, k, v, dout, mask, causal, scale = x.q, x.k, x.v, x.dout, x.mask, x.causal, x.scale
     nbq, nbk = NUMPY_BLOCKS
-    jbq, jbk = JAX_BLOCKS
 
     def readable_forward():
         weights = natt.attn_softmax(natt.attn_scaled(natt.pairwise_similarities(q, k), scale), mask)
@@ -92,13 +107,27 @@ def _candidates(b, h, t, d, causal, seed=0):
         out, lse = nflash.flash_attention(q, k, v, causal=causal, block_q=nbq, block_k=nbk)
         return nflash.flash_attention_backward(dout, q, k, v, out, lse, causal=causal, block_q=nbq, block_k=nbk)
 
-    def torch_backward():
-        xs = [x.detach().requires_grad_() for x in (tq, tk, tv)]
-        F.scaled_dot_product_attention(*xs, is_causal=causal).backward(tdo)
-        return [x.grad for x in xs]
+    return {
+        ("numpy readable", "forward"): readable_forward,
+        ("numpy sdpa fast", "forward"): lambda: natt.scaled_dot_product_attention(q, k, v, mask, kernel="fast"),
+        ("numpy fast", "forward"): lambda: nflash.fast_attention(q, k, v, causal=causal),
+        ("numpy flash", "forward"): lambda: nflash.flash_attention(q, k, v, causal=causal, block_q=nbq, block_k=nbk),
+        ("numpy readable", "backward"): readable_backward,
+        ("numpy flash", "backward"): flash_backward,
+    }
+
+
+def _jax_candidates(x):
+    import jax
+
+    from jax_impl import attention as jatt
+    from jax_impl import flash as jflash
+
+    (jq, jk, jv, jdo), jmask, causal, scale = x.j, x.jmask, x.causal, x.scale
+    jbq, jbk = JAX_BLOCKS
 
     # jitted gradient functions, built once: the timed call is the warm, compiled one.
-    def _vjp_of(fwd):
+    def vjp_of(fwd):
         @jax.jit
         def run(q_, k_, v_, do_):
             _, pullback = jax.vjp(fwd, q_, k_, v_)
@@ -106,37 +135,35 @@ def _candidates(b, h, t, d, causal, seed=0):
 
         return lambda: _jax_sync(run(jq, jk, jv, jdo))
 
-    jax_dots = _jax_matmuls_only(causal)
-    jax_plain_grad = _vjp_of(lambda q_, k_, v_: jatt._sdpa(q_, k_, v_, jmask, scale)[0])
-    jax_sdpa_fast_grad = _vjp_of(lambda q_, k_, v_: jatt.scaled_dot_product_attention(q_, k_, v_, jmask,
-                                                                                      kernel="fast")[0])
-    jax_fast_grad = _vjp_of(lambda q_, k_, v_: jflash.fast_attention(q_, k_, v_, causal=causal)[0])
-    jax_flash_grad = _vjp_of(lambda q_, k_, v_: jflash.flash_attention(q_, k_, v_, causal=causal,
-                                                                       block_q=jbq, block_k=jbk)[0])
+    def sdpa_fast(q_, k_, v_):
+        return jatt.scaled_dot_product_attention(q_, k_, v_, jmask, kernel="fast")
 
+    def flash(q_, k_, v_):
+        return jflash.flash_attention(q_, k_, v_, causal=causal, block_q=jbq, block_k=jbk)
+
+    dots = _jax_matmuls_only(causal)
+    # "jax jit": the plain jitted steps (kernel="steps"); "jax sdpa fast":
+    # jax_impl.attention.scaled_dot_product_attention(kernel="fast"), weights included.
     return {
-        ("torch SDPA", "forward"): lambda: F.scaled_dot_product_attention(tq, tk, tv, is_causal=causal),
-        ("numpy readable", "forward"): readable_forward,
-        ("numpy sdpa fast", "forward"): lambda: natt.scaled_dot_product_attention(q, k, v, mask, kernel="fast"),
-        ("numpy fast", "forward"): lambda: nflash.fast_attention(q, k, v, causal=causal),
-        ("numpy flash", "forward"): lambda: nflash.flash_attention(q, k, v, causal=causal, block_q=nbq, block_k=nbk),
-        # "jax jit": the plain jitted steps (kernel="steps"); "jax sdpa fast":
-        # jax_impl.attention.scaled_dot_product_attention(kernel="fast"), weights included.
         ("jax jit", "forward"): lambda: _jax_sync(jatt._sdpa(jq, jk, jv, jmask, scale)),
-        ("jax sdpa fast", "forward"): lambda: _jax_sync(jatt.scaled_dot_product_attention(jq, jk, jv, jmask,
-                                                                                          kernel="fast")),
+        ("jax sdpa fast", "forward"): lambda: _jax_sync(sdpa_fast(jq, jk, jv)),
         ("jax fast", "forward"): lambda: _jax_sync(jflash.fast_attention(jq, jk, jv, causal=causal)),
-        ("jax flash", "forward"): lambda: _jax_sync(jflash.flash_attention(jq, jk, jv, causal=causal,
-                                                                           block_q=jbq, block_k=jbk)),
-        ("jax matmuls only (bound)", "forward"): lambda: _jax_sync(jax_dots(jq, jk, jv)),
-        ("torch SDPA", "backward"): torch_backward,
-        ("numpy readable", "backward"): readable_backward,
-        ("numpy flash", "backward"): flash_backward,
-        ("jax jit", "backward"): jax_plain_grad,
-        ("jax sdpa fast", "backward"): jax_sdpa_fast_grad,
-        ("jax fast", "backward"): jax_fast_grad,
-        ("jax flash", "backward"): jax_flash_grad,
+        ("jax flash", "forward"): lambda: _jax_sync(flash(jq, jk, jv)),
+        ("jax matmuls only (bound)", "forward"): lambda: _jax_sync(dots(jq, jk, jv)),
+        ("jax jit", "backward"): vjp_of(lambda q_, k_, v_: jatt._sdpa(q_, k_, v_, jmask, scale)[0]),
+        ("jax sdpa fast", "backward"): vjp_of(lambda q_, k_, v_: sdpa_fast(q_, k_, v_)[0]),
+        ("jax fast", "backward"): vjp_of(lambda q_, k_, v_: jflash.fast_attention(q_, k_, v_, causal=causal)[0]),
+        ("jax flash", "backward"): vjp_of(lambda q_, k_, v_: flash(q_, k_, v_)[0]),
     }
+
+
+def _candidates(b, h, t, d, causal, seed=0):
+    """(backend, pass) -> a zero-argument callable running it once on float32 inputs: every forward
+    row (torch, NumPy, JAX), then every backward row, in that order."""
+    x = _inputs(b, h, t, d, causal, seed)
+    parts = (_torch_candidates(x), _numpy_candidates(x), _jax_candidates(x))
+    return {key: run for pass_ in ("forward", "backward") for part in parts for key, run in part.items()
+            if key[1] == pass_}
 
 
 def _jax_matmuls_only(causal: bool):

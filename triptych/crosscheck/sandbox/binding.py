@@ -79,6 +79,8 @@ def bind(fn, target: dict, required: list, optional: dict, signature_of=None) ->
 
 
 def _bind(fn, target: dict, required: list, optional: dict) -> tuple[list, dict]:
+    """The call (args, kwargs) that gives fn the exercise's arguments: required ones by name, synonym,
+    then position; optional ones by name or synonym; the exercise's defaults for what is left."""
     try:
         sig = inspect.signature(fn)
     except (TypeError, ValueError):  # a builtin or C function without a signature
@@ -87,6 +89,22 @@ def _bind(fn, target: dict, required: list, optional: dict) -> tuple[list, dict]
     var_pos = any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in sig.parameters.values())
     var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values())
     assign: dict = {}
+    overflow = _assign_required(params, target, required, optional, assign)
+    if overflow and not var_pos:
+        raise _Unbindable
+    extra_kwargs = _assign_optional(params, target, optional, assign, var_kw)
+    _assign_defaults(params, target, assign)
+    args, kwargs, open_ = _call_form(params, assign)
+    if overflow:
+        if not open_:
+            raise _Unbindable
+        args.extend(overflow)
+    kwargs.update(extra_kwargs)
+    return args, kwargs
+
+
+def _assign_required(params, target, required, optional, assign) -> list:
+    """Required values by name or synonym, then the rest by position; returns what found no place."""
     left = []
     for name, value in required:
         p = _find(name, params, assign, target)
@@ -104,8 +122,12 @@ def _bind(fn, target: dict, required: list, optional: dict) -> tuple[list, dict]
             assign[free.pop(0).name] = value
         else:
             overflow.append(value)
-    if overflow and not var_pos:
-        raise _Unbindable
+    return overflow
+
+
+def _assign_optional(params, target, optional, assign, var_kw: bool) -> dict:
+    """Optional values by name or synonym; returns those only **kwargs can take. An optional value
+    the function has no place for makes the case "not graded" (NotGraded)."""
     extra_kwargs = {}
     for name, value in optional.items():
         p = _find(name, params, assign, target)
@@ -119,13 +141,23 @@ def _bind(fn, target: dict, required: list, optional: dict) -> tuple[list, dict]
             extra_kwargs[name] = value
         else:
             raise NotGraded(f"your function takes no `{name}`")
-    for p in params:  # a required parameter nothing filled: the exercise's default for that meaning
+    return extra_kwargs
+
+
+def _assign_defaults(params, target, assign) -> None:
+    """A required parameter nothing filled: the exercise's default for that meaning."""
+    for p in params:
         if p.name in assign or p.default is not _EMPTY:
             continue
         for name, value in target.get("defaults", {}).items():
             if p.name in names_for(name, target):
                 assign[p.name] = value
                 break
+
+
+def _call_form(params, assign) -> tuple[list, dict, bool]:
+    """Positional arguments while the parameters are filled in order, keywords after a gap;
+    open_ says whether positions are still open at the end (for *args)."""
     args, kwargs, open_ = [], {}, True
     for p in params:
         if p.kind in _POSITIONAL:
@@ -139,12 +171,7 @@ def _bind(fn, target: dict, required: list, optional: dict) -> tuple[list, dict]
                 kwargs[p.name] = assign[p.name]
         elif p.name in assign:
             kwargs[p.name] = assign[p.name]
-    if overflow:
-        if not open_:
-            raise _Unbindable
-        args.extend(overflow)
-    kwargs.update(extra_kwargs)
-    return args, kwargs
+    return args, kwargs, open_
 
 
 def describe(target: dict) -> list[str]:
