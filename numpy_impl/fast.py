@@ -18,6 +18,7 @@ import numpy as np
 
 from triptych.common.checks import check_float, check_same
 from numpy_impl.attention import apply_mask
+from numpy_impl.layers import GeluCache, LayerNormCache
 
 __all__ = ["attn_softmax", "gelu_forward", "gelu_backward", "layer_norm_forward", "layer_norm_backward"]
 
@@ -55,7 +56,7 @@ def gelu_forward(x: np.ndarray):
     y = t + 1.0
     y *= x
     y *= 0.5  # y = 0.5 x (1 + t)
-    return y, (x, t)
+    return y, GeluCache(x, t)
 
 
 def gelu_backward(dout: np.ndarray, cache) -> np.ndarray:
@@ -92,7 +93,7 @@ def layer_norm_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps:
     xhat *= rstd
     out = xhat * weight
     out += bias
-    return out, (xhat, rstd, weight)
+    return out, LayerNormCache(xhat, rstd, weight)
 
 
 def layer_norm_backward(dout: np.ndarray, cache):

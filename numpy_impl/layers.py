@@ -114,6 +114,12 @@ def embedding(idx: np.ndarray, table: np.ndarray) -> np.ndarray:
 # layer norm
 
 
+class LayerNormCache(NamedTuple):
+    xhat: np.ndarray  # (..., C) the normalised input, (x - mean) * rstd
+    rstd: np.ndarray  # (..., 1) 1 / sqrt(var + eps)
+    weight: np.ndarray  # (C,)
+
+
 def layer_norm_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float = 1e-5):
     """Normalise each vector over its last axis to mean 0, variance 1 (biased variance, as torch),
     then scale and shift per channel.
@@ -127,7 +133,7 @@ def layer_norm_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps:
     rstd = 1.0 / np.sqrt(var + eps)  # (..., 1)
     xhat = (x - mean) * rstd  # (..., C)
     out = xhat * weight + bias
-    return out, (xhat, rstd, weight)
+    return out, LayerNormCache(xhat, rstd, weight)
 
 
 def layer_norm_backward(dout: np.ndarray, cache):
@@ -155,6 +161,11 @@ def layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float =
 # GELU (tanh approximation)
 
 
+class GeluCache(NamedTuple):
+    x: np.ndarray  # the input, any shape
+    t: np.ndarray  # tanh(u), same shape
+
+
 def gelu_forward(x: np.ndarray):
     """GELU(x) = x * Phi(x), in the tanh approximation GPT-2 was trained with (torch:
     F.gelu(x, approximate="tanh"); the exact erf form differs by up to ~5e-4).
@@ -166,7 +177,7 @@ def gelu_forward(x: np.ndarray):
     u = GELU_C * (x + 0.044715 * x * x * x)
     t = np.tanh(u)
     y = 0.5 * x * (1.0 + t)
-    return y, (x, t)
+    return y, GeluCache(x, t)
 
 
 def gelu_backward(dout: np.ndarray, cache) -> np.ndarray:
@@ -191,6 +202,14 @@ def gelu(x: np.ndarray) -> np.ndarray:
 # MLP (the feed-forward network)
 
 
+class MlpCache(NamedTuple):
+    x: np.ndarray  # (..., C) the input
+    g: np.ndarray  # (..., 4C) gelu(x W_fc^T + b_fc)
+    gelu: GeluCache
+    w_fc: np.ndarray  # (4C, C)
+    w_proj: np.ndarray  # (C, 4C)
+
+
 def mlp_forward(x: np.ndarray, params: dict):
     """The position-wise feed-forward network: expand to 4C, GELU, project back to C.
     params: w_fc (4C, C), b_fc (4C,), w_proj (C, 4C), b_proj (C,)
@@ -203,7 +222,7 @@ def mlp_forward(x: np.ndarray, params: dict):
     h = linear(x, params["w_fc"], params["b_fc"])  # (..., 4C)
     g, gelu_cache = gelu_forward(h)
     out = linear(g, params["w_proj"], params["b_proj"])  # (..., C)
-    return out, (x, g, gelu_cache, params["w_fc"], params["w_proj"])
+    return out, MlpCache(x, g, gelu_cache, params["w_fc"], params["w_proj"])
 
 
 def mlp_backward(dout: np.ndarray, cache):
