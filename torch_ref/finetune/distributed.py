@@ -95,3 +95,17 @@ def set_rng_states(accelerator, saved) -> None:
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
+
+
+def leave_process_group(wait: bool = True) -> None:
+    """Every process leaves the gloo/NCCL group before the interpreter exits. A group still open at
+    exit is torn down by C++ destructors while its threads run, and the process aborts ("terminate
+    called without an active exception", exit -6), which fails the launch after a finished run.
+    One process (no group) has nothing to leave. wait=False after an error: the others may never
+    reach a barrier."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        if wait:
+            dist.barrier()
+        dist.destroy_process_group()

@@ -223,7 +223,14 @@ def run_train(args) -> int:
     cfg = _resumed_config(args) if args.resume else _train_config(args, out=args.out, resume=False)
     if getattr(args, "backend", "torch") != "torch":
         return _run_engine(args, cfg)
-    results = train(cfg, console=console, quiet=args.json)
+    from torch_ref.finetune.distributed import leave_process_group
+
+    try:
+        results = train(cfg, console=console, quiet=args.json)
+    except BaseException:
+        leave_process_group(wait=False)
+        raise
+    leave_process_group()  # under `accelerate launch`: before exit, or the process aborts
     if args.json and is_main_process():  # under `accelerate launch` every process returns the same results
         print_json({k: v for k, v in results.items() if k != "config"})
     return 0
