@@ -9,7 +9,7 @@ from triptych.common import tolerances as T
 from triptych.crosscheck import _match, cases
 from triptych.pretrained import trace
 
-TOL = T.tolerance("float64")  # parity (crosscheck/cases.py) looks this row up itself
+TOL = T.tolerance("float64")  # parity (triptych/crosscheck/cases.py) looks this row up itself
 INF, NAN = np.inf, np.nan
 
 
