@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from triptych.common.tolerances import assert_close
 
 
@@ -21,6 +23,8 @@ def test_bench_finetune_json(tmp_path, capsys):
         assert r["median_s"] > 0
         ref = next(x for x in res["rows"] if x["method"] == r["method"] and x["backend"] == "torch")
         assert_close(r["first_loss"], ref["first_loss"], "float32", kind="grad", what=f"{r['method']} {r['backend']}")
+        # the convention of every `bench`: torch's time over the backend's, above 1 = faster than torch
+        assert r["ratio_to_torch"] == pytest.approx(ref["median_s"] / r["median_s"], rel=1e-12)
     assert res["tokens"] <= 16 and res["batch"] == 2 and res["layers"] == 1
 
 

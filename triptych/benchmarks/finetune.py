@@ -156,7 +156,8 @@ def _time(fn) -> float:
 
 def bench_finetune(methods, backends, batch: int = 16, tokens: int = 128, rounds: int = 3, n_layers=None,
                    tick=None, threads: int | None = None) -> dict:
-    """Median seconds per step for each (method, backend) and the ratio to torch's (> 1: slower)."""
+    """Median seconds per step for each (method, backend) and its speed against torch's, torch s /
+    backend s (1.00x: as fast as torch, above 1: faster), the convention of every `bench`."""
     from triptych.generation.bench import set_threads
 
     threads = set_threads(threads)  # the same count for torch and NumPy's BLAS
@@ -175,7 +176,7 @@ def bench_finetune(methods, backends, batch: int = 16, tokens: int = 128, rounds
         ref = statistics.median(times[REFERENCE])
         for b in backends:
             med = statistics.median(times[b])
-            rows.append({"method": method, "backend": b, "median_s": med, "ratio_to_torch": med / ref,
+            rows.append({"method": method, "backend": b, "median_s": med, "ratio_to_torch": ref / med,
                          "first_loss": first[b], "loss_gap_to_torch": abs(first[b] - first[REFERENCE])})
     return {"batch": batch, "tokens": int(data[0].shape[1]), "rounds": rounds, "dtype": "float32",
             "layers": n_layers or 6, "threads": threads, "rows": rows}
@@ -205,4 +206,5 @@ def run(args) -> int:
         table.add_row(r["method"], r["backend"], f"{r['median_s']:.3f}", f"{r['ratio_to_torch']:.2f}x",
                       f"{r['loss_gap_to_torch']:.1e}")
     console.print(table)
+    console.print("vs torch = torch s / backend s per step (1.00x = as fast as torch; above 1 = faster)")
     return 0
