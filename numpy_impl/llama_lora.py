@@ -27,9 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from triptych.common.llama_config import LlamaConfig, check_llama_params
-from triptych.common.llama_lora import DEFAULT_TARGETS, TARGET_KEYS, adapter_key, check_llama_lora, \
-    check_llama_lora_targets
-from triptych.common.lora_checks import check_init
+from triptych.common.llama_lora import DEFAULT_TARGETS, init_adapters, check_llama_lora
 from triptych.common.token_checks import check_token_ids
 from numpy_impl import llama_block
 from numpy_impl.layers import embedding_backward, embedding_forward
@@ -50,17 +48,7 @@ def init_llama_lora(params: dict, config: LlamaConfig, r: int = 8, targets=DEFAU
 
     Shapes: -> {"layers.{i}.<weight>.lora_A": (r, d_in), "....lora_B": (d_out, r)}
     """
-    check_llama_params(params, config)
-    targets = check_llama_lora_targets(targets)
-    check_init(init)
-    dtype = params["embed.weight"].dtype if dtype is None else dtype
-    adapters = {}
-    for i in range(config.n_layers):
-        for j, t in enumerate(targets):
-            d_out, d_in = params[f"layers.{i}.{TARGET_KEYS[t]}"].shape
-            lora = init_lora_params(int(d_in), int(d_out), r, init, seed + i * len(TARGET_KEYS) + j, dtype)
-            adapters[adapter_key(i, t, "lora_A")], adapters[adapter_key(i, t, "lora_B")] = lora["lora_A"], lora["lora_B"]
-    return adapters
+    return init_adapters(params, config, r, targets, init, seed, dtype, init_lora_params)
 
 
 def _effective(params: dict, adapters: dict, config: LlamaConfig, alpha: float) -> tuple[dict, dict]:

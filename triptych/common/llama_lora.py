@@ -75,6 +75,29 @@ def check_llama_lora(params: dict, adapters: dict, n_layers: int, alpha) -> dict
     return ranks
 
 
+def init_adapters(params: dict, config, r: int, targets, init: str, seed: int, dtype, init_lora_params) -> dict:
+    """Adapters for `targets` in every layer, each drawn by the backend's own init_lora_params(d_in,
+    d_out, r, init, seed, dtype) with a seed per (layer, target), so NumPy and JAX draw the same
+    layout. Checks come first: the model's weights, the targets, the init name.
+
+    Shapes: -> {"layers.{i}.<weight>.lora_A": (r, d_in), "....lora_B": (d_out, r)}
+    """
+    from triptych.common.llama_config import check_llama_params
+    from triptych.common.lora_checks import check_init
+
+    check_llama_params(params, config)
+    targets = check_llama_lora_targets(targets)
+    check_init(init)
+    dtype = params["embed.weight"].dtype if dtype is None else dtype
+    adapters = {}
+    for i in range(config.n_layers):
+        for j, t in enumerate(targets):
+            d_out, d_in = params[f"layers.{i}.{TARGET_KEYS[t]}"].shape
+            lora = init_lora_params(int(d_in), int(d_out), r, init, seed + i * len(TARGET_KEYS) + j, dtype)
+            adapters[adapter_key(i, t, "lora_A")], adapters[adapter_key(i, t, "lora_B")] = lora["lora_A"], lora["lora_B"]
+    return adapters
+
+
 def causal_lm_pairs(ids, pad_id: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Next-token pairs from token rows: inputs ids[:, :-1], targets ids[:, 1:], a target that is
     padding set to IGNORE_INDEX so the mean loss is over real next tokens only.
