@@ -566,3 +566,16 @@ def test_checkpoint_folder_replacement_is_all_or_nothing(tmp_path):
     # A crash between the two renames leaves only the previous copy, moved aside: it is found.
     target.rename(tmp_path / ".best.old")
     assert _existing_dir(target) == tmp_path / ".best.old"
+
+
+def test_precision_bf16_autocasts_on_cpu_and_stays_near_float32(tiny, tmp_path):
+    """--precision bf16 forces autocast where auto would not (a CPU): the record says bf16, and the
+    losses move off float32's by bf16 rounding (8 bits of mantissa) but no further."""
+    task = sentiment_task()
+    fp32 = train(_cfg(tmp_path / "a", tiny["bert"], lr=2e-3, epochs=1, precision="fp32"), task, quiet=True)
+    bf16 = train(_cfg(tmp_path / "b", tiny["bert"], lr=2e-3, epochs=1, precision="bf16"), task, quiet=True)
+    assert (fp32["precision"], bf16["precision"]) == ("no", "bf16")
+    a, b = fp32["history"][0]["train_loss"], bf16["history"][0]["train_loss"]
+    assert a != b and abs(a - b) < 0.05 * a
+    with pytest.raises(InputError, match="precision"):
+        TrainConfig(precision="fp16")

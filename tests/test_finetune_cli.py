@@ -83,3 +83,23 @@ def test_missing_data_says_how_to_fetch(tmp_path):
 ])
 def test_bad_arguments_are_one_line_exit_2(args, fragment):
     assert_one_line_error(cli(*args), fragment)
+
+
+def test_gpu_script_is_valid_bash_and_its_commands_parse():
+    """docs/examples/gpu_finetune.sh runs where a GPU is (not here): its shell must parse, and every
+    `cli.py` line in it must be accepted by the CLI's own parser, so a flag renamed here fails here."""
+    import shlex
+
+    from triptych.cli import build_parser
+
+    script = Path(__file__).resolve().parents[1] / "docs" / "examples" / "gpu_finetune.sh"
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    text = script.read_text().replace("\\\n", " ")
+    lines = [line.split("cli.py", 1)[1].split(">")[0] for line in text.splitlines() if '"$PY" cli.py' in line]
+    assert len(lines) == 2  # finetune train (in the loop), bench finetune
+    values = {"$method": "lora", "$precision": "bf16", "$OUT_DIR": "runs/gpu"}
+    for line in lines:
+        for var, value in values.items():
+            line = line.replace(var, value)
+        args = build_parser().parse_args(shlex.split(line))
+        assert callable(args.func)

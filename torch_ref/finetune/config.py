@@ -8,12 +8,14 @@ from dataclasses import asdict, dataclass
 
 from triptych.common.checks import InputError
 
-__all__ = ["METHODS", "OPTIMIZERS", "DEFAULT_LR", "DEFAULT_MODEL", "GRID_LRS", "GRID_EPOCHS", "STUDY_OPTIMIZERS",
-           "ModelSpec", "TrainConfig"]
+__all__ = ["METHODS", "OPTIMIZERS", "PRECISIONS", "DEFAULT_LR", "DEFAULT_MODEL", "GRID_LRS", "GRID_EPOCHS",
+           "STUDY_OPTIMIZERS", "ModelSpec", "TrainConfig"]
 
 METHODS = ("full", "head", "prefix", "lora")
 DEFAULT_MODEL = "minilm"
 OPTIMIZERS = ("adamw", "adam", "sgd", "rmsprop", "adagrad")
+# auto: bf16 autocast on a GPU, float32 elsewhere; fp32 / bf16 force one (bf16 autocast runs on CPUs too).
+PRECISIONS = ("auto", "fp32", "bf16")
 # A frozen encoder leaves few, freshly initialised weights to move: they want a larger step.
 # Measured on fine-foods with MiniLM, 3 epochs, max_length 64 (test accuracy, majority 64.25%):
 # lora 5e-4 stayed at the majority class with 800 examples, 2e-3 reached 80.0%; head 2e-3 stayed
@@ -71,6 +73,7 @@ class TrainConfig:
     resume: bool = False
     save_checkpoints: bool = True
     data_files: dict | None = None  # Hugging Face tasks from local files
+    precision: str = "auto"  # PRECISIONS: the torch backend's autocast
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -85,6 +88,8 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise InputError(f"{name}: expected a positive integer or None (all), got {value!r}")
+        if self.precision not in PRECISIONS:
+            raise InputError(f"precision: expected one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.lr is None:
             self.lr = DEFAULT_LR[self.method]
         if not self.lr > 0:

@@ -70,7 +70,7 @@ def study_config(name: str, args=None, **overrides) -> TrainConfig:
 
 _CONFIG_FLAGS = ("task", "model", "method", "epochs", "batch_size", "lr", "optimizer", "weight_decay", "warmup",
                  "max_grad_norm", "max_length", "train_size", "val_size", "test_size", "seed", "prefix_length",
-                 "lora_r", "lora_alpha", "lora_dropout", "data_files", "out")
+                 "lora_r", "lora_alpha", "lora_dropout", "data_files", "precision", "out")
 
 
 def _table(console, title: str, columns: list[str], rows: list[list]):

@@ -69,7 +69,7 @@ def _add_common(p, study: bool = False) -> None:
     CPU-sized defaults apply unless the user sets a flag. Help texts that state a default read it
     from torch_ref/finetune/config.py, so they cannot drift from what runs."""
     from torch_ref.finetune.data import HF_TASKS, TASKS
-    from torch_ref.finetune.config import DEFAULT_MODEL, METHODS, OPTIMIZERS, TrainConfig
+    from torch_ref.finetune.config import DEFAULT_MODEL, METHODS, OPTIMIZERS, PRECISIONS, TrainConfig
 
     base = TrainConfig()
     d = (lambda name: None) if study else (lambda name: getattr(base, name))
@@ -101,6 +101,8 @@ def _add_common(p, study: bool = False) -> None:
     p.add_argument("--lora-alpha", type=_positive_int, default=d("lora_alpha"))
     p.add_argument("--lora-dropout", type=number(0, 1, low_open=False, high_open=True), default=d("lora_dropout"))
     p.add_argument("--seed", type=SEED, default=d("seed"))
+    p.add_argument("--precision", choices=PRECISIONS, default=d("precision"),
+                   help=f"torch backend: auto = bf16 autocast on a GPU, float32 elsewhere ({default}{base.precision})")
     p.add_argument("--out", type=output_dir, default=None, help="output folder (default under runs/finetune/)")
 
 
@@ -167,7 +169,7 @@ def _train_config(args, **overrides):
         warmup=args.warmup, max_grad_norm=args.max_grad_norm, max_length=args.max_length,
         train_size=args.train_size, val_size=args.val_size, test_size=args.test_size, seed=args.seed,
         prefix_length=args.prefix_length, lora_r=args.lora_r, lora_alpha=args.lora_alpha,
-        lora_dropout=args.lora_dropout, data_files=args.data_files,
+        lora_dropout=args.lora_dropout, data_files=args.data_files, precision=args.precision,
     )
     fields.update(overrides)
     # None means "not given": the dataclass default (or the study's) applies.
