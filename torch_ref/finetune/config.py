@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 
 from triptych.common.checks import InputError
 
-__all__ = ["METHODS", "OPTIMIZERS", "PRECISIONS", "DEFAULT_LR", "DEFAULT_MODEL", "GRID_LRS", "GRID_EPOCHS",
+__all__ = ["METHODS", "OPTIMIZERS", "PRECISIONS", "BACKENDS", "DEFAULT_LR", "DEFAULT_MODEL", "GRID_LRS", "GRID_EPOCHS",
            "STUDY_OPTIMIZERS", "ModelSpec", "TrainConfig"]
 
 METHODS = ("full", "head", "prefix", "lora")
@@ -27,6 +27,9 @@ DEFAULT_LR = {"full": 5e-5, "lora": 2e-3, "head": 1e-2, "prefix": 1e-2}
 GRID_LRS = (1e-4, 5e-4, 1e-3)
 GRID_EPOCHS = (7, 9)
 STUDY_OPTIMIZERS = ("adamw", "sgd", "rmsprop")
+# Who trains (`finetune train --backend`): torch (HF + peft + accelerate) or our engines, numpy / jax
+# (triptych/training/bert_classify.py). Recorded in run.json, so --resume keeps it.
+BACKENDS = ("torch", "numpy", "jax")
 
 
 @dataclass
@@ -51,6 +54,7 @@ class TrainConfig:
     task: str = "fine-foods"
     model: str = DEFAULT_MODEL
     method: str = "full"
+    backend: str = "torch"  # BACKENDS; run.json files without it are torch runs
     epochs: int = 3
     batch_size: int = 16
     lr: float | None = None  # None: DEFAULT_LR[method]
@@ -78,6 +82,8 @@ class TrainConfig:
     def __post_init__(self):
         if self.method not in METHODS:
             raise InputError(f"method: expected one of {', '.join(METHODS)}, got {self.method!r}")
+        if self.backend not in BACKENDS:
+            raise InputError(f"backend: expected one of {', '.join(BACKENDS)}, got {self.backend!r}")
         if self.optimizer not in OPTIMIZERS:
             raise InputError(f"optimizer: expected one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         for name in ("epochs", "batch_size", "max_length"):

