@@ -124,3 +124,19 @@ def test_engine_refuses_what_it_cannot_do(tmp_path, capsys, flags, named):
     code, _, err = _cli(capsys, "--backend", "numpy", "--method", "lora", *flags, "--out", str(tmp_path))
     assert code == 2 and err.startswith(f"error: {named}:")
     assert "--backend numpy" in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_run_without_backend_resumes_as_torch(tmp_path, capsys):
+    """run.json written before backends were recorded: --resume reads it as a torch run, and a typed
+    --backend numpy is refused by name against it (both before any data or model is loaded)."""
+    from torch_ref.finetune.checkpoints import RUN_FORMAT, run_settings
+    from torch_ref.finetune.config import TrainConfig
+    from triptych import cli
+    from triptych.commands.finetune import _resumed_config
+
+    old = {k: v for k, v in run_settings(TrainConfig(epochs=1)).items() if k not in ("backend", "precision")}
+    (tmp_path / "run.json").write_text(json.dumps({"format": RUN_FORMAT, "config": old}))
+    args = cli.build_parser().parse_args(["finetune", "train", "--resume", "--out", str(tmp_path), "--json"])
+    assert _resumed_config(args).backend == "torch"
+    code, _, err = _cli(capsys, "--resume", "--out", str(tmp_path), "--backend", "numpy")
+    assert code == 2 and err.startswith("error: --backend:") and "torch" in err and "numpy" in err
