@@ -136,3 +136,9 @@ def test_run_without_backend_resumes_as_torch(tmp_path, capsys):
     assert _resumed_config(args).backend == "torch"
     code, _, err = _cli(capsys, "--resume", "--out", str(tmp_path), "--backend", "numpy")
     assert code == 2 and err.startswith("error: --backend:") and "torch" in err and "numpy" in err
+    # --precision too came after such runs: typing its default value is the run's own setting.
+    args = cli.build_parser().parse_args(["finetune", "train", "--resume", "--out", str(tmp_path), "--json",
+                                          "--precision", "auto"])
+    assert _resumed_config(args).precision == "auto"
+    code, _, err = _cli(capsys, "--resume", "--out", str(tmp_path), "--precision", "bf16")
+    assert code == 2 and err.startswith("error: --precision:") and "auto" in err and "bf16" in err

@@ -28,7 +28,7 @@ import random
 import numpy as np
 import torch
 
-__all__ = ["ShardedBatches", "WeightedItems", "reduce_sums", "rng_states", "set_rng_states"]
+__all__ = ["ShardedBatches", "WeightedItems", "forget_other_precision", "reduce_sums", "rng_states", "set_rng_states"]
 
 
 class ShardedBatches:
@@ -109,3 +109,14 @@ def leave_process_group(wait: bool = True) -> None:
         if wait:
             dist.barrier()
         dist.destroy_process_group()
+
+
+def forget_other_precision(mixed: str) -> None:
+    """accelerate keeps one AcceleratorState per process and refuses a second Accelerator with another
+    mixed precision; a notebook or a test that trains in fp32 and then bf16 must start afresh. Only
+    that state is dropped (its private reset, accelerate 1.16): the process group stays joined."""
+    from accelerate.state import AcceleratorState
+
+    state = AcceleratorState._shared_state
+    if state and str(state.get("_mixed_precision", mixed)) != mixed:
+        AcceleratorState._reset_state(reset_partial_state=False)

@@ -36,7 +36,7 @@ from torch_ref.finetune.checkpoints import (
 from torch_ref.finetune.checkpoints import _replace_dir  # noqa: F401  (its home before checkpoints.py)
 from torch_ref.finetune.config import OPTIMIZERS, TrainConfig
 from torch_ref.finetune.data import Task, dataset_summary, load_task, make_loader
-from torch_ref.finetune.distributed import reduce_sums, rng_states, set_rng_states
+from torch_ref.finetune.distributed import forget_other_precision, reduce_sums, rng_states, set_rng_states
 from torch_ref.finetune.models import build_classifier, count_total, count_trainable, load_tokenizer, resolve_model
 
 __all__ = [
@@ -193,7 +193,7 @@ def _build(cfg: TrainConfig, task: Task | None, console, quiet: bool) -> _Run:
     # Several processes without a GPU (`accelerate launch --multi_gpu` or torchrun on CPUs): accelerate
     # joins them over gloo only when told cpu=True; its --cpu launcher itself starts one process.
     mixed = {"auto": "bf16" if gpu else "no", "fp32": "no", "bf16": "bf16"}[cfg.precision]
-    _forget_other_precision(mixed)
+    forget_other_precision(mixed)
     accelerator = Accelerator(mixed_precision=mixed, cpu=not gpu and _launched_processes() > 1)
     say = console.print if accelerator.is_main_process and not quiet else (lambda *a, **k: None)
     path = resolve_model(cfg.model)  # before the data: a typo in --model should fail in a second
@@ -222,17 +222,6 @@ def _build(cfg: TrainConfig, task: Task | None, console, quiet: bool) -> _Run:
     meta = {"task": task.name, "label_names": task.label_names, "is_pair": task.is_pair,
             "max_length": cfg.max_length, "spec": spec.to_dict(), "config": asdict(cfg)}
     return _Run(cfg, accelerator, say, task, tokenizer, model, optimizer, scheduler, loaders, meta, baseline, params)
-
-
-def _forget_other_precision(mixed: str) -> None:
-    """accelerate keeps one AcceleratorState per process and refuses a second Accelerator with another
-    mixed precision; a notebook or a test that trains in fp32 and then bf16 must start afresh. Only
-    that state is dropped (its private reset, accelerate 1.16): the process group stays joined."""
-    from accelerate.state import AcceleratorState
-
-    state = AcceleratorState._shared_state
-    if state and str(state.get("_mixed_precision", mixed)) != mixed:
-        AcceleratorState._reset_state(reset_partial_state=False)
 
 
 def _check_same_settings(cfg: TrainConfig, saved: dict, out: Path) -> None:

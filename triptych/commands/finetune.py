@@ -206,7 +206,8 @@ def _resumed_config(args):
         raise CLIError(f"--resume: expected a run folder of `finetune train` (with run.json), got {args.out!r}; "
                        f"start the run without --resume")
     typed = given(args)
-    run["config"].setdefault("backend", "torch")  # run.json written before backends were recorded
+    for name in ("backend", "precision"):  # settings added later: a run written before them had the default
+        run["config"].setdefault(name, getattr(TrainConfig(), name))
     check_same(run["config"], {k: getattr(args, k) for k in sorted(typed - {"out", "resume", "json", "epochs"})},
                args.out)
     config = dict(run["config"])
