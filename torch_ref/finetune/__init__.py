@@ -8,7 +8,10 @@ course (exercises.md section H), with torch's and Hugging Face's own implementat
     checkpoints.py  best/ and last/ folders written atomically, run.json, load_checkpoint, predict
     distributed.py  several processes: each takes its slice of the same global batch
     memory.py   forward/backward peak memory (torch.profiler on CPU, CUDA counters on GPU)
+    numpy_step.py  the NumPy engine's step on a torch model's weights, its memory (tracemalloc)
+    rss.py      peak resident memory of one step in a fresh process
     studies.py  overfit, batch-size, grid, optimizers, methods, pretrained-vs-scratch, topic-news
+    study_methods.py  the methods study (torch beside the NumPy engine); study_output.py: tables, results
     plots.py    PNG curves and bar charts
 
 CLI: `python cli.py finetune {datasets,train,predict,study} ...` (triptych/commands/finetune.py).

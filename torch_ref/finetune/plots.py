@@ -61,16 +61,43 @@ def plot_curve_sets(histories: dict[str, list[dict]], path, title: str,
     return _save(fig, path)
 
 
-def plot_bars(names: list[str], panels: dict[str, list[float]], path, title: str, log_panels=()) -> Path:
-    """One bar chart per panel (e.g. accuracy, trainable parameters, time, memory), bars = names."""
+def _grouped(ax, names: list[str], series: dict[str, list]) -> None:
+    """Bars side by side per name, one colour per series (e.g. torch vs numpy); None = not measured."""
+    import numpy as np
+
+    x = np.arange(len(names))
+    width = 0.8 / len(series)
+    for j, (label, values) in enumerate(series.items()):
+        shown = [np.nan if v is None else v for v in values]
+        bars = ax.bar(x + (j - (len(series) - 1) / 2) * width, shown, width, label=label, color=f"C{j}")
+        ax.bar_label(bars, labels=["-" if v is None else f"{v:.0f}" if 100 <= v < 1e5 else f"{v:.3g}"
+                                   for v in values], fontsize=7)
+    ax.set_xticks(x, names)
+    ax.margins(y=0.12)  # headroom for the labels above the tallest bars
+    ax.legend(fontsize=8, loc="best")
+
+
+def plot_bars(names: list[str], panels: dict, path, title: str, log_panels=(), columns: int | None = None) -> Path:
+    """One bar chart per panel (e.g. accuracy, trainable parameters, time, memory), bars = names. A
+    panel's value is a list (one bar per name) or a dict {series: list} (grouped bars, a legend).
+    columns: panels per row (default: all in one row)."""
+    import math
+
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 4), squeeze=False)
-    for ax, (panel, values) in zip(axes[0], panels.items()):
-        bars = ax.bar(names, values, color=[f"C{i}" for i in range(len(names))])
-        ax.bar_label(bars, labels=[f"{v:.3g}" for v in values], fontsize=8)
+    ncols = min(columns or len(panels), len(panels))
+    nrows = math.ceil(len(panels) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 3.6 * nrows + 0.4), squeeze=False)
+    for ax, (panel, values) in zip(axes.flat, panels.items()):
+        if isinstance(values, dict):
+            _grouped(ax, names, values)
+        else:
+            bars = ax.bar(names, values, color=[f"C{i}" for i in range(len(names))])
+            ax.bar_label(bars, labels=[f"{v:.3g}" for v in values], fontsize=8)
         ax.set_title(panel)
         if panel in log_panels:
             ax.set_yscale("log")
         ax.tick_params(axis="x", rotation=30)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
     fig.suptitle(title)
     return _save(fig, path)

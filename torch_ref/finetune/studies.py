@@ -5,6 +5,7 @@
     grid                   learning rate x epochs, chosen on validation, reported on test
     optimizers             AdamW against two other torch optimizers, curves in one plot
     methods                full vs head vs prefix vs LoRA: accuracy, trainable parameters, time, memory
+                           (torch beside the NumPy engine; study_methods.py)
     pretrained-vs-scratch  the same architecture from pretrained and from random weights
     topic-news             train on brown-topics, then label four hand-written news stories
 
@@ -19,12 +20,14 @@ from dataclasses import replace
 from pathlib import Path
 
 from triptych.common.checks import InputError
-from triptych.common.io import atomic_write_json
-from torch_ref.finetune.data import Task, load_task
+from torch_ref.finetune.data import Task
 from torch_ref.finetune.config import GRID_EPOCHS, GRID_LRS, METHODS, OPTIMIZERS, STUDY_OPTIMIZERS, TrainConfig
+from torch_ref.finetune.study_methods import methods
+from torch_ref.finetune.study_output import finish as _finish, majority_acc as _majority, print_table as _table
+from torch_ref.finetune.study_output import study_task as _load
 from torch_ref.finetune.train import predict, train
 
-__all__ = ["STUDY_DEFAULTS", "NEWS_TEXTS", "run_study", "study_config"]
+__all__ = ["STUDY_DEFAULTS", "NEWS_TEXTS", "run_study", "study_config", "methods"]
 
 # Per study: the TrainConfig fields a flag left unset falls back to (CPU-sized).
 STUDY_DEFAULTS = {
@@ -71,28 +74,6 @@ def study_config(name: str, args=None, **overrides) -> TrainConfig:
 _CONFIG_FLAGS = ("task", "model", "method", "epochs", "batch_size", "lr", "optimizer", "weight_decay", "warmup",
                  "max_grad_norm", "max_length", "train_size", "val_size", "test_size", "seed", "prefix_length",
                  "lora_r", "lora_alpha", "lora_dropout", "data_files", "precision", "out")
-
-
-def _table(console, title: str, columns: list[str], rows: list[list]):
-    from rich.table import Table
-
-    table = Table(title=title)
-    for i, c in enumerate(columns):
-        table.add_column(c, justify="left" if i == 0 else "right")
-    for r in rows:
-        table.add_row(*[f"{v:.4g}" if isinstance(v, float) else str(v) for v in r])
-    console.print(table)
-
-
-def _load(cfg: TrainConfig, task: Task | None) -> Task:
-    return task or load_task(cfg.task, seed=cfg.seed, data_files=cfg.data_files)
-
-
-def _finish(out: Path, result: dict, console, quiet: bool) -> dict:
-    atomic_write_json(out / "results.json", result)
-    if not quiet:
-        console.print(f"wrote {out}/results.json" + "".join(f", {p}" for p in result.get("plots", [])))
-    return result
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -261,62 +242,6 @@ def optimizers(cfg: TrainConfig, console, quiet=False, names=None, lr_given: boo
                 for r in rows])
     return _finish(out, {"study": "optimizers", "rows": rows, "histories": histories, "plots": [str(plot)]},
                    console, quiet)
-
-
-def methods(cfg: TrainConfig, console, quiet=False, names=None, lr_given: bool = False,
-            task: Task | None = None) -> dict:
-    """Each method trains with its own default learning rate (unless --lr), then one extra training
-    step on a fixed batch is measured for forward and backward peak memory."""
-    import torch
-
-    from torch_ref.finetune.data import make_loader
-    from torch_ref.finetune.memory import training_step_memory
-    from torch_ref.finetune.models import build_classifier, expected_trainable, load_tokenizer, resolve_model
-    from torch_ref.finetune.plots import plot_bars
-
-    names = names or list(METHODS)
-    task = _load(cfg, task)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    path = resolve_model(cfg.model)
-    tokenizer = load_tokenizer(path)
-    probe = next(iter(make_loader(task.train.take(cfg.batch_size, cfg.seed), tokenizer, cfg.batch_size,
-                                  cfg.max_length, shuffle=False)))
-    probe = {k: v.to(device) for k, v in probe.items()}
-    rows = []
-    for name in names:
-        run_cfg = replace(cfg, method=name, lr=cfg.lr if lr_given else None, save_checkpoints=False)
-        res = train(run_cfg, task, console=console, quiet=True)
-        model = build_classifier(run_cfg.spec(task.n_classes), path).to(device)
-        mem = training_step_memory(model, probe, device)
-        rows.append({"method": name, "lr": run_cfg.lr, "trainable_params": res["trainable_params"],
-                     "formula_params": expected_trainable(run_cfg.spec(task.n_classes), model.config),
-                     "val_acc": res["best_val_acc"], "test_acc": res["test_acc"], "time_s": res["train_time_s"],
-                     "forward_mib": mem["forward_bytes"] / 2**20, "backward_mib": mem["backward_bytes"] / 2**20})
-        if not quiet:
-            console.print(f"{name}: test {res['test_acc']:.2%}, {res['trainable_params']:,} trainable, "
-                          f"{res['train_time_s']:.0f} s")
-    out = Path(cfg.out)
-    labels = [r["method"] for r in rows]
-    plot = plot_bars(labels, {"test accuracy": [r["test_acc"] for r in rows],
-                              "trainable parameters": [r["trainable_params"] for r in rows],
-                              "train time (s)": [r["time_s"] for r in rows],
-                              "forward peak (MiB)": [r["forward_mib"] for r in rows],
-                              "backward peak (MiB)": [r["backward_mib"] for r in rows]},
-                     out / "methods.png",
-                     f"{task.name}: {cfg.model}, batch {cfg.batch_size} x {cfg.max_length} tokens ({device})",
-                     log_panels=("trainable parameters",))
-    if not quiet:
-        _table(console, f"methods (majority-class test accuracy {_majority(task):.2%})",
-               ["method", "lr", "trainable", "formula", "val acc", "test acc", "time s", "fwd MiB", "bwd MiB"],
-               [[r["method"], f"{r['lr']:g}", f"{r['trainable_params']:,}", f"{r['formula_params']:,}", r["val_acc"],
-                 r["test_acc"], r["time_s"], r["forward_mib"], r["backward_mib"]] for r in rows])
-    return _finish(out, {"study": "methods", "device": device, "rows": rows, "plots": [str(plot)]}, console, quiet)
-
-
-def _majority(task: Task) -> float:
-    from torch_ref.finetune.data import dataset_summary
-
-    return dataset_summary(task)[2]["majority_acc"]
 
 
 def pretrained_vs_scratch(cfg: TrainConfig, console, quiet=False, task: Task | None = None) -> dict:
