@@ -29,6 +29,7 @@ from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
+from triptych.common.checks import InputError
 from triptych.common.llama_config import LAYER_ATTN_KEYS, LAYER_KEYS, LlamaConfig, check_layer_inputs
 from numpy_impl import swiglu
 from numpy_impl.gqa import grouped_query_attention, grouped_query_attention_backward
@@ -100,23 +101,48 @@ def attention_forward(h, p: dict, config: LlamaConfig, positions, attend: Callab
     return o_proj, AttentionCache(h, p, positions, q, k, v, q_rope, k_rope, weights, kv, attention, o_proj)
 
 
-def attention_backward(dout, cache: AttentionCache, config: LlamaConfig):
-    """Shapes: dout (B, T, C) -> dh (B, T, C), grads {w_q, w_k, w_v, w_o}"""
-    c, g = cache, {}
-    dattention, g["w_o"], _ = linear_backward(dout, c.attention, c.p["w_o"])  # o_proj = attention W_o^T
+def _linear_back(dy, x, w, name: str, grads: dict, want) -> np.ndarray:
+    """y = x W^T: dx = dy W always; dW = dy^T x into grads[name] only when name is in want (a frozen
+    weight's dW is a matmul as large as dx's, wasted). dx is the same array either way."""
+    if name not in want:  # one 2-D matmul over the folded batch and time axes, as linear_backward
+        return (dy.reshape(-1, dy.shape[-1]) @ w).reshape(*dy.shape[:-1], w.shape[1])
+    dx, grads[name], _ = linear_backward(dy, x, w)
+    return dx
+
+
+def _wanted(weights, keys) -> tuple:
+    """The weights whose gradient the backward forms: all of keys for None, else a subset of them."""
+    if weights is None:
+        return tuple(keys)
+    if isinstance(weights, str) or not set(weights) <= set(keys):
+        raise InputError(f"weights: expected None or a collection of names from {list(keys)}, got {weights!r}")
+    return tuple(weights)
+
+
+def attention_backward(dout, cache: AttentionCache, config: LlamaConfig, weights=None):
+    """weights: the ATTN_KEYS whose gradient to form (None: all four); dh is always formed.
+
+    Shapes: dout (B, T, C) -> dh (B, T, C), grads {w_q, w_k, w_v, w_o} (the keys in weights only)
+    """
+    c, g, want = cache, {}, _wanted(weights, ATTN_KEYS)
+    dattention = _linear_back(dout, c.attention, c.p["w_o"], "w_o", g, want)  # o_proj = attention W_o^T
     da = merge_heads_backward(dattention, config.n_heads)  # attention = merge_heads(a)
     dq, dk, dv = grouped_query_attention_backward(da, c.q_rope, c.k_rope, c.v, c.weights)  # KV groups summed
     rope = dict(positions=c.positions, base=config.rope_base, layout=config.rope_layout)
     dq, dk = apply_rope_backward(dq, **rope), apply_rope_backward(dk, **rope)  # q_rope, k_rope = rope(q), rope(k)
     dh = np.zeros_like(c.h)
     for name, d in (("w_q", dq), ("w_k", dk), ("w_v", dv)):  # q, k, v = split_heads(h W^T): h feeds all three
-        dh_part, g[name], _ = linear_backward(split_heads_backward(d), c.h, c.p[name])
-        dh += dh_part
+        dh += _linear_back(split_heads_backward(d), c.h, c.p[name], name, g, want)
     return dh, g
 
 
 def _part(p: dict, part: str) -> dict:
     return {k[len(part) + 1:]: v for k, v in p.items() if k.startswith(part + ".")}
+
+
+def _names_in(keys, part: str) -> tuple:
+    """("attn.w_q", "mlp.w_up") and "mlp" -> ("w_up",): the part's own names, as its backward takes them."""
+    return tuple(k[len(part) + 1:] for k in keys if k.startswith(part + "."))
 
 
 def llama_layer(x, p: dict, config: LlamaConfig, positions, attend: Callable = causal_attend):
@@ -135,19 +161,28 @@ def llama_layer(x, p: dict, config: LlamaConfig, positions, attend: Callable = c
     return out, LlamaLayerCache(x, attn_norm, n1, attn, resid_attn, mlp_norm, n2, gate, up, mlp, mlp_cache, out)
 
 
-def llama_layer_backward(dout, cache: LlamaLayerCache, config: LlamaConfig):
-    """Shapes: dout (B, T, C) -> dx (B, T, C), grads {LAYER_KEYS}"""
-    grads = {}
+def llama_layer_backward(dout, cache: LlamaLayerCache, config: LlamaConfig, weights=None):
+    """weights: the LAYER_KEYS whose gradient to form (None: all of them). LoRA asks only for its
+    targets: the others are frozen, and their dW matmuls (the MLP's three the largest) are skipped.
+    dx is always formed, and every gradient is the same array whichever others are asked for.
+
+    Shapes: dout (B, T, C) -> dx (B, T, C), grads {the LAYER_KEYS in weights}
+    """
+    want, grads = _wanted(weights, LAYER_KEYS), {}
     # out = resid_attn + mlp(rms_norm(resid_attn)): the residual passes dout through, the branch adds its part.
-    dmlp_norm, g = swiglu.swiglu_mlp_backward(dout, cache.mlp_cache)
+    dmlp_norm, g = swiglu.swiglu_mlp_backward(dout, cache.mlp_cache, _names_in(want, "mlp"))
     grads.update({"mlp." + k: t for k, t in g.items()})
-    dresid, grads["mlp_norm.weight"] = rms_norm_backward(dmlp_norm, cache.mlp_norm_cache)
+    dresid, dnorm = rms_norm_backward(dmlp_norm, cache.mlp_norm_cache)
+    if "mlp_norm.weight" in want:  # a (C,) sum: cheap, but kept out of the answer unless asked for
+        grads["mlp_norm.weight"] = dnorm
     dresid = dresid + dout
     # resid_attn = x + attn(rms_norm(x))
-    dattn_norm, g = attention_backward(dresid, cache.attn, config)
+    dattn_norm, g = attention_backward(dresid, cache.attn, config, _names_in(want, "attn"))
     grads.update({"attn." + k: t for k, t in g.items()})
-    dx, grads["attn_norm.weight"] = rms_norm_backward(dattn_norm, cache.attn_norm_cache)
-    return dx + dresid, {k: grads[k] for k in LAYER_KEYS}
+    dx, dnorm = rms_norm_backward(dattn_norm, cache.attn_norm_cache)
+    if "attn_norm.weight" in want:
+        grads["attn_norm.weight"] = dnorm
+    return dx + dresid, {k: grads[k] for k in LAYER_KEYS if k in grads}
 
 
 # ----------------------------------------------------------------------------------------------

@@ -7,16 +7,18 @@ For a frozen projection W (d_out, d_in) of layer i, target t in common.llama_lor
 
 (numpy_impl/lora.py's lora_linear with dropout off). LoRA is a reparametrisation of the weight the
 layer uses, W_eff = W + s B A, so the forward runs the model's one wiring (llama_block.llama_layer)
-on W_eff, and the backward needs only the gradient G = dL/dW_eff that llama_block.llama_layer_backward
-already forms for every projection, then the chain rule through the product:
+on W_eff, and the backward needs only the gradient G = dL/dW_eff of each adapted projection, which
+llama_block.llama_layer_backward forms when asked (weights=), then the chain rule through the product:
 
     dL/dB = s G A^T            (d_out, r)          dL/dA = s B^T G            (r, d_in)
 
 (in entries: W_eff[o, j] = W[o, j] + s sum_k B[o, k] A[k, j]). In exact arithmetic x W_eff^T equals
 peft's unmerged x W^T + s (x A^T) B^T; in floating point they differ by rounding only (the tests
-compare with peft's unmerged branch). Frozen weights get no update; their G exists for one layer
-at a time. The embedding, final norm and head are frozen too, so their gradients are skipped
-(the head's is the largest matrix product of the backward: vocab x d_model).
+compare with peft's unmerged branch). Frozen weights get no update, so the layer backward is asked
+for the targets' G only: every layer still passes dx down, but the other projections' dW = dY^T X
+matmuls (as costly as their dx matmuls) are skipped; G exists for one layer at a time. The
+embedding, final norm and head are frozen too, so their gradients are skipped (the head's is the
+largest matrix product of the backward: vocab x d_model). full=True asks for every weight.
 
 Causal LM: idx = ids[:, :-1], targets = ids[:, 1:] (common.llama_lora.causal_lm_pairs), mean
 cross-entropy over targets != -100 (padding). After training, merge_llama_lora folds every adapter
@@ -27,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 
 from triptych.common.llama_config import LlamaConfig, check_llama_params
-from triptych.common.llama_lora import DEFAULT_TARGETS, init_adapters, check_llama_lora
+from triptych.common.llama_lora import DEFAULT_TARGETS, TARGET_KEYS, check_llama_lora, init_adapters, lora_targets_of
 from triptych.common.token_checks import check_token_ids
 from numpy_impl import llama_block
 from numpy_impl.layers import embedding_backward, embedding_forward
@@ -135,8 +137,10 @@ def llama_lora_loss_and_grads(params: dict, adapters: dict, idx, targets, config
         dhead = dlogits.reshape(-1, dlogits.shape[-1]).T @ xf.reshape(-1, xf.shape[-1])
     dx, dnorm = rms_norm_backward(dxf, nf)
     grads = {}
-    for i in reversed(range(config.n_layers)):  # x = llama_layer(x): G for every projection of layer i
-        dx, g = llama_block.llama_layer_backward(dx, layers[i], config)
+    # The adapted weights as a layer names them (every layer carries the same targets); None: all of them.
+    asked = None if full else tuple(TARGET_KEYS[t] for t in lora_targets_of(adapters))
+    for i in reversed(range(config.n_layers)):  # x = llama_layer(x): G for the asked projections of layer i
+        dx, g = llama_block.llama_layer_backward(dx, layers[i], config, weights=asked)
         for k, gk in g.items():
             w_key = f"layers.{i}.{k}"
             if w_key in scale:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from triptych.common.checks import check_float
+from triptych.common.checks import InputError, check_float
 from triptych.common.backend_checks import SWIGLU_KEYS, check_swiglu, numpy_finite_each
 
 __all__ = ["silu", "silu_forward", "silu_backward", "swiglu_mlp", "swiglu_mlp_forward", "swiglu_mlp_backward"]
@@ -66,23 +66,33 @@ def swiglu_mlp_forward(x: np.ndarray, params: dict):
     return h @ params["w_down"].T, (x, up, act, h, silu_cache, params)
 
 
-def swiglu_mlp_backward(dout: np.ndarray, cache):
+def swiglu_mlp_backward(dout: np.ndarray, cache, weights=None):
     """Backward through the three matmuls and the gate; x feeds two of them, so its gradient is the
-    sum of the gate path and the up path.
+    sum of the gate path and the up path. weights: the SWIGLU_KEYS whose gradient to form (None: all);
+    a frozen weight's dW = dy^T x is a matmul as large as the one for dx, so it is skipped. dx is
+    always formed, and a weight's gradient is the same array whichever others are asked for.
 
     Shapes: dout (..., d) -> dx (..., d), grads {w_gate (d_ff, d), w_up (d_ff, d), w_down (d, d_ff)}
+            (the keys in weights only)
     """
     x, up, act, h, silu_cache, params = cache
+    want = SWIGLU_KEYS if weights is None else weights
+    if not set(want) <= set(SWIGLU_KEYS):
+        raise InputError(f"weights: expected names from {list(SWIGLU_KEYS)}, got {sorted(set(want) - set(SWIGLU_KEYS))}")
     d, d_ff = x.shape[-1], up.shape[-1]
     flat = lambda a, n: a.reshape(-1, n)  # noqa: E731  (weights sum over every leading axis)
-    grads = {"w_down": flat(dout, d).T @ flat(h, d_ff)}  # out = h W_down^T
+    grads = {}
+    if "w_down" in want:
+        grads["w_down"] = flat(dout, d).T @ flat(h, d_ff)  # out = h W_down^T
     dh = dout @ params["w_down"]  # out = h W_down^T
     dact, dup = dh * up, dh * act  # h = act * up
     dgate = silu_backward(dact, silu_cache)  # act = silu(gate)
-    grads["w_up"] = flat(dup, d_ff).T @ flat(x, d)  # up = x W_up^T
-    grads["w_gate"] = flat(dgate, d_ff).T @ flat(x, d)  # gate = x W_gate^T
+    if "w_up" in want:
+        grads["w_up"] = flat(dup, d_ff).T @ flat(x, d)  # up = x W_up^T
+    if "w_gate" in want:
+        grads["w_gate"] = flat(dgate, d_ff).T @ flat(x, d)  # gate = x W_gate^T
     dx = dgate @ params["w_gate"] + dup @ params["w_up"]  # x feeds gate and up
-    return dx, {k: grads[k] for k in SWIGLU_KEYS}
+    return dx, {k: grads[k] for k in SWIGLU_KEYS if k in grads}
 
 
 def swiglu_mlp(x: np.ndarray, params: dict) -> np.ndarray:
