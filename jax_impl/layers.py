@@ -32,8 +32,10 @@ def layer_norm(x, weight, bias, eps: float = 1e-5):
     check_float("x", x)
     check_same("weight", weight.shape[-1], "x's last axis (C)", x.shape[-1], "size")
     mean = x.mean(axis=-1, keepdims=True)
-    var = ((x - mean) ** 2).mean(axis=-1, keepdims=True)
-    return (x - mean) * jax.lax.rsqrt(var + eps) * weight + bias
+    # x - mean once, used twice: written out twice, XLA:CPU's program under jax.grad ran ~10% slower.
+    centered = x - mean
+    var = (centered ** 2).mean(axis=-1, keepdims=True)
+    return centered * jax.lax.rsqrt(var + eps) * weight + bias
 
 
 def gelu(x):
