@@ -42,16 +42,31 @@ def _pairwise(q, k):
     return q @ jnp.swapaxes(k, -1, -2)
 
 
-@jax.jit
-def _softmax_masked(scores, mask):
-    """Softmax over the last axis where mask allows; all-masked rows -> zeros (no NaN, no NaN grads)."""
+@jax.custom_jvp
+def _softmax_masked_rule(scores, mask):
     masked = scores if mask is None else jnp.where(mask, scores, -jnp.inf)
     row_max = jnp.max(masked, axis=-1, keepdims=True)
-    # The shift cancels mathematically, so it carries no gradient; -inf rows shift by 0.
-    row_max = jax.lax.stop_gradient(jnp.where(jnp.isneginf(row_max), 0.0, row_max))
+    # The shift cancels mathematically; -inf rows shift by 0.
+    row_max = jnp.where(jnp.isneginf(row_max), 0.0, row_max)
     e = jnp.exp(masked - row_max)
     denom = jnp.sum(e, axis=-1, keepdims=True)
     return e / jnp.where(denom == 0.0, 1.0, denom)
+
+
+@_softmax_masked_rule.defjvp
+def _softmax_masked_jvp(primals, tangents):
+    # dy = y (dx - sum(dx y)): masked entries and all-masked rows have y = 0, so their tangent is 0.
+    # Differentiating the steps above instead gave XLA:CPU several more passes over (B, H, T, T)
+    # under jax.grad (the BERT fine-tuning step ran ~5% slower).
+    (scores, mask), (dscores, _) = primals, tangents  # the bool mask has no tangent
+    y = _softmax_masked_rule(scores, mask)
+    return y, y * (dscores - jnp.sum(dscores * y, axis=-1, keepdims=True))
+
+
+@jax.jit
+def _softmax_masked(scores, mask):
+    """Softmax over the last axis where mask allows; all-masked rows -> zeros (no NaN, no NaN grads)."""
+    return _softmax_masked_rule(scores, mask)
 
 
 @jax.jit
