@@ -61,10 +61,17 @@ def _loss(trainable, params, ids, valid, types, labels, method, n_heads, eps, al
     return cross_entropy(_logits(trainable, params, ids, valid, types, method, n_heads, eps, alpha), labels)
 
 
+def _loss_with_logits(trainable, params, ids, valid, types, labels, method, n_heads, eps, alpha):
+    """(loss, logits): the logits ride along as jax.value_and_grad's aux output, from the same forward."""
+    logits = _logits(trainable, params, ids, valid, types, method, n_heads, eps, alpha)
+    return cross_entropy(logits, labels), logits
+
+
 _STATIC = ("method", "n_heads", "eps", "alpha")
 _jit_logits = jax.jit(_logits, static_argnames=_STATIC)
 _jit_loss = jax.jit(_loss, static_argnames=_STATIC)
 _jit_loss_and_grads = jax.jit(jax.value_and_grad(_loss), static_argnames=_STATIC)
+_jit_loss_grads_logits = jax.jit(jax.value_and_grad(_loss_with_logits, has_aux=True), static_argnames=_STATIC)
 
 
 def _checked(method, params, trainable, input_ids, attention_mask, token_type_ids):
@@ -101,11 +108,15 @@ def bert_finetune_loss(method: str, params: dict, trainable: dict, input_ids, at
 
 def bert_finetune_loss_and_grads(method: str, params: dict, trainable: dict, input_ids, attention_mask,
                                  token_type_ids, labels, n_heads: int = 12, eps: float = BERT_EPS,
-                                 lora_alpha: float = 16.0):
-    """The loss and jax.grad of it for every key of trainable (params are constants).
+                                 lora_alpha: float = 16.0, with_logits: bool = False):
+    """The loss and jax.grad of it for every key of trainable (params are constants); with_logits also
+    returns the forward's logits.
 
-    Shapes: (B, T) ids, labels (B,) -> (scalar, {key: array shaped as trainable[key]})
+    Shapes: (B, T) ids, labels (B,) -> (scalar, {key: array shaped as trainable[key]}[, (B, n_classes)])
     """
     ids, valid, types = _checked(method, params, trainable, input_ids, attention_mask, token_type_ids)
-    return _jit_loss_and_grads(trainable, params, ids, valid, types, jnp.asarray(np.asarray(labels)),
-                               **_kw(method, n_heads, eps, lora_alpha))
+    args = (trainable, params, ids, valid, types, jnp.asarray(np.asarray(labels)))
+    if with_logits:
+        (loss, logits), grads = _jit_loss_grads_logits(*args, **_kw(method, n_heads, eps, lora_alpha))
+        return loss, grads, logits
+    return _jit_loss_and_grads(*args, **_kw(method, n_heads, eps, lora_alpha))

@@ -157,6 +157,29 @@ def test_jax_grads_equal_torch(minilm64, reviews, method, targets, dtype):
         assert_close(np.asarray(grads[k]), ref[k], dtype, kind="grad", what=f"jax {method} {k}")
 
 
+@pytest.mark.parametrize("backend", ["numpy", "jax"])
+def test_with_logits_returns_the_steps_own_forward(minilm64, reviews, backend):
+    """with_logits=True adds the logits of the forward the gradients came from: equal to torch's logits
+    on the referee model, and the loss and gradients are the call's without it, bit for bit."""
+    import importlib
+
+    from torch_ref.bert_finetune import bert_finetune_logits as torch_logits
+
+    mod = importlib.import_module(f"{backend}_impl.bert_finetune")
+    params, _ = minilm64
+    frozen, trainable = _case("lora", ("attn.w_q", "attn.w_v"), _first_layers(params, 2))
+    batch = _padded_batch(reviews)
+    loss, grads, logits = mod.bert_finetune_loss_and_grads("lora", frozen, trainable, *batch, N_HEADS, EPS, ALPHA,
+                                                           with_logits=True)
+    plain_loss, plain = mod.bert_finetune_loss_and_grads("lora", frozen, trainable, *batch, N_HEADS, EPS, ALPHA)
+    ref = torch_logits("lora", frozen, trainable, *batch[:3], N_HEADS, EPS, ALPHA).detach().numpy()
+    assert np.asarray(logits).shape == (len(batch[3]), 2)
+    assert_close(np.asarray(logits), ref, "float64", what=f"{backend} logits")
+    assert float(loss) == float(plain_loss)
+    for k in plain:
+        np.testing.assert_array_equal(np.asarray(grads[k]), np.asarray(plain[k]))
+
+
 def _numpy_trajectory(method, frozen, trainable, batches, lr, betas, wd):
     from numpy_impl.bert_finetune import bert_finetune_loss_and_grads
     from numpy_impl.optim import adamw_init, adamw_step

@@ -43,6 +43,9 @@ def _check_records(res: dict, out, backend: str, method: str) -> None:
     config = AutoConfig.from_pretrained(resolve_model("minilm"), num_labels=2)
     assert res["trainable_params"] == expected_trainable(ModelSpec(method=method, prefix_length=4), config)
     assert 0.0 <= res["test_acc"] <= 1.0 and np.isfinite(res["test_loss"])
+    n_train = res["sizes"]["train"]  # train_acc counts right answers over the epoch's examples
+    assert all(0 <= row["train_acc"] <= 1 and abs(row["train_acc"] * n_train - round(row["train_acc"] * n_train)) < 1e-9
+               for row in res["history"])
 
 
 def _engine_state(out) -> dict:

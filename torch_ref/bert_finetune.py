@@ -175,10 +175,12 @@ def bert_finetune_loss(method: str, params: dict, trainable: dict, input_ids, at
 
 def bert_finetune_loss_and_grads(method: str, params: dict, trainable: dict, input_ids, attention_mask,
                                  token_type_ids, labels, n_heads: int = 12, eps: float = BERT_EPS,
-                                 lora_alpha: float = 16.0, dtype=torch.float64) -> tuple[float, dict]:
-    """The loss and autograd's gradient of every trainable tensor, under trainable's keys (NumPy)."""
+                                 lora_alpha: float = 16.0, with_logits: bool = False, dtype=torch.float64) -> tuple:
+    """The loss and autograd's gradient of every trainable tensor, under trainable's keys (NumPy);
+    with_logits also returns the logits (NumPy)."""
     model = finetune_model(method, params, trainable, n_heads, eps, lora_alpha, dtype)
     logits = model(*_batch(input_ids, attention_mask, token_type_ids))
     loss = F.cross_entropy(logits, torch.as_tensor(np.asarray(labels)).long())
     loss.backward()
-    return float(loss.detach()), grads_of(model)
+    out = (float(loss.detach()), grads_of(model))
+    return out + (logits.detach().numpy(),) if with_logits else out

@@ -12,9 +12,9 @@ the backend it was started with, and a resumed run takes the same steps as an un
 What differs from the torch backend, by design of the engines: the model is MiniLM only, the
 optimizer AdamW only, dropout is off (the encoder's and LoRA's; with no random draw in a step, a
 resumed run needs no saved random state), AdamW decays matrices only (numpy_impl/optim.py's rule),
-the arithmetic is float32 on one process, and train_acc is null: an engine's step returns the loss
-and the gradients, not the logits, and the accuracy would cost one more forward pass per batch (a
-quarter of a LoRA step, as much again as a head step).
+and the arithmetic is float32 on one process. The training accuracy is read from each step's own
+forward (bert_finetune_loss_and_grads(..., with_logits=True)), before the update, as the torch
+backend reads it.
 """
 from __future__ import annotations
 
@@ -204,13 +204,14 @@ def _train_epoch(run: _EngineRun, epoch: int, console, quiet: bool) -> dict:
 
     cfg, loader = run.cfg, run.loaders["train"]
     loader.batch_sampler.set_epoch(epoch)  # the batch order of this epoch: the same after a resume
-    t0, loss_sum, n = time.perf_counter(), 0.0, 0
+    t0, loss_sum, n, right = time.perf_counter(), 0.0, 0, 0
     with _progress(console, quiet) as bar:
         job = bar.add_task(f"epoch {epoch}/{cfg.epochs}", total=len(loader), loss="-")
         for batch in loader:
             ids, mask, types, labels = _arrays(batch)
-            loss, grads = run.mod.bert_finetune_loss_and_grads(cfg.method, run.frozen, run.trainable, ids, mask, types,
-                                                               labels, run.n_heads, run.eps, float(cfg.lora_alpha))
+            loss, grads, logits = run.mod.bert_finetune_loss_and_grads(
+                cfg.method, run.frozen, run.trainable, ids, mask, types, labels, run.n_heads, run.eps,
+                float(cfg.lora_alpha), with_logits=True)  # the step's own forward: accuracy before the update
             if cfg.max_grad_norm > 0:
                 grads, _ = run.optim.clip_grad_norm(grads, cfg.max_grad_norm)
             lr = cfg.lr * _factor(run.step, run.warmup, run.total)
@@ -218,10 +219,11 @@ def _train_epoch(run: _EngineRun, epoch: int, console, quiet: bool) -> dict:
                                                           cfg.weight_decay)
             run.step += 1
             loss_sum, n = loss_sum + float(loss) * len(labels), n + len(labels)
+            right += int((np.asarray(logits).argmax(-1) == labels).sum())
             bar.update(job, advance=1, loss=f"{loss_sum / n:.4f}")
     train_time = time.perf_counter() - t0
     val = _evaluate(run, run.trainable, run.loaders["val"])
-    return {"epoch": epoch, "train_loss": loss_sum / n, "train_acc": None, "val_loss": val["loss"],
+    return {"epoch": epoch, "train_loss": loss_sum / n, "train_acc": right / n, "val_loss": val["loss"],
             "val_acc": val["acc"], "train_time_s": train_time, "epoch_time_s": time.perf_counter() - t0,
             "lr_end": cfg.lr * _factor(run.step, run.warmup, run.total)}  # the next step's, as LambdaLR's
 
@@ -287,7 +289,8 @@ def train_engine(cfg, console=None, quiet: bool = False, task=None, stop_after_e
         row = _train_epoch(run, epoch, console, quiet)
         run.history.append(row)
         improved = _keep(run, row)
-        run.say(f"epoch {epoch}: train loss {row['train_loss']:.4f} | val loss {row['val_loss']:.4f} "
+        run.say(f"epoch {epoch}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.2%} | "
+                f"val loss {row['val_loss']:.4f} "
                 f"acc {row['val_acc']:.2%} | {row['epoch_time_s']:.0f} s" + (" [green]best[/]" if improved else ""))
         if stop_after_epoch is not None and epoch >= stop_after_epoch:
             return {"interrupted_after_epoch": epoch, "history": run.history}
