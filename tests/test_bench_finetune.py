@@ -26,6 +26,12 @@ def test_bench_finetune_json(tmp_path, capsys):
         # the convention of every `bench`: torch's time over the backend's, above 1 = faster than torch
         assert r["ratio_to_torch"] == pytest.approx(ref["median_s"] / r["median_s"], rel=1e-12)
     assert res["tokens"] <= 16 and res["batch"] == 2 and res["layers"] == 1
+    import jax
+    import torch
+
+    # where each step ran: torch on the GPU when it sees one, as the fine-tuning backend trains
+    assert res["devices"] == {"numpy": "cpu", "jax": jax.default_backend(),
+                              "torch": "cuda" if torch.cuda.is_available() else "cpu"}
 
 
 def test_bench_finetune_refuses_an_unknown_method(capsys):

@@ -123,15 +123,24 @@ def _jax_step(method, frozen, trainable, n_heads, batch):
     return step
 
 
+def _torch_device() -> str:
+    """torch's step runs where the fine-tuning backend trains: the GPU when there is one. float(loss)
+    waits for the GPU, so a step's time is its whole work."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def _torch_step(method, frozen, trainable, n_heads, batch):
     import torch
     import torch.nn.functional as F
 
     from torch_ref.bert_finetune import finetune_model, trainable_of
 
-    model = finetune_model(method, frozen, trainable, n_heads, dtype=torch.float32)
+    device = _torch_device()
+    model = finetune_model(method, frozen, trainable, n_heads, dtype=torch.float32).to(device)
     opt = torch.optim.AdamW(list(trainable_of(model).values()), lr=LR, betas=BETAS, weight_decay=WD)
-    ids, mask, types, labels = (torch.as_tensor(a).long() for a in batch)
+    ids, mask, types, labels = (torch.as_tensor(a).long().to(device) for a in batch)
 
     def step():
         loss = F.cross_entropy(model(ids, mask, types), labels)
@@ -178,7 +187,10 @@ def bench_finetune(methods, backends, batch: int = 16, tokens: int = 128, rounds
             med = statistics.median(times[b])
             rows.append({"method": method, "backend": b, "median_s": med, "ratio_to_torch": ref / med,
                          "first_loss": first[b], "loss_gap_to_torch": abs(first[b] - first[REFERENCE])})
-    return {"batch": batch, "tokens": int(data[0].shape[1]), "rounds": rounds, "dtype": "float32",
+    import jax
+
+    devices = {"numpy": "cpu", "jax": jax.default_backend(), "torch": _torch_device()}
+    return {"batch": batch, "tokens": int(data[0].shape[1]), "rounds": rounds, "dtype": "float32", "devices": devices,
             "layers": n_layers or 6, "threads": threads, "rows": rows}
 
 
@@ -199,7 +211,8 @@ def run(args) -> int:
         return 0
     table = Table(title=f"MiniLM fine-tuning step (forward+backward+AdamW), float32, batch {res['batch']} x "
                         f"{res['tokens']} tokens, median of {res['rounds']} interleaved rounds (threads: torch "
-                        f"{res['threads']['torch']}, BLAS {res['threads']['blas']}, XLA all cores)")
+                        f"{res['threads']['torch']}, BLAS {res['threads']['blas']}, XLA all cores)"
+                        + "".join(f"; {b} on {d}" for b, d in res["devices"].items() if d != "cpu"))
     for col in ("method", "backend", "s / step", "vs torch", "first loss gap"):
         table.add_column(col, justify="left" if col in ("method", "backend") else "right")
     for r in res["rows"]:
