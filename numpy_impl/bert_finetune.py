@@ -13,7 +13,7 @@ LoRA is a reparametrisation of the weight a layer uses, W_eff = W + s B A (s = a
 so the forward runs on W_eff and the chain rule through the product turns the layer's G = dL/dW_eff
 into dL/dB = s G A^T and dL/dA = s B^T G (numpy_impl/llama_lora.py does the same for the decoder).
 Frozen weights get no gradient: their dW products are skipped, and `head` never enters the encoder's
-backward at all.
+backward at all, so its forward keeps no layer's activations (one layer's at a time, as inference).
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from scipy.special import erf as _erf
 
 from triptych.common.bert_finetune import adapter_targets, check_finetune
 from triptych.common.token_checks import check_id_grid
-from numpy_impl.bert import BERT_EPS, _n_layers, _sub, _valid_keys, bert_layer_activations
+from numpy_impl.bert import BERT_EPS, _n_layers, _sub, _valid_keys, bert_layer, bert_layer_activations
 from numpy_impl.layers import embedding_backward, layer_norm_backward, layer_norm_forward
 from numpy_impl.losses import cross_entropy_backward, cross_entropy_forward
 from numpy_impl.masks import padding_to_attention_mask
@@ -107,8 +107,9 @@ def _embed(p: dict, ids, types, prefix):
     return x + p["embed.position"][: x.shape[1]] + p["embed.token_type"][types], types
 
 
-def _forward(method, p, ids, valid, types, n_heads, eps):
-    """The encoder's forward, every activation kept. Shapes: ids (B, T) -> last (B, T', C), caches"""
+def _forward(method, p, ids, valid, types, n_heads, eps, keep: bool = True):
+    """The encoder's forward; keep: every layer's activations for the backward, else one layer's at a
+    time (as inference). Shapes: ids (B, T) -> last (B, T', C), (emb_sum, types, caches)"""
     prefix = p["prefix"] if method == "prefix" else None
     if prefix is not None:
         valid = np.concatenate([np.ones((ids.shape[0], prefix.shape[0]), bool), valid], axis=1)
@@ -117,8 +118,12 @@ def _forward(method, p, ids, valid, types, n_heads, eps):
     mask = padding_to_attention_mask(valid)  # (B, 1, 1, T'): padding keys masked for every query
     caches = []
     for i in range(_n_layers(p)):
-        x, cache = bert_layer_activations(x, _sub(p, f"layers.{i}."), n_heads, mask, eps)
-        caches.append(cache)
+        layer = _sub(p, f"layers.{i}.")
+        if not keep:
+            x = bert_layer(x, layer, n_heads, mask, eps)
+        else:
+            x, cache = bert_layer_activations(x, layer, n_heads, mask, eps)
+            caches.append(cache)
     return x, (emb_sum, types, caches)
 
 
@@ -170,7 +175,7 @@ def bert_finetune_logits(method: str, params: dict, trainable: dict, input_ids, 
     """
     ids, valid, types = _checked(method, params, trainable, input_ids, attention_mask, token_type_ids)
     p, _ = _effective(params, trainable, lora_alpha)
-    last, _ = _forward(method, p, ids, valid, types, n_heads, eps)
+    last, _ = _forward(method, p, ids, valid, types, n_heads, eps, keep=False)
     return _head(method, p, last, valid)[0]
 
 
@@ -229,7 +234,8 @@ def bert_finetune_loss_and_grads(method: str, params: dict, trainable: dict, inp
     """
     ids, valid, types = _checked(method, params, trainable, input_ids, attention_mask, token_type_ids)
     p, scale = _effective(params, trainable, lora_alpha)
-    last, (emb_sum, types, caches) = _forward(method, p, ids, valid, types, n_heads, eps)
+    # head: the gradient stops at the encoder's output, so no layer's activations are kept
+    last, (emb_sum, types, caches) = _forward(method, p, ids, valid, types, n_heads, eps, keep=method != "head")
     logits, pooled = _head(method, p, last, valid)
     loss, ce = cross_entropy_forward(logits, np.asarray(labels))
     grads = {}
