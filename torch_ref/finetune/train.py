@@ -349,6 +349,13 @@ def _finish(run: _Run, test: dict) -> dict:
     return results
 
 
+def epoch_line(row: dict, improved: bool) -> str:
+    """The line printed after each epoch (every backend's): train and validation loss and accuracy."""
+    return (f"epoch {row['epoch']}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.2%} | "
+            f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.2%} | {row['epoch_time_s']:.0f} s"
+            + (" [green]best[/]" if improved else ""))
+
+
 def train(cfg: TrainConfig, task: Task | None = None, console=None, quiet: bool = False,
           stop_after_epoch: int | None = None) -> dict:
     """Train, keep the best epoch by validation accuracy, test it; returns (and writes) the results.
@@ -369,9 +376,7 @@ def train(cfg: TrainConfig, task: Task | None = None, console=None, quiet: bool 
         row = _train_epoch(run, epoch, console, quiet)
         run.history.append(row)
         improved = _keep(run, row)
-        run.say(f"epoch {epoch}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.2%} | "
-                f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.2%} | {row['epoch_time_s']:.0f} s"
-                + (" [green]best[/]" if improved else ""))
+        run.say(epoch_line(row, improved))
         if stop_after_epoch is not None and epoch >= stop_after_epoch:
             return {"interrupted_after_epoch": epoch, "history": run.history}
     return _finish(run, _test_best(run))

@@ -276,6 +276,7 @@ def train_engine(cfg, console=None, quiet: bool = False, task=None, stop_after_e
     from rich.console import Console
 
     from torch_ref.finetune.checkpoints import read_run, write_run_file
+    from torch_ref.finetune.train import epoch_line
     from triptych.training.engine_checkpoints import load_best
 
     console = console or Console(quiet=quiet)
@@ -289,9 +290,7 @@ def train_engine(cfg, console=None, quiet: bool = False, task=None, stop_after_e
         row = _train_epoch(run, epoch, console, quiet)
         run.history.append(row)
         improved = _keep(run, row)
-        run.say(f"epoch {epoch}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.2%} | "
-                f"val loss {row['val_loss']:.4f} "
-                f"acc {row['val_acc']:.2%} | {row['epoch_time_s']:.0f} s" + (" [green]best[/]" if improved else ""))
+        run.say(epoch_line(row, improved))
         if stop_after_epoch is not None and epoch >= stop_after_epoch:
             return {"interrupted_after_epoch": epoch, "history": run.history}
     # The best epoch, not the last, read back from best/: the choice was made on validation only.
