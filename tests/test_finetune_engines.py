@@ -125,6 +125,15 @@ def test_engine_refuses_what_it_cannot_do(tmp_path, capsys, flags, named):
     assert "--backend numpy" in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
+def test_engine_refuses_several_processes(tmp_path, capsys, monkeypatch):
+    """Under `accelerate launch --num_processes 2` (which sets WORLD_SIZE) every process would train
+    the same engine run and write the same files: refused in one line, before any work."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    code, _, err = _cli(capsys, "--backend", "jax", "--out", str(tmp_path))
+    assert code == 2 and err.startswith("error: --backend:") and "2 processes" in err
+    assert len(err.strip().splitlines()) == 1 and not any(tmp_path.iterdir())
+
+
 def test_run_without_backend_resumes_as_torch(tmp_path, capsys):
     """run.json written before backends were recorded: --resume reads it as a torch run, and a typed
     --backend numpy is refused by name against it (both before any data or model is loaded)."""

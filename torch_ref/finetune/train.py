@@ -194,7 +194,7 @@ def _build(cfg: TrainConfig, task: Task | None, console, quiet: bool) -> _Run:
     # joins them over gloo only when told cpu=True; its --cpu launcher itself starts one process.
     mixed = {"auto": "bf16" if gpu else "no", "fp32": "no", "bf16": "bf16"}[cfg.precision]
     forget_other_precision(mixed)
-    accelerator = Accelerator(mixed_precision=mixed, cpu=not gpu and _launched_processes() > 1)
+    accelerator = Accelerator(mixed_precision=mixed, cpu=not gpu and launched_processes() > 1)
     say = console.print if accelerator.is_main_process and not quiet else (lambda *a, **k: None)
     path = resolve_model(cfg.model)  # before the data: a typo in --model should fail in a second
     task = _load_data(cfg, task, accelerator, say, quiet)
@@ -386,7 +386,7 @@ _RANK_VARS = ("RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK")  # torchrun / accelera
 _SIZE_VARS = ("WORLD_SIZE", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE")
 
 
-def _launched_processes() -> int:
+def launched_processes() -> int:
     """How many processes the launcher started (1 when run directly), from the launchers' variables."""
     return next((int(os.environ[v]) for v in _SIZE_VARS if os.environ.get(v)), 1)
 

@@ -251,9 +251,14 @@ def _run_engine(args, cfg) -> int:
     from dataclasses import replace
 
     from triptych.commands._resume import given
+    from torch_ref.finetune.train import launched_processes
     from triptych.training.bert_classify import MINILM_NAMES, train_engine
 
     b = f"--backend {cfg.backend}"
+    if launched_processes() > 1:  # every process would train the same run and write the same files
+        raise CLIError(f"--backend: {b} runs in one process (expected no `accelerate launch`), got "
+                       f"{launched_processes()} processes; use --backend torch, or `gpt train --backend jax "
+                       f"--devices N` for JAX data parallelism")
     if cfg.model not in MINILM_NAMES:
         raise CLIError(f"--model: {b} runs MiniLM only (expected minilm), got {cfg.model}; use --backend torch")
     if cfg.optimizer != "adamw":
