@@ -22,12 +22,12 @@ import re
 import shlex
 import sys
 import tempfile
-import textwrap
 import warnings
 
 from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 
 from triptych.common.checks import InputError
+from triptych.crosscheck.notebook_code import cell_helpers, definition_source, helper_sources, history_imports
 
 # The cell's file in the temporary folder; its name shows nowhere (frames and notes are renamed).
 CELL_FILE = "notebook_cell.py"
@@ -51,6 +51,22 @@ def _grading_options(p: argparse.ArgumentParser) -> None:
                    help="what your functions take and return (default: what the code imports)")
     p.add_argument("--timeout", type=float, default=20.0, metavar="S", help="seconds per case (default 20)")
     p.add_argument("--memory-limit", default="4GiB", metavar="SIZE", help="memory per run (default 4GiB)")
+    _pack_option(p)
+
+
+def _pack_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--pack", action="append", metavar="FILE",
+                   help="a teacher's exercise pack (docs/exercise_packs.md); it stays for the kernel's later cells")
+
+
+def _parse(parser: argparse.ArgumentParser, line: str) -> argparse.Namespace:
+    """A magic's arguments; its packs join the catalogue before any exercise name is read, as
+    `check --pack` does."""
+    from triptych.crosscheck.exercises import use_packs
+
+    args = parser.parse_args(shlex.split(line))
+    use_packs(args.pack)
+    return args
 
 
 def _parsers() -> dict[str, argparse.ArgumentParser]:
@@ -66,117 +82,6 @@ def _parsers() -> dict[str, argparse.ArgumentParser]:
 
 def _say(message: str) -> None:
     print(message, file=sys.stderr)
-
-
-# ---------------------------------------------------------------- the notebook's own code
-
-def cell_python(shell, raw: str) -> str | None:
-    """A history cell as plain Python: a `%%check` cell's body, other cells through IPython's own
-    transformation (`%matplotlib` and `!pip` become calls); None for other cell magics (%%bash)."""
-    first, _, body = raw.lstrip().partition("\n")
-    if first.startswith("%%"):
-        return body if first.split()[0] == "%%check" else None
-    try:
-        return shell.transform_cell(raw)
-    except Exception:  # noqa: BLE001 - a cell IPython cannot read adds nothing
-        return None
-
-
-def _trees(shell) -> list[tuple[str, ast.Module]]:
-    found = []
-    for raw in shell.history_manager.input_hist_raw:
-        src = cell_python(shell, raw or "")
-        if not src:
-            continue
-        try:
-            found.append((src, ast.parse(src)))
-        except SyntaxError:
-            continue
-    return found
-
-
-def history_imports(shell) -> list[str]:
-    """The notebook's top-level import statements, in order, each once (`from __future__` left out:
-    it must open a file)."""
-    seen: dict[str, None] = {}
-    for src, tree in _trees(shell):
-        for node in tree.body:
-            if isinstance(node, (ast.Import, ast.ImportFrom)) and getattr(node, "module", None) != "__future__":
-                seen.setdefault(ast.get_source_segment(src, node), None)
-    return list(seen)
-
-
-def _definition_in(src: str, tree: ast.Module, name: str) -> str | None:
-    for node in tree.body:
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.name == name:
-            start = min([d.lineno for d in node.decorator_list] + [node.lineno])
-            return "\n".join(src.splitlines()[start - 1:node.end_lineno])
-    return None
-
-
-def definition_source(shell, name: str, obj) -> str | None:
-    """The source of the function or class `name`: inspect's (IPython keeps each cell's text), else
-    the last history cell that defines it at its top level (a class in `__main__`, which inspect
-    cannot find a file for)."""
-    try:
-        src = textwrap.dedent(inspect.getsource(obj))
-        tree = ast.parse(src)
-        if _definition_in(src, tree, name):
-            return _definition_in(src, tree, name)
-    except (TypeError, OSError, SyntaxError):
-        pass
-    for src, tree in reversed(_trees(shell)):
-        found = _definition_in(src, tree, name)
-        if found:
-            return found
-    return None
-
-
-def _is_notebook_code(obj) -> bool:
-    return (inspect.isfunction(obj) or inspect.isclass(obj)) and getattr(obj, "__module__", None) == "__main__"
-
-
-def _literal(value) -> bool:
-    if isinstance(value, (tuple, list)):
-        return all(map(_literal, value))
-    return value is None or isinstance(value, (bool, int, float, str))
-
-
-def helper_sources(shell, source: str, skip: set[str], limit: int = 20) -> list[str]:
-    """What the code uses from the notebook besides imports: functions and classes defined there
-    (make_causal_mask for apply_causal_mask), their own helpers, and plain constants (EPS = 1e-5)."""
-    ns, out, todo, seen = shell.user_ns, [], [source], set(skip)
-    while todo and len(out) < limit:
-        used = {n.id for n in ast.walk(ast.parse(todo.pop())) if isinstance(n, ast.Name)}
-        for name in sorted(used - seen):
-            seen.add(name)
-            value = ns.get(name)
-            if _is_notebook_code(value):
-                src = definition_source(shell, name, value)
-                if src:
-                    out.insert(0, src)
-                    todo.append(src)
-            elif name in ns and not name.startswith("_") and _literal(value) and len(repr(value)) < 500:
-                out.insert(0, f"{name} = {value!r}")
-    return out
-
-
-def cell_helpers(shell, code: str) -> list[str]:
-    """The notebook's functions, classes and constants that a %%check cell uses but does not define
-    (a self_attention calling the split_heads of an earlier cell): graded beside it, as %check NAME
-    brings its helpers. What the cell defines itself is never taken from an earlier cell."""
-    try:
-        tree = ast.parse(code)
-    except SyntaxError:
-        return []  # check_file reports it, as a row
-    own = set()
-    for node in tree.body:
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            own.add(node.name)
-        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
-            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-            own.update(t.id for t in targets if isinstance(t, ast.Name))
-    return helper_sources(shell, code, own)
 
 
 # ---------------------------------------------------------------- grading
@@ -258,8 +163,8 @@ def _exercises_defining(name: str) -> list[str]:
 class TriptychMagics(Magics):
     @line_cell_magic
     def check(self, line: str, cell: str | None = None):
-        """%%check [EXERCISE ...] [--framework F] [--timeout S] [--memory-limit SIZE]: grade the
-        cell's definitions in the sandbox, then run the cell here.
+        """%%check [EXERCISE ...] [--framework F] [--timeout S] [--memory-limit SIZE] [--pack FILE]: grade
+        the cell's definitions in the sandbox, then run the cell here.
         %check NAME [--exercise E] [...]: grade the function or class NAME defined earlier."""
         try:
             if cell is None:
@@ -278,7 +183,7 @@ class TriptychMagics(Magics):
 
         from triptych.crosscheck.session import select_exercises
 
-        args = _parsers()["cell"].parse_args(shlex.split(line))
+        args = _parse(_parsers()["cell"], line)
         names = [exercise_named(name).name for name in args.exercises]  # an unknown name: one line, first
         if not names:
             # The exercises the cell defines, named, so the report does not list the group's other
@@ -310,7 +215,7 @@ class TriptychMagics(Magics):
     def _check_name(self, line: str):
         from IPython.display import display
 
-        args = _parsers()["line"].parse_args(shlex.split(line))
+        args = _parse(_parsers()["line"], line)
         name, ns = args.name, self.shell.user_ns
         if name not in ns:
             raise InputError(f"no `{name}` in this notebook: run the cell that defines it first")
@@ -351,14 +256,15 @@ class TriptychMagics(Magics):
 
     @line_magic
     def exercise(self, line: str) -> None:
-        """%exercise show NAME | %exercise new GROUP [--framework F] [--print] | %exercise list"""
+        """%exercise show NAME | %exercise new GROUP [--framework F] [--print] | %exercise list; [--pack FILE]"""
         p = _Parser(prog="%exercise", add_help=False)
         p.add_argument("action", choices=["show", "new", "list"])
         p.add_argument("name", nargs="?", metavar="NAME|GROUP")
         p.add_argument("--framework", choices=["numpy", "torch", "jax"], default="numpy")
         p.add_argument("--print", action="store_true", help="print the skeleton instead of adding a cell")
+        _pack_option(p)
         try:
-            args = p.parse_args(shlex.split(line))
+            args = _parse(p, line)
             if args.action != "list" and not args.name:
                 raise InputError(f"%exercise {args.action}: expected a{' group' if args.action == 'new' else 'n exercise'}"
                                  f" name (`%exercise list` names them)")

@@ -98,6 +98,9 @@ def use_packs(sources) -> list[str]:
     names = []
     for source in sources or ():
         module = load_pack(source)
+        # The same file asked for again (a notebook cell run twice, the pack edited between): it
+        # replaces its earlier load instead of clashing with it.
+        _requested[:] = [m for m in _requested if not _same_file(m, module)]
         taken = {m.GROUP for m in _packs() if m is not module}
         if module.GROUP in taken:
             raise InputError(f"pack {source}: expected a new group name, got {module.GROUP!r}, which is "
@@ -106,6 +109,11 @@ def use_packs(sources) -> list[str]:
             _requested.append(module)
         names.append(module.GROUP)
     return names
+
+
+def _same_file(a: ModuleType, b: ModuleType) -> bool:
+    fa, fb = getattr(a, "__file__", None), getattr(b, "__file__", None)
+    return bool(fa and fb) and os.path.realpath(fa) == os.path.realpath(fb)
 
 
 def _packs() -> list[ModuleType]:
