@@ -36,7 +36,10 @@ def shell():
     exercises._requested[:] = before
 
 
-def test_exercise_list_takes_a_pack(shell, capsys):
+def test_exercise_list_takes_a_pack(shell, capsys, monkeypatch):
+    from triptych.common.console import console
+
+    monkeypatch.setattr(console, "width", 200)  # no name folded over two rows of the table
     shell.run_line_magic("exercise", f"list --pack {PACK}")
     out = capsys.readouterr().out
     assert "local-attention" in out and "sliding_window_attention" in out

@@ -69,11 +69,14 @@ TOLERANCES: dict[tuple[str, str], Tol] = {
     # Data-parallel training (several processes or devices, each a slice of the same global batch) vs
     # one process: the same per-example arithmetic, but each gradient is summed in another order
     # (per-slice sums, then the all-reduce), ~1e-7 relative per step, carried through ~20 AdamW
-    # steps. Measured with 2 processes (tests/test_finetune_distributed.py): weights 2.3e-6 off at
-    # |w| <= 1.06, losses 6e-8; with 2 JAX devices (tests/test_jax_data_parallel.py): weights 7.8e-7,
-    # losses 4.8e-7 at 2.9; 1e-5 absolute is 4x the worst. The bugs it guards against (a slice
-    # dropped, the batch doubled, the schedule stepped once per process) change the steps themselves.
-    ("data_parallel", "float32"): Tol(atol=1e-5, rtol=1e-5),
+    # steps. Measured with 2 processes (tests/test_finetune_distributed.py): weights usually 2.3e-6
+    # off at |w| <= 1.06, losses 6e-8, but once 1.1e-5 (an embedding weight of 0.034 after 21 AdamW
+    # steps at lr 1e-2: CPU matmul kernels may sum in another order from run to run, and Adam's
+    # g/sqrt(v) amplifies it); with 2 JAX devices (tests/test_jax_data_parallel.py): weights 7.8e-7,
+    # losses 4.8e-7 at 2.9. 5e-5 absolute is 4.5x the worst. The bugs it guards against (a slice
+    # dropped, the batch doubled, the schedule stepped once per process) change each step by about
+    # the learning rate, 1e-2 there.
+    ("data_parallel", "float32"): Tol(atol=5e-5, rtol=1e-5),
 }
 
 
