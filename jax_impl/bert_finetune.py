@@ -12,6 +12,7 @@ from triptych.common.bert_finetune import adapter_targets, check_finetune
 from triptych.common.token_checks import check_id_grid
 from jax_impl.bert import BERT_EPS, _n_layers, _sub, _valid_keys, bert_layer
 from jax_impl.layers import embedding, layer_norm
+from jax_impl.lora import merge_adapters
 from jax_impl.losses import cross_entropy
 from jax_impl.masks import padding_to_attention_mask
 from jax_impl.multihead import linear
@@ -20,13 +21,7 @@ __all__ = ["bert_finetune_logits", "bert_finetune_loss", "bert_finetune_loss_and
 
 
 def _effective(params: dict, trainable: dict, alpha: float) -> dict:
-    p = {**params, **trainable}
-    for key in trainable:
-        if key.endswith(".lora_A"):
-            w_key = key[: -len(".lora_A")]
-            a, b = trainable[key], trainable[w_key + ".lora_B"]
-            p[w_key] = params[w_key] + (alpha / a.shape[0]) * (b @ a)
-    return p
+    return merge_adapters({**params, **trainable}, trainable, alpha)[0]
 
 
 def _encode(method, p, ids, valid, types, n_heads, eps):

@@ -17,7 +17,7 @@ from triptych.common.token_checks import check_token_ids
 from jax_impl import llama_block
 from jax_impl.llama import layer_params
 from jax_impl.losses import cross_entropy
-from jax_impl.lora import init_lora_params
+from jax_impl.lora import init_lora_params, merge_adapters
 from jax_impl.norms import rms_norm
 
 __all__ = ["init_llama_lora", "merge_llama_lora", "llama_lora_forward", "llama_lora_loss",
@@ -36,13 +36,7 @@ def init_llama_lora(params: dict, config: LlamaConfig, r: int = 8, targets=DEFAU
 
 def _merged(params: dict, adapters: dict, alpha: float) -> dict:
     """params with W + s B A for every adapted W (s = alpha / r, r read from A's static shape)."""
-    out = dict(params)
-    for key in adapters:
-        if key.endswith(".lora_A"):
-            w_key = key[: -len(".lora_A")]
-            a, b = adapters[key], adapters[w_key + ".lora_B"]
-            out[w_key] = params[w_key] + (alpha / a.shape[0]) * (b @ a)
-    return out
+    return merge_adapters(params, adapters, alpha)[0]
 
 
 def _logits(adapters, params, idx, config: LlamaConfig, alpha: float):

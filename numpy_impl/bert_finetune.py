@@ -26,6 +26,7 @@ from triptych.common.bert_finetune import adapter_targets, check_finetune
 from triptych.common.token_checks import check_id_grid
 from numpy_impl.bert import BERT_EPS, _n_layers, _sub, _valid_keys, bert_layer, bert_layer_activations
 from numpy_impl.layers import embedding_backward, layer_norm_backward, layer_norm_forward
+from numpy_impl.lora import merge_adapters
 from numpy_impl.losses import cross_entropy_backward, cross_entropy_forward
 from numpy_impl.masks import padding_to_attention_mask
 from numpy_impl.multihead import calculate_multihead_attention_backward, linear, linear_backward, \
@@ -88,14 +89,8 @@ def bert_layer_backward(dout: np.ndarray, cache, params: dict, n_heads: int, eps
 
 def _effective(params: dict, trainable: dict, lora_alpha: float) -> tuple[dict, dict]:
     """(every weight the forward uses, adapted ones as W + s B A; {adapted weight key: s})."""
-    p = {**params, **trainable}
-    scale = {}
-    for w_key, r in adapter_targets(trainable).items():
-        s = lora_alpha / r
-        a, b = trainable[w_key + ".lora_A"], trainable[w_key + ".lora_B"]
-        p[w_key] = params[w_key] + np.asarray(s, dtype=params[w_key].dtype) * (b @ a)
-        scale[w_key] = s
-    return p, scale
+    adapter_targets(trainable)  # every adapter a whole A, B pair on a weight LoRA may adapt
+    return merge_adapters({**params, **trainable}, trainable, lora_alpha)
 
 
 def _embed(p: dict, ids, types, prefix):

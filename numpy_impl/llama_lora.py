@@ -34,7 +34,7 @@ from triptych.common.token_checks import check_token_ids
 from numpy_impl import llama_block
 from numpy_impl.layers import embedding_backward, embedding_forward
 from numpy_impl.llama import layer_params
-from numpy_impl.lora import init_lora_params
+from numpy_impl.lora import init_lora_params, merge_adapters
 from numpy_impl.losses import cross_entropy_backward, cross_entropy_forward
 from numpy_impl.multihead import linear
 from numpy_impl.norms import rms_norm_backward, rms_norm_forward
@@ -55,14 +55,8 @@ def init_llama_lora(params: dict, config: LlamaConfig, r: int = 8, targets=DEFAU
 
 def _effective(params: dict, adapters: dict, config: LlamaConfig, alpha: float) -> tuple[dict, dict]:
     """(params with W + s B A in place of every adapted W, {weight key: s})."""
-    ranks = check_llama_lora(params, adapters, config.n_layers, alpha)
-    merged, scale = dict(params), {}
-    for w_key, r in ranks.items():
-        s = alpha / r
-        a, b = adapters[w_key + ".lora_A"], adapters[w_key + ".lora_B"]
-        merged[w_key] = params[w_key] + np.asarray(s, dtype=params[w_key].dtype) * (b @ a)
-        scale[w_key] = s
-    return merged, scale
+    check_llama_lora(params, adapters, config.n_layers, alpha)
+    return merge_adapters(params, adapters, alpha)
 
 
 def merge_llama_lora(params: dict, adapters: dict, config: LlamaConfig, alpha: float) -> dict:

@@ -319,3 +319,21 @@ def test_bad_input_reads_the_same_in_all_three(call, fragment):
         with pytest.raises(InputError, match=None) as e:
             call(L, conv)
         assert fragment in str(e.value), (L.__name__, str(e.value))
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_merge_adapters_folds_every_pair_in_every_backend(dtype):
+    """merge_adapters on a dict of two weights, one adapted (r=3) and one not: the adapted weight is
+    W + (alpha / r) B A written out here, the other is untouched, and the scaling is alpha / r; torch's
+    goes through peft's own merge."""
+    rng = np.random.default_rng(0)
+    params = {"q": rng.standard_normal((6, 5)).astype(dtype), "k": rng.standard_normal((6, 5)).astype(dtype)}
+    adapters = {"q.lora_A": rng.standard_normal((3, 5)).astype(dtype),
+                "q.lora_B": rng.standard_normal((6, 3)).astype(dtype)}
+    expected = params["q"].astype(np.float64) + (8.0 / 3) * (adapters["q.lora_B"].astype(np.float64)
+                                                            @ adapters["q.lora_A"].astype(np.float64))
+    for mod in (NL, JL, TL):
+        merged, scale = mod.merge_adapters(params, adapters, 8.0)
+        assert sorted(merged) == ["k", "q"] and scale == {"q": 8.0 / 3}
+        assert_close(to_numpy(merged["q"]), expected, dtype, what=f"{mod.__name__} merged q")
+        np.testing.assert_array_equal(to_numpy(merged["k"]), params["k"])

@@ -45,6 +45,7 @@ __all__ = [
     "init_lora_mha_params",
     "lora_multihead_attention",
     "merge_lora_mha",
+    "merge_adapters",
     # torch only: the peft-wrapped modules themselves, for autograd references and parameter counts.
     "SeparateProjectionMHA",
     "peft_lora_linear",
@@ -220,6 +221,24 @@ def merge_lora(w, lora: dict, alpha: float, use_rslora: bool = False):
     _, layer = peft_lora_linear(w, None, lora, alpha, use_rslora)
     layer.merge()
     return layer.base_layer.weight.detach().clone()
+
+
+def merge_adapters(params: dict, adapters: dict, alpha: float) -> tuple[dict, dict]:
+    """params with every adapter folded in, and the scaling of each: for every "<key>.lora_A" /
+    "<key>.lora_B" pair in adapters, params[key] becomes merge_lora's W + s B A (s = alpha / r, r read
+    from A). Weights without an adapter are shared, not copied.
+
+    Shapes: params {key: (d_out, d_in), ...}, adapters {key.lora_A: (r, d_in), key.lora_B: (d_out, r)}
+            -> (params' keys and shapes, {key: s})
+    """
+    merged, scale = dict(params), {}
+    for a_key in adapters:
+        if a_key.endswith(".lora_A"):
+            key = a_key[: -len(".lora_A")]
+            lora = {"lora_A": adapters[a_key], "lora_B": adapters[key + ".lora_B"]}
+            merged[key] = merge_lora(params[key], lora, alpha)
+            scale[key] = lora_scaling(int(lora["lora_A"].shape[0]), alpha)
+    return merged, scale
 
 
 def unmerge_lora(w_merged, lora: dict, alpha: float, use_rslora: bool = False):
