@@ -10,10 +10,9 @@ import argparse
 import statistics
 import time
 
-import numpy as np
 
 from triptych.common.argtypes import Default, output_dir
-from triptych.common.bert_finetune import DEFAULT_LORA_TARGETS, METHODS
+from triptych.common.bert_finetune import METHODS
 from triptych.common.console import positive_int as _positive
 
 __all__ = ["register", "bench_finetune", "review_batch", "make_step", "run"]
@@ -62,33 +61,18 @@ def review_batch(batch: int, tokens: int):
 
 
 def _setup(method: str, n_layers: int | None, n_classes: int = 2, seed: int = 0):
-    """(frozen, trainable) float32 for `method` on the real checkpoint (the pooler read from its file)."""
-    from safetensors.numpy import load_file
+    """(frozen, trainable, n_heads) float32 for `method` on the real checkpoint, initialised as
+    `finetune train --backend numpy|jax` does (bert_classify.init_classifier; a prefix of 16 rows, LoRA
+    r = 8), cut to the first n_layers layers when given."""
+    from triptych.training.bert_classify import init_classifier
 
-    from triptych.pretrained import minilm
-
-    params, config = minilm.load("float32")
-    raw = load_file(str(minilm.model_path() / "model.safetensors"))
-    params["pooler.w"], params["pooler.b"] = raw["pooler.dense.weight"], raw["pooler.dense.bias"]
+    frozen, trainable, n_heads, _ = init_classifier(method, n_classes, prefix_length=16, lora_r=8, seed=seed)
     if n_layers is not None:
-        params = {k: v for k, v in params.items() if not k.startswith("layers.") or int(k.split(".")[1]) < n_layers}
-    n = n_layers or config.num_hidden_layers
-    rng = np.random.default_rng(seed)
-    C = config.hidden_size
-    t = {"classifier.w": rng.normal(0, 0.02, (n_classes, C)).astype(np.float32),
-         "classifier.b": np.zeros(n_classes, np.float32)}
-    if method == "full":
-        t.update(params)
-    elif method == "prefix":
-        t["prefix"] = rng.normal(0, 0.02, (16, C)).astype(np.float32)
-    elif method == "lora":
-        for i in range(n):
-            for w in DEFAULT_LORA_TARGETS:
-                d_out, d_in = params[f"layers.{i}.{w}"].shape
-                t[f"layers.{i}.{w}.lora_A"] = (rng.uniform(-1, 1, (8, d_in)) / np.sqrt(d_in)).astype(np.float32)
-                t[f"layers.{i}.{w}.lora_B"] = np.zeros((d_out, 8), np.float32)
-    frozen = {} if method == "full" else {k: v for k, v in params.items() if k not in t}
-    return frozen, t, config.num_attention_heads
+        def kept(key):
+            return not key.startswith("layers.") or int(key.split(".")[1]) < n_layers
+        frozen = {k: v for k, v in frozen.items() if kept(k)}
+        trainable = {k: v for k, v in trainable.items() if kept(k)}
+    return frozen, trainable, n_heads
 
 
 def _numpy_step(method, frozen, trainable, n_heads, batch):
