@@ -64,7 +64,9 @@ def test_step_peak_rss_sees_touched_pages():
 
     n = 48
     got = step_peak_rss(_touch, n)
-    assert n <= got["mib"] < n + 4, got  # 4 MiB: page tables, the interpreter's own small allocations
+    # Below: the RSS read before the step may hold a few pages the step's start frees (measured 12 KiB
+    # short once, in a CI run on a loaded machine). Above, 4 MiB: page tables, the interpreter's own.
+    assert n - 0.25 <= got["mib"] < n + 4, got
 
 
 @pytest.mark.parametrize("method", METHODS)
